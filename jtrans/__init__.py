@@ -1,0 +1,1 @@
+"""jtrans: a JAX/Flax Transformer research framework."""

@@ -1,0 +1,216 @@
+"""grain pipelines for language modelling: documents -> packed next-token batches.
+
+Token stream: each document is tokenized and followed by EOS; the documents are
+concatenated and cut into rows of ``seq_len`` predicted tokens. A row is a window
+of ``seq_len + 1`` stream tokens: ``inputs = window[:-1]``, ``targets = window[1:]``,
+and consecutive windows overlap by one token, so every stream token is a target
+exactly once (the first document is predicted from a leading EOS, the same context
+every other document gets from the EOS before it).
+
+This is done with grain's ``ConcatThenSplitIterDataset`` on two aligned features
+per document, ``inputs = [EOS] + ids`` and ``targets = ids + [EOS]``: both have the
+same length, so they are cut at the same points, and a packed ``inputs`` row is
+exactly the ``targets`` row shifted right by one stream token.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import grain
+import numpy as np
+
+from jtrans.data import sources
+from jtrans.data.tokenizers import Tokenizer, get_tokenizer
+
+Batch = dict[str, np.ndarray]
+
+
+def _text(record: dict[str, Any], text_key: str) -> str:
+  """The record's text as str (TFDS Text features decode to bytes)."""
+  text = record[text_key]
+  return text.decode("utf-8") if isinstance(text, bytes) else str(text)
+
+
+class _ToExample:
+  """Record -> ``{'inputs': [EOS] + ids, 'targets': ids + [EOS]}``, int32 [len(ids) + 1]."""
+
+  def __init__(self, tokenizer: Tokenizer, text_key: str):
+    self.tokenizer, self.text_key = tokenizer, text_key
+
+  def __call__(self, record: dict[str, Any]) -> Batch:
+    ids = self.tokenizer.encode(_text(record, self.text_key))
+    eos = np.array([self.tokenizer.eos_id], np.int32)
+    return {"inputs": np.concatenate([eos, ids]), "targets": np.concatenate([ids, eos])}
+
+
+class _EpochOffset:
+  """Drops a seeded random number (< seq_len) of leading tokens of each epoch's first document.
+
+  Applied with ``map_with_index`` after ``repeat``: index ``i`` is in epoch
+  ``i // docs_per_epoch``, so the cut points of every epoch shift by a fresh,
+  deterministic amount, and the state stays a plain position in the stream.
+  """
+
+  def __init__(self, docs_per_epoch: int, seq_len: int, seed: int):
+    self.docs_per_epoch, self.seq_len, self.seed = docs_per_epoch, seq_len, seed
+
+  def __call__(self, index: int, example: Batch) -> Batch:
+    epoch, position = divmod(index, self.docs_per_epoch)
+    if position != 0:
+      return example
+    skip = int(np.random.default_rng([self.seed, epoch]).integers(self.seq_len))
+    return {k: v[skip:] for k, v in example.items()}
+
+
+def _to_batch_row(packed: Batch) -> Batch:
+  """Packed row -> ``inputs``/``targets`` int32 [seq_len], ``weights`` float32 [seq_len]."""
+  return {
+      "inputs": packed["inputs"],
+      "targets": packed["targets"],
+      "weights": (packed["targets_segment_ids"] > 0).astype(np.float32),
+  }
+
+
+class _PadToCount(grain.IterDataset):
+  """Yields the parent's batches, then all-padding batches, ``count`` batches in all.
+
+  Every eval shard yields the same number of batches this way, so processes that
+  evaluate in lock step (a collective per batch) finish together.
+  """
+
+  def __init__(self, parent: grain.IterDataset, count: int, pad: Batch):
+    super().__init__(parent)
+    self.count, self.pad = count, pad
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _PadToCountIterator(self._parent.__iter__(), self.count, self.pad)
+
+
+class _PadToCountIterator(grain.DatasetIterator):
+  """Iterator of ``_PadToCount``; its state is the parent's plus the batches yielded."""
+
+  def __init__(self, parent: grain.DatasetIterator, count: int, pad: Batch):
+    super().__init__(parent)
+    self._count, self._pad, self._yielded, self._exhausted = count, pad, 0, False
+
+  def __next__(self) -> Batch:
+    if self._yielded >= self._count:
+      raise StopIteration
+    batch = {k: v.copy() for k, v in self._pad.items()}
+    if not self._exhausted:
+      try:
+        batch = next(self._parent)
+      except StopIteration:
+        self._exhausted = True
+    self._yielded += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {"parent": self._parent.get_state(), "yielded": self._yielded,
+            "exhausted": self._exhausted}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._yielded, self._exhausted = state["yielded"], state["exhausted"]
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def _eval_batch_count(docs: grain.MapDataset, shard_count: int, seq_len: int,
+                      batch_size: int) -> int:
+  """Most eval batches any shard yields: ceil(ceil(tokens / seq_len) / batch_size)."""
+  counts = []
+  for shard in range(shard_count):
+    tokens = sum(len(docs[i]["targets"]) for i in range(shard, len(docs), shard_count))
+    counts.append(_ceil_div(_ceil_div(tokens, seq_len), batch_size))
+  return max(counts)
+
+
+def make_lm_dataset(
+    *,
+    name: str,
+    split: str,
+    data_dir: str | None,
+    tokenizer: str,
+    text_key: str,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    train: bool,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+  """Returns a grain dataset of next-token prediction batches.
+
+  Each element is ``{'inputs': int32 [batch_size, seq_len], 'targets': int32
+  [batch_size, seq_len], 'weights': float32 [batch_size, seq_len]}`` where
+  ``batch_size`` is this process's share of the global batch and weights are 0
+  exactly on padding. Process ``shard_index`` of ``shard_count`` reads documents
+  ``shard_index::shard_count`` of the (index-sorted) split.
+
+  train=True: documents are shuffled with ``seed`` (a new order every epoch),
+  each epoch's stream starts at a seeded offset in ``[0, seq_len)``, the stream
+  repeats forever, and ``worker_count > 0`` moves the work into grain worker
+  processes (each packs its own slice of the documents, so the stream differs
+  from worker_count=0 and a saved state only fits the same worker_count).
+  train=False: one in-process pass in stored order; the last rows
+  and batch are padded (weight 0) so every token is counted once and shapes stay
+  fixed, and with ``shard_count > 1`` every shard is padded with all-zero-weight
+  batches to the same number of batches (counting it tokenizes the whole split).
+
+  ``iter(ds)`` supports ``get_state()``/``set_state()`` and
+  ``grain.checkpoint.CheckpointSave``/``CheckpointRestore``; a restored iterator
+  continues with exactly the batches of the uninterrupted one.
+  """
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"Need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}.")
+  tok = get_tokenizer(tokenizer)
+  all_examples = grain.MapDataset.source(sources.load_source(name, split, data_dir))
+  all_examples = all_examples.map(_ToExample(tok, text_key))
+  examples = all_examples[shard_index::shard_count]
+  if len(examples) == 0:
+    raise ValueError(f"Shard {shard_index}/{shard_count} of {name}:{split} has no documents.")
+  if train:
+    n = len(examples)
+    examples = examples.shuffle(seed=seed).repeat(None)
+    examples = examples.map_with_index(_EpochOffset(n, seq_len, seed))
+  packed = grain.experimental.ConcatThenSplitIterDataset(
+      examples.to_iter_dataset(),
+      length_struct={"inputs": seq_len, "targets": seq_len},
+  )
+  rows = packed.map(_to_batch_row)
+  if not train:
+    pad = functools.partial(grain.experimental.batch_and_pad, batch_size=batch_size)
+    batches = rows.batch(batch_size, batch_fn=pad)
+    if shard_count == 1:
+      return batches
+    shape = (batch_size, seq_len)
+    pad_batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32),
+                 "weights": np.zeros(shape, np.float32)}
+    count = _eval_batch_count(all_examples, shard_count, seq_len, batch_size)
+    return _PadToCount(batches, count, pad_batch)
+  batches = rows.batch(batch_size, drop_remainder=True)
+  if worker_count > 0:
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return batches
+
+
+def unigram_entropy(*, name: str, split: str, data_dir: str | None, tokenizer: str,
+                    text_key: str) -> float:
+  """Entropy (nats) of the token unigram distribution of ``split``: documents plus one EOS each.
+
+  The loss of the best context-free model: a baseline for the validation loss.
+  """
+  tok = get_tokenizer(tokenizer)
+  source = sources.load_source(name, split, data_dir)
+  counts = np.zeros(tok.vocab_size, np.int64)
+  for i in range(len(source)):
+    counts += np.bincount(tok.encode(_text(source[i], text_key)), minlength=tok.vocab_size)
+  counts[tok.eos_id] += len(source)
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())

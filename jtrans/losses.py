@@ -1,0 +1,66 @@
+"""Token losses as pure functions returning weighted sums plus a denominator.
+
+Sums (not means) are right for padded and packed batches and for data-parallel
+reduction: divide by the summed denominator once, after everything is added up.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> dict[str, jax.Array]:
+  """Token cross-entropy with optional label smoothing and z-loss.
+
+  Args:
+    logits: `[batch, length, vocab]` (computed in float32 whatever the dtype).
+    targets: int `[batch, length]`.
+    weights: `[batch, length]`, 0 for padding; None weighs every token 1.
+    label_smoothing: mass spread uniformly over the vocabulary (0.1 in Vaswani et al.).
+    z_loss: coefficient of log(Z)^2, which keeps the softmax normaliser near 1 (PaLM).
+  Returns:
+    weighted sums over tokens: `loss` (the objective: smoothed CE + z-loss), `nll` (plain
+    CE, nats per token), `z_loss`, `accuracy` (correct argmax), and `denominator` (sum of
+    weights).
+  """
+  logits = logits.astype(jnp.float32)
+  if weights is None:
+    weights = jnp.ones(targets.shape, jnp.float32)
+  weights = weights.astype(jnp.float32)
+  vocab = logits.shape[-1]
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  log_probs = logits - log_z[..., None]
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  objective = nll
+  if label_smoothing:
+    # Cross-entropy against 1 - s on the target and s / (vocab - 1) elsewhere, minus that
+    # distribution's own entropy, so that predicting it exactly scores 0.
+    confidence = 1.0 - label_smoothing
+    low = label_smoothing / (vocab - 1)
+    smoothed = (confidence - low) * nll - low * jnp.sum(log_probs, axis=-1)
+    entropy = -(confidence * jnp.log(confidence) + label_smoothing * jnp.log(low))
+    objective = smoothed - entropy
+  z_term = z_loss * jnp.square(log_z)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return {
+      "loss": jnp.sum((objective + z_term) * weights),
+      "nll": jnp.sum(nll * weights),
+      "z_loss": jnp.sum(z_term * weights),
+      "accuracy": jnp.sum(correct * weights),
+      "denominator": jnp.sum(weights),
+  }
+
+
+def normalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Divides every weighted sum by `denominator` (kept as `tokens`)."""
+  denominator = jnp.maximum(sums["denominator"], 1e-9)
+  means = {k: v / denominator for k, v in sums.items() if k != "denominator"}
+  means["tokens"] = sums["denominator"]
+  return means

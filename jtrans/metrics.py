@@ -1,0 +1,57 @@
+"""Where metrics go: a progress line, `metrics.jsonl` and TensorBoard events (process 0 only)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import jax
+from tensorboardX import SummaryWriter
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def progress_line(step: int, total: int, scalars: Mapping[str, float], tokens_per_second: float,
+                  mfu: float, eta_seconds: float) -> str:
+  """`step 100/1200 | loss 2.3456 | lr 1.20e-03 | 51.2k tok/s | MFU 12.3% | ETA 2m10s`."""
+  return (f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
+          f"{tokens_per_second / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}% | "
+          f"ETA {format_duration(eta_seconds)}")
+
+
+class MetricsWriter:
+  """Appends scalars to `workdir/metrics.jsonl` and TensorBoard events in `workdir/tensorboard`.
+
+  Only process 0 writes; on the others every call is a no-op.
+  """
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": step, "split": split, **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for name, value in scalars.items():
+      self._tb.add_scalar(f"{split}/{name}", float(value), step)
+    self._tb.flush()
+
+  def log(self, message: str) -> None:
+    if self.enabled:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()

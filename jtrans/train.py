@@ -1,0 +1,340 @@
+"""The one training loop: state, pure train/eval steps compiled once, and `train(config, workdir)`."""
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from typing import Any, Callable, Iterable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jtrans import checkpoint, decoding, flops, losses, optim, sharding
+from jtrans.data import pipeline, tokenizers
+from jtrans.metrics import MetricsWriter, progress_line
+from jtrans.models import ModelConfig, build_model
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Optimizer steps taken (int32 scalar).
+  params: Any
+  opt_state: Any
+
+
+# ---------------------------------------------------------------- state and its shardings
+
+
+def state_layout(model: nn.Module, tx: optax.GradientTransformation,
+                 config: ml_collections.ConfigDict, mesh: Mesh) -> tuple[Callable, TrainState, Any]:
+  """(init function of an rng, the state's shardings, its abstract shapes carrying them).
+
+  Shapes come from `eval_shape`, shardings from the parameters' logical axis names; the
+  optimizer state is sharded like the parameters it mirrors.
+  """
+  axis_rules = sharding.rules(config.mesh)
+  dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
+
+  def init(rng):
+    params = nn.meta.unbox(model.init(rng, dummy)["params"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  rng = jax.random.key(config.seed)
+  boxed_params = jax.eval_shape(lambda r: model.init(r, dummy)["params"], rng)
+  param_shardings = sharding.logical_shardings(boxed_params, mesh, axis_rules)
+  shapes = jax.eval_shape(init, rng)
+  replicated = sharding.replicated(mesh)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, shapes.opt_state, param_shardings,
+      transform_non_params=lambda _: replicated)
+  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          shapes, shardings)
+  return init, shardings, abstract
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+               mesh: Mesh) -> tuple[TrainState, TrainState, Any]:
+  """The train state built directly sharded (`jit(init, out_shardings=...)`): nothing is ever
+  whole on one host. Returns (state, shardings, abstract state for checkpoint restores)."""
+  init, shardings, abstract = state_layout(model, tx, config, mesh)
+  # Not under jax.set_mesh: flax would constrain DenseGeneral's flat initial kernels by their
+  # reshaped logical names. The out_shardings alone place every array.
+  state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
+  return state, shardings, abstract
+
+
+# ---------------------------------------------------------------- pure steps
+
+
+def _forward(model: nn.Module, params: Any, batch: Batch, axis_rules, deterministic: bool,
+             rngs: dict | None = None) -> jax.Array:
+  with nn.logical_axis_rules(axis_rules):
+    return model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
+                       segment_ids=batch.get("segment_ids"), deterministic=deterministic,
+                       rngs=rngs)
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+  """One optimizer step on `batch` (`inputs`, `targets`, `weights`: `[batch, length]`)."""
+  dropout_rng = jax.random.fold_in(jax.random.key(config.seed + 1), state.step)
+
+  def loss_fn(params):
+    logits = _forward(model, params, batch, sharding.rules(config.mesh), False,
+                      {"dropout": dropout_rng})
+    sums = losses.cross_entropy(logits, batch["targets"], batch["weights"],
+                                label_smoothing=config.loss.label_smoothing,
+                                z_loss=config.loss.z_loss)
+    return sums["loss"] / jnp.maximum(sums["denominator"], 1.0), sums
+
+  (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = losses.normalize(sums)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["learning_rate"] = schedule(state.step)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module,
+              config: ml_collections.ConfigDict) -> Metrics:
+  """Weighted metric sums (not means) of one eval batch, so batches can be added."""
+  logits = _forward(model, params, batch, sharding.rules(config.mesh), True)
+  return losses.cross_entropy(logits, batch["targets"], batch["weights"])
+
+
+def compile_steps(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                  mesh: Mesh, state_shardings: TrainState) -> tuple[Callable, Callable]:
+  """jit-compiled (train_step, eval_step) with the state's shardings; the train state is donated."""
+  schedule = optim.make_schedule(config.optim, config.train.steps)
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  train_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
+      donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, config=config),
+                    in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
+  return train_fn, eval_fn
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
+  """Checks that need more than one key; each failure names the setting and the fix."""
+  model_cfg = ModelConfig.from_config(config.model)
+  if config.data.seq_len > config.model.max_len:
+    raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
+                     f"{config.model.max_len}; raise max_len or shorten seq_len.")
+  vocab = tokenizers.get_tokenizer(config.data.tokenizer).vocab_size
+  if config.model.vocab_size < vocab:
+    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+                     f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  for key in ("steps", "log_every", "eval_every", "checkpoint_every"):
+    if config.train[key] <= 0:
+      raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")
+  return model_cfg
+
+
+def make_dataset(config: ml_collections.ConfigDict, train: bool):
+  """This process's share of the train or eval split as a grain dataset of batches."""
+  d = config.data
+  return pipeline.make_lm_dataset(
+      name=d.name, split=d.train_split if train else d.eval_split, data_dir=d.data_dir or None,
+      tokenizer=d.tokenizer, text_key=d.text_key, seq_len=d.seq_len,
+      batch_size=config.train.batch_size // jax.process_count(), seed=config.seed, train=train,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      worker_count=d.worker_count)
+
+
+def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
+             max_batches: int = 0) -> dict[str, float]:
+  """Means over the eval batches (all of them when `max_batches` is 0)."""
+  totals = None
+  for i, batch in enumerate(batches):
+    if max_batches and i >= max_batches:
+      break
+    sums = eval_fn(params, sharding.global_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError("the eval split gave no batch; check config.data.eval_split.")
+  return {k: float(v) for k, v in losses.normalize(jax.device_get(totals)).items()}
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT (a pre-empted VM, Ctrl-C) into a flag the loop checks each step."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(step: int, scalars: dict[str, float], manager) -> None:
+  if not np.isfinite(scalars["loss"]):
+    manager.wait_until_finished()
+    raise FloatingPointError(
+        f"training loss is {scalars['loss']} at step {step}; the run stopped and the last good "
+        f"checkpoint (step {manager.latest_step()}) is intact. Lower config.optim.lr, lengthen "
+        "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch.")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
+  mesh = sharding.make_mesh(config.mesh)
+  model_cfg = validate(config, mesh)
+  model = build_model(model_cfg)
+  total = config.train.steps
+  tx = optim.make_optimizer(config.optim, total)
+  writer = MetricsWriter(workdir)
+  manager = checkpoint.make_manager(workdir, config.train)
+
+  state, state_shardings, abstract = init_state(model, tx, config, mesh)
+  train_iter = iter(make_dataset(config, train=True))
+  eval_ds = make_dataset(config, train=False)
+  restored = checkpoint.restore(manager, abstract, train_iter)
+  if restored is not None:
+    state, start = restored
+    writer.log(f"resumed from step {start} (checkpoint in {manager.directory})")
+  start = int(state.step)
+  train_fn, eval_fn = compile_steps(model, tx, config, mesh, state_shardings)
+
+  tokens_per_step = config.train.batch_size * config.data.seq_len
+  flops_per_token = flops.train_flops_per_token(model_cfg, config.data.seq_len)
+  peak = flops.peak_flops_per_device(config.train.peak_flops_per_device)
+  entropy = pipeline.unigram_entropy(
+      name=config.data.name, split=config.data.eval_split, data_dir=config.data.data_dir or None,
+      tokenizer=config.data.tokenizer, text_key=config.data.text_key)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  writer.log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
+             f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
+
+  def run_eval(step: int) -> dict[str, float]:
+    scalars = evaluate(eval_fn, state.params, eval_ds, mesh, config.train.eval_batches)
+    writer.write(step, "eval", scalars)
+    writer.log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
+               f"{scalars['accuracy']:.3f} (unigram entropy {entropy:.4f} nats/token)")
+    return scalars
+
+  pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
+  window_start, window_steps, compile_seconds = time.perf_counter(), 0, None
+
+  def report(step: int, metrics: Metrics) -> dict[str, float]:
+    nonlocal window_start, window_steps
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(step, scalars, manager)
+    elapsed = time.perf_counter() - window_start
+    tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
+    scalars["tokens_per_second"] = tokens_per_second
+    scalars["mfu"] = flops.mfu(tokens_per_second, flops_per_token, peak, mesh.size)
+    writer.write(step, "train", scalars)
+    eta = (total - step) * elapsed / max(window_steps, 1)
+    writer.log(progress_line(step, total, scalars, tokens_per_second, scalars["mfu"], eta))
+    window_start, window_steps = time.perf_counter(), 0
+    return scalars
+
+  def flush() -> None:
+    """Reads back and reports the pending step's metrics, if any."""
+    nonlocal pending
+    if pending is not None:
+      report(*pending)
+      pending = None
+
+  with _StopSignal() as stop, jax.set_mesh(mesh):
+    step = last_saved = start
+    while step < total and stop.received is None:
+      batch = sharding.global_batch(next(train_iter), mesh)
+      began = time.perf_counter()
+      state, metrics = train_fn(state, batch)  # Dispatched; runs while we read step - 1 below.
+      step += 1
+      if compile_seconds is None:
+        jax.block_until_ready(metrics)
+        compile_seconds = time.perf_counter() - began
+        writer.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
+        writer.write(step, "train", {"compile_seconds": compile_seconds})
+        window_start = time.perf_counter()
+      else:
+        window_steps += 1
+      flush()
+      if step % config.train.log_every == 0 or step == total:
+        pending = (step, metrics)
+      if step % config.train.checkpoint_every == 0 or step == total:
+        flush()  # Never checkpoint a state whose loss was not checked finite.
+        checkpoint.save(manager, step, state, train_iter, force=True)
+        last_saved = step
+      if step % config.train.eval_every == 0 or step == total:
+        flush()
+        run_eval(step)
+        window_start = time.perf_counter()
+    flush()
+    if stop.received is not None and last_saved != step:
+      checkpoint.save(manager, step, state, train_iter, force=True)
+      manager.wait_until_finished()
+      writer.log(f"signal {stop.received} received: saved a checkpoint at step {step}; "
+                 "launch the same command again to resume.")
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return state
+
+
+def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -> list[str]:
+  """`config.sample.num_samples` continuations of `config.sample.prompt`."""
+  s = config.sample
+  tokenizer = tokenizers.get_tokenizer(config.data.tokenizer)
+  prompt = tokenizer.encode(s.prompt)
+  buffer = min(config.model.max_len, len(prompt) + s.length)
+  if len(prompt) >= buffer:
+    raise ValueError(f"config.sample.prompt is {len(prompt)} tokens; it must be shorter than "
+                     f"config.model.max_len={config.model.max_len}.")
+  tokens = np.zeros((s.num_samples, buffer), np.int32)
+  tokens[:, :len(prompt)] = prompt
+  model = build_model(config.model)
+  out = decoding.sample(model, params, jnp.asarray(tokens), jnp.int32(len(prompt)),
+                        jax.random.key(seed), num_tokens=buffer - len(prompt),
+                        temperature=s.temperature)
+  return [tokenizer.decode(row) for row in np.asarray(out)]
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Eval-split metrics of the workdir's latest checkpoint."""
+  mesh = sharding.make_mesh(config.mesh)
+  model = build_model(validate(config, mesh))
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+  _, shardings, abstract = state_layout(model, tx, config, mesh)
+  manager = checkpoint.make_manager(workdir, config.train)
+  restored = checkpoint.restore(manager, abstract)
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
+                            "--config and --workdir and --mode=train.")
+  state, step = restored
+  _, eval_fn = compile_steps(model, tx, config, mesh, shardings)
+  with jax.set_mesh(mesh):
+    scalars = evaluate(eval_fn, state.params, make_dataset(config, train=False), mesh,
+                       config.train.eval_batches)
+  manager.close()
+  return {"step": step, **scalars}

@@ -1,0 +1,26 @@
+"""jtrans: a small JAX/Flax framework for Transformer research."""
+import setuptools
+
+setuptools.setup(
+    name="jtrans",
+    version="0.1.0",
+    description="Transformers in JAX/Flax: one train loop from a laptop CPU to a TPU pod.",
+    packages=setuptools.find_packages(include=["jtrans", "jtrans.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "tensorflow-datasets>=4.9.10,<5",
+        "grain>=0.2.18,<0.3",
+        "array-record>=0.8,<0.9",
+        "ml-collections>=1.1,<2",
+        "absl-py>=2.1,<3",
+        "tensorboardX>=2.6,<3",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+    },
+)
