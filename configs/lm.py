@@ -16,7 +16,7 @@ from configs import base
 
 # name: (num_layers, embed_dim, num_heads, seq_len, batch_size, steps, lr)
 SIZES = {
-    "tiny": (4, 128, 4, 128, 32, 1200, 3e-3),
+    "tiny": (4, 128, 4, 64, 16, 1000, 3e-3),
     "small": (6, 384, 6, 256, 64, 5000, 1e-3),
     "medium": (12, 768, 12, 512, 128, 20000, 6e-4),
     "large": (24, 1024, 16, 1024, 256, 50000, 3e-4),

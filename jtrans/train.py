@@ -157,7 +157,7 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
       tokenizer=d.tokenizer, text_key=d.text_key, seq_len=d.seq_len,
       batch_size=config.train.batch_size // jax.process_count(), seed=config.seed, train=train,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=d.worker_count)
+      worker_count=d.worker_count, shuffle_window=d.shuffle_window)
 
 
 def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
@@ -203,8 +203,12 @@ def _check_finite(step: int, scalars: dict[str, float], manager) -> None:
         "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch.")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
+def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last state.
+
+  `stop_at` ends this invocation (with a checkpoint) once that step is reached, as a
+  pre-emption would: for jobs that run a long schedule in time slices.
+  """
   mesh = sharding.make_mesh(config.mesh)
   model_cfg = validate(config, mesh)
   model = build_model(model_cfg)
@@ -266,7 +270,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
   with _StopSignal() as stop, jax.set_mesh(mesh):
     step = last_saved = start
-    while step < total and stop.received is None:
+    end = total if stop_at is None else min(stop_at, total)
+    while step < end and stop.received is None:
       batch = sharding.global_batch(next(train_iter), mesh)
       began = time.perf_counter()
       state, metrics = train_fn(state, batch)  # Dispatched; runs while we read step - 1 below.
@@ -291,11 +296,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         run_eval(step)
         window_start = time.perf_counter()
     flush()
-    if stop.received is not None and last_saved != step:
+    if step < total and last_saved != step:
       checkpoint.save(manager, step, state, train_iter, force=True)
-      manager.wait_until_finished()
-      writer.log(f"signal {stop.received} received: saved a checkpoint at step {step}; "
-                 "launch the same command again to resume.")
+    if step < total:
+      why = f"signal {stop.received} received" if stop.received else f"stop_at={stop_at} reached"
+      writer.log(f"{why}: saved a checkpoint at step {step}; launch the same command again "
+                 "to resume.")
   manager.wait_until_finished()
   manager.close()
   writer.close()

@@ -73,6 +73,36 @@ def _to_batch_row(packed: Batch) -> Batch:
   }
 
 
+def _lists_to_tuples(state: Any) -> Any:
+  if isinstance(state, dict):
+    return {k: _lists_to_tuples(v) for k, v in state.items()}
+  if isinstance(state, (list, tuple)):
+    return tuple(_lists_to_tuples(v) for v in state)
+  return state
+
+
+class _JsonStateIterator(grain.DatasetIterator):
+  """Restores a state that went through JSON (as Orbax stores it) exactly.
+
+  grain 0.2.18's ConcatThenSplit compares its saved slices with the tuple (-1, -1); JSON
+  gives back lists, so a restored iterator would think it holds a half-used document.
+  """
+
+  def __next__(self) -> Batch:
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(_lists_to_tuples(state))
+
+
+class _JsonState(grain.IterDataset):
+  def __iter__(self) -> grain.DatasetIterator:
+    return _JsonStateIterator(self._parent.__iter__())
+
+
 class _PadToCount(grain.IterDataset):
   """Yields the parent's batches, then all-padding batches, ``count`` batches in all.
 
@@ -144,6 +174,7 @@ def make_lm_dataset(
     shard_index: int = 0,
     shard_count: int = 1,
     worker_count: int = 0,
+    shuffle_window: int = 0,
 ) -> grain.IterDataset:
   """Returns a grain dataset of next-token prediction batches.
 
@@ -155,7 +186,8 @@ def make_lm_dataset(
 
   train=True: documents are shuffled with ``seed`` (a new order every epoch),
   each epoch's stream starts at a seeded offset in ``[0, seq_len)``, the stream
-  repeats forever, and ``worker_count > 0`` moves the work into grain worker
+  repeats forever, packed rows are shuffled within windows of ``shuffle_window`` rows
+  (so that a batch mixes many documents instead of being consecutive rows of one), and ``worker_count > 0`` moves the work into grain worker
   processes (each packs its own slice of the documents, so the stream differs
   from worker_count=0 and a saved state only fits the same worker_count).
   train=False: one in-process pass in stored order; the last rows
@@ -184,6 +216,8 @@ def make_lm_dataset(
       length_struct={"inputs": seq_len, "targets": seq_len},
   )
   rows = packed.map(_to_batch_row)
+  if train and shuffle_window > 1:
+    rows = grain.experimental.WindowShuffleIterDataset(rows, window_size=shuffle_window, seed=seed)
   if not train:
     pad = functools.partial(grain.experimental.batch_and_pad, batch_size=batch_size)
     batches = rows.batch(batch_size, batch_fn=pad)
@@ -197,7 +231,7 @@ def make_lm_dataset(
   batches = rows.batch(batch_size, drop_remainder=True)
   if worker_count > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return batches
+  return _JsonState(batches)
 
 
 def unigram_entropy(*, name: str, split: str, data_dir: str | None, tokenizer: str,

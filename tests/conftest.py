@@ -1,0 +1,32 @@
+"""Shared fixtures. Tests run on 8 simulated CPU devices, as a small pod would shard them."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # noqa: E402
+
+from configs import lm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir with the embedded corpus prepared once per session (nothing downloaded)."""
+  from jtrans.data import sources
+  path = str(tmp_path_factory.mktemp("tfds"))
+  sources.load_source("pydoc_topics", "train", path)
+  return path
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+  """A model small enough that a few steps take well under a second, on the test corpus."""
+  c = lm.get_config("tiny")
+  c.data.data_dir = data_dir
+  c.model.num_layers, c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 1, 32, 2, 64
+  c.model.max_len = c.data.seq_len = 32
+  c.train.batch_size, c.train.steps = 8, 6
+  c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 2, 3, 3
+  c.train.eval_batches = 2
+  c.optim.warmup_steps = 2
+  c.sample.num_samples = 0
+  return c

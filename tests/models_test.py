@@ -1,0 +1,88 @@
+"""The decoder LM and its blocks: causality, options, logical axis names, config errors."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jtrans import positional
+from jtrans.models import ModelConfig, build_model
+
+CFG = ModelConfig(vocab_size=50, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_len=16)
+
+
+def init(cfg, length=12):
+  model = build_model(cfg)
+  tokens = jax.random.randint(jax.random.key(1), (2, length), 0, cfg.vocab_size)
+  boxed = model.init(jax.random.key(0), tokens)["params"]
+  return model, boxed, tokens
+
+
+@pytest.mark.parametrize("options", [{}, {"positions": "sinusoidal", "tie_embeddings": False,
+                                          "norm": "rmsnorm", "use_bias": False, "num_kv_heads": 2}])
+def test_causal_changing_token_t_changes_no_earlier_logit(options):
+  cfg = dataclasses.replace(CFG, **options)
+  model, boxed, tokens = init(cfg)
+  params = nn.meta.unbox(boxed)
+  t = 6
+  changed = tokens.at[:, t].set((tokens[:, t] + 1) % cfg.vocab_size)
+  before, after = model.apply({"params": params}, tokens), model.apply({"params": params}, changed)
+  np.testing.assert_array_equal(np.asarray(before[:, :t]), np.asarray(after[:, :t]))
+  assert np.abs(np.asarray(before[:, t:] - after[:, t:])).max() > 1e-4
+
+
+def test_segments_block_attention_across_documents():
+  model, boxed, tokens = init(CFG)
+  params = nn.meta.unbox(boxed)
+  segments = jnp.array([[1] * 5 + [2] * 7] * 2)
+  positions = jnp.array([list(range(5)) + list(range(7))] * 2)
+  changed = tokens.at[:, 1].set((tokens[:, 1] + 1) % CFG.vocab_size)  # Inside document 1.
+  apply = lambda t: model.apply({"params": params}, t, positions=positions, segment_ids=segments)
+  np.testing.assert_array_equal(np.asarray(apply(tokens)[:, 5:]), np.asarray(apply(changed)[:, 5:]))
+
+
+def test_every_parameter_has_logical_axis_names():
+  for options in ({}, {"tie_embeddings": False, "norm": "rmsnorm", "use_bias": False}):
+    _, boxed, _ = init(dataclasses.replace(CFG, **options))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    for leaf in leaves:
+      assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+      assert len(leaf.names) == leaf.value.ndim
+
+
+def test_tied_embeddings_have_no_output_matrix():
+  _, tied, _ = init(CFG)
+  _, untied, _ = init(dataclasses.replace(CFG, tie_embeddings=False))
+  assert "output" not in tied and untied["output"]["kernel"].value.shape == (32, 50)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  cfg = dataclasses.replace(CFG, dtype=jnp.bfloat16)
+  model, boxed, tokens = init(cfg)
+  params = nn.meta.unbox(boxed)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  logits = model.apply({"params": params}, tokens)
+  full = build_model(CFG).apply({"params": params}, tokens)
+  assert logits.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(full), atol=0.1)
+
+
+def test_sinusoidal_matches_the_formula():
+  pos = np.arange(6)[None]
+  got = np.asarray(positional.sinusoidal(jnp.asarray(pos), 8))[0]
+  inv = 10000.0 ** (-np.arange(4) / 3)
+  np.testing.assert_allclose(got[:, :4], np.sin(pos[0][:, None] * inv), atol=1e-6)
+  np.testing.assert_allclose(got[:, 4:], np.cos(pos[0][:, None] * inv), atol=1e-6)
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"num_heads": 5}, "config.model.num_heads"),
+    ({"num_kv_heads": 3}, "config.model.num_kv_heads"),
+    ({"norm": "batchnorm"}, "config.model.norm"),
+    ({"positions": "rotary"}, "config.model.positions"),
+])
+def test_bad_shapes_fail_naming_the_setting(change, key):
+  with pytest.raises(ValueError, match=key):
+    dataclasses.replace(CFG, **change)

@@ -1,0 +1,101 @@
+"""run.py as a user launches it: a subprocess with flags, overrides and signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.train_test import final_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+       "JAX_PLATFORMS": "cpu"}
+
+
+def tiny_flags(data_dir, workdir, steps, **extra):
+  flags = {"model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 2,
+           "model.mlp_dim": 128, "model.max_len": 64, "data.seq_len": 64, "train.batch_size": 8,
+           "train.steps": steps, "train.log_every": 10, "train.eval_every": steps,
+           "train.checkpoint_every": steps, "train.eval_batches": 2, "optim.warmup_steps": 5,
+           "data.data_dir": data_dir, "sample.num_samples": 2, "sample.length": 20, **extra}
+  return ([sys.executable, "run.py", "--config=configs/lm.py:tiny", f"--workdir={workdir}"]
+          + [f"--config.{k}={v}" for k, v in flags.items()])
+
+
+def run(args, **kwargs):
+  return subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+                        **kwargs)
+
+
+def test_help_explains_the_flags():
+  out = run([sys.executable, "run.py", "--help"])
+  assert out.returncode in (0, 1), out.stderr  # absl's --help exits with 1 by design.
+  for flag in ("--config", "--workdir", "--mode"):
+    assert flag in out.stdout
+
+
+def test_train_then_eval_with_overrides_writes_the_workdir(data_dir, tmp_path):
+  workdir = str(tmp_path)
+  out = run(tiny_flags(data_dir, workdir, 20, **{"optim.lr": 0.002}))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "step 20/20 | loss" in out.stdout and "MFU" in out.stdout and "ETA" in out.stdout
+  assert out.stdout.count("--- sample") == 2
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["optim"]["lr"] == 0.002 and config["train"]["steps"] == 20
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in records if r["split"] == "train" and "loss" in r] == [10, 20]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+  assert os.listdir(tmp_path / "checkpoints") == ["20"]
+
+  evaluated = run([sys.executable, "run.py", "--mode=eval", "--config=configs/lm.py:tiny",
+                   f"--workdir={workdir}"] + tiny_flags(data_dir, workdir, 20)[4:])
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  scalars = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+  last_eval = [r for r in records if r["split"] == "eval"][-1]
+  assert scalars["step"] == 20
+  np.testing.assert_allclose(scalars["nll"], last_eval["nll"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.model.num_layer=3", "num_layer"),
+    ("--config.model.num_heads=5", "config.model.num_heads"),
+    ("--config.data.name=no_such_dataset_xyz", "config.data.name"),
+])
+def test_bad_settings_fail_with_the_settings_name(data_dir, tmp_path, flag, message):
+  out = run(tiny_flags(data_dir, str(tmp_path), 2) + [flag])
+  assert out.returncode != 0
+  assert message in out.stderr
+
+
+def test_sigterm_saves_and_the_same_command_resumes_exactly(data_dir, tmp_path):
+  steps = 300
+  reference = run(tiny_flags(data_dir, str(tmp_path / "straight"), steps))
+  assert reference.returncode == 0, reference.stderr[-3000:]
+
+  workdir = str(tmp_path / "preempted")
+  command = tiny_flags(data_dir, workdir, steps)
+  proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  try:
+    for line in proc.stdout:
+      if line.startswith("step 100/"):
+        proc.send_signal(signal.SIGTERM)
+        break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 0, rest[-3000:]
+  finally:
+    proc.kill()
+  assert "signal 15 received: saved a checkpoint at step" in rest
+  saved = int(rest.split("saved a checkpoint at step ")[1].split(";")[0])
+  assert 100 <= saved < steps
+
+  resumed = run(command)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from step {saved}" in resumed.stdout
+  _, want = final_params(str(tmp_path / "straight"))
+  _, got = final_params(workdir)
+  jax.tree.map(np.testing.assert_array_equal, want, got)
