@@ -8,7 +8,9 @@ on CPU the peak is this machine's float32 matmul FLOP/s, measured first; on a kn
 accelerator, its bf16 peak. Batches are synthetic, so the figure is the model's alone
 (benchmarks/ has no data-loading in it).
 """
+import os
 import resource
+import sys
 import time
 
 import jax
@@ -16,19 +18,25 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs import lm
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
+from configs import lm  # noqa: E402
 from jtrans import flops, optim, sharding, train
 from jtrans.models import ModelConfig, build_model
 
 flags.DEFINE_list("sizes", ["tiny", "small"], "configs/lm.py sizes to measure.")
 flags.DEFINE_integer("steps", 20, "Timed steps per size (after one warm-up step).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 is slow on CPUs).")
+flags.DEFINE_integer("max_tokens_per_step", 4096, "Halve a size's batch until it fits this "
+                     "(0: the config's batch), so big sizes stay quick to measure on a CPU.")
 FLAGS = flags.FLAGS
 
 
 def measure(size: str, peak: float) -> dict:
   config = lm.get_config(size)
   config.model.dtype = FLAGS.dtype
+  while (FLAGS.max_tokens_per_step and config.train.batch_size > 1
+         and config.train.batch_size * config.data.seq_len > FLAGS.max_tokens_per_step):
+    config.train.batch_size //= 2
   mesh = sharding.make_mesh(config.mesh)
   model_cfg = ModelConfig.from_config(config.model)
   model = build_model(model_cfg)
