@@ -20,7 +20,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
 from configs import lm  # noqa: E402
-from jtrans import flops, optim, sharding, train
+from jtrans import flops, optim, sharding, steps, train
 from jtrans.models import ModelConfig, build_model
 
 flags.DEFINE_list("sizes", ["tiny", "small"], "configs/lm.py sizes to measure.")
@@ -42,7 +42,7 @@ def measure(size: str, peak: float) -> dict:
   model = build_model(model_cfg)
   tx = optim.make_optimizer(config.optim, config.train.steps)
   state, shardings, _ = train.init_state(model, tx, config, mesh)
-  train_fn, _ = train.compile_steps(model, tx, config, mesh, shardings)
+  train_fn = steps.jit_engine(model, tx, config, mesh, shardings).train_step
   shape = (config.train.batch_size, config.data.seq_len)
   rng = np.random.default_rng(0)
   batch = sharding.global_batch({"inputs": rng.integers(3, 259, shape, dtype=np.int32),

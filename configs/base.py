@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.activation = "gelu"  # Feed-forward nonlinearity: "gelu", "relu" or "silu".
   m.use_bias = True  # Biases in dense layers and LayerNorm.
   m.attention_impl = "xla"  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU) or "cudnn".
+  m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.
+  m.remat = "none"  # Recompute activations: "none", "full", or a jax.checkpoint_policies name.
   m.dtype = "float32"  # Compute dtype of activations and matmuls ("bfloat16" on accelerators).
   m.param_dtype = "float32"  # Storage dtype of parameters (and so of the optimizer state).
 
@@ -44,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = t = ml_collections.ConfigDict()
   t.steps = 1000  # Optimizer steps in the whole run.
   t.batch_size = 32  # Global batch (rows), split over the mesh's data and fsdp axes.
+  t.grad_accum_steps = 1  # Micro-batches per step (gradients summed): same result, less memory.
+  t.engine = "jit"  # "jit" (any mesh, sharded by the rules) or "pmap" (pure data parallel).
   t.log_every = 50  # Steps between progress lines and train metrics.
   t.eval_every = 500  # Steps between evaluations (and one at the end).
   t.eval_batches = 0  # Batches per evaluation; 0 = the whole eval split.
@@ -72,9 +76,12 @@ def get_config() -> ml_collections.ConfigDict:
   ms.data = -1  # Data-parallel axis size; -1 = the devices the other axes leave.
   ms.fsdp = 1  # Fully-sharded data-parallel axis size (parameters sharded, batch split).
   ms.tensor = 1  # Tensor-parallel axis size (heads and MLP units split).
+  ms.dcn_data = 1  # Slices along data over the data-centre network (multi-slice; a process off TPU).
+  ms.dcn_fsdp = 1  # Slices along fsdp over the data-centre network.
+  ms.dcn_tensor = 1  # Slices along tensor over the data-centre network (rarely wise).
   # Logical axis name -> mesh axes; parameters and activations name logical axes only.
   ms.rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("vocab", "tensor"),
-              ("heads", "tensor"), ("mlp", "tensor"), ("kv", None), ("length", None))
+              ("heads", "tensor"), ("mlp", "tensor"), ("kv", None), ("length", None), ("layers", None))
 
   c.sample = s = ml_collections.ConfigDict()
   s.prompt = "The "  # Text the final samples continue.

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXES = ("data", "fsdp", "tensor")
@@ -32,12 +33,31 @@ def mesh_shape(cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, .
   return tuple(sizes)
 
 
+def dcn_shape(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Slices along (data, fsdp, tensor) over the data-centre network (multi-slice TPU)."""
+  return tuple(int(cfg[f"dcn_{a}"]) for a in AXES)
+
+
 def make_mesh(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over `devices` (default: all), in GSPMD (Auto) mode."""
+  """A (data, fsdp, tensor) mesh over `devices` (default: all), in GSPMD (Auto) mode.
+
+  `cfg.data/fsdp/tensor` are sizes within a slice (fast ICI links); `cfg.dcn_*` multiply
+  them across slices, so that only the axes named there cross the slower network. Off TPU
+  a process counts as a slice.
+  """
   devices = list(jax.devices() if devices is None else devices)
-  shape = mesh_shape(cfg, len(devices))
-  return jax.make_mesh(shape, AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+  dcn = dcn_shape(cfg)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(AXES)
+  if math.prod(dcn) == 1:
+    return jax.make_mesh(mesh_shape(cfg, len(devices)), AXES, devices=devices,
+                         axis_types=axis_types)
+  if len(devices) % math.prod(dcn):
+    raise ValueError(f"config.mesh.dcn_*: {dict(zip(AXES, dcn))} slices do not divide the "
+                     f"{len(devices)} devices.")
+  ici = mesh_shape(cfg, len(devices) // math.prod(dcn))
+  grid = mesh_utils.create_hybrid_device_mesh(
+      ici, dcn, devices, process_is_granule=devices[0].platform != "tpu")
+  return Mesh(grid, AXES, axis_types=axis_types)
 
 
 def rules(cfg: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
@@ -45,10 +65,29 @@ def rules(cfg: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in cfg.rules)
 
 
+def _fit(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+  """Drops mesh axes from dimensions they do not divide (e.g. a vocabulary of 259 rows)."""
+  spec = []
+  for dim, axes in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept = []
+    for name in names:
+      if dim % (math.prod(sharding.mesh.shape[n] for n in kept) * sharding.mesh.shape[name]) == 0:
+        kept.append(name)
+    spec.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+  return NamedSharding(sharding.mesh, PartitionSpec(*spec))
+
+
 def logical_shardings(boxed_tree: Any, mesh: Mesh, axis_rules: Sequence[tuple[str, Any]]) -> Any:
-  """NamedShardings for a tree whose leaves are boxed with logical names (unboxed: replicated)."""
+  """NamedShardings for a tree whose leaves are boxed with logical names (unboxed: replicated).
+
+  A dimension that a rule's mesh axes do not divide stays whole on that axis, so any model
+  fits any mesh; the sharding test checks that the big tensors are the ones split.
+  """
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+  shapes = nn.meta.unbox(boxed_tree)
+  return jax.tree.map(lambda s, x: _fit(s, x.shape), shardings, shapes)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,34 +1,26 @@
-"""The one training loop: state, pure train/eval steps compiled once, and `train(config, workdir)`."""
+"""The one training loop: the sharded train state, and `train(config, workdir)`."""
 from __future__ import annotations
 
-import functools
 import signal
 import time
 from typing import Any, Callable, Iterable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jtrans import checkpoint, decoding, flops, losses, optim, sharding
+from jtrans import checkpoint, decoding, flops, losses, optim, sharding, steps
+from jtrans.steps import Engine, TrainState
 from jtrans.data import pipeline, tokenizers
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.models import ModelConfig, build_model
 
-Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # Optimizer steps taken (int32 scalar).
-  params: Any
-  opt_state: Any
 
 
 # ---------------------------------------------------------------- state and its shardings
@@ -67,66 +59,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_co
   """The train state built directly sharded (`jit(init, out_shardings=...)`): nothing is ever
   whole on one host. Returns (state, shardings, abstract state for checkpoint restores)."""
   init, shardings, abstract = state_layout(model, tx, config, mesh)
-  # Not under jax.set_mesh: flax would constrain DenseGeneral's flat initial kernels by their
-  # reshaped logical names. The out_shardings alone place every array.
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   return state, shardings, abstract
-
-
-# ---------------------------------------------------------------- pure steps
-
-
-def _forward(model: nn.Module, params: Any, batch: Batch, axis_rules, deterministic: bool,
-             rngs: dict | None = None) -> jax.Array:
-  with nn.logical_axis_rules(axis_rules):
-    return model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
-                       segment_ids=batch.get("segment_ids"), deterministic=deterministic,
-                       rngs=rngs)
-
-
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
-  """One optimizer step on `batch` (`inputs`, `targets`, `weights`: `[batch, length]`)."""
-  dropout_rng = jax.random.fold_in(jax.random.key(config.seed + 1), state.step)
-
-  def loss_fn(params):
-    logits = _forward(model, params, batch, sharding.rules(config.mesh), False,
-                      {"dropout": dropout_rng})
-    sums = losses.cross_entropy(logits, batch["targets"], batch["weights"],
-                                label_smoothing=config.loss.label_smoothing,
-                                z_loss=config.loss.z_loss)
-    return sums["loss"] / jnp.maximum(sums["denominator"], 1.0), sums
-
-  (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = losses.normalize(sums)
-  metrics["grad_norm"] = optax.global_norm(grads)
-  metrics["learning_rate"] = schedule(state.step)
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def eval_step(params: Any, batch: Batch, *, model: nn.Module,
-              config: ml_collections.ConfigDict) -> Metrics:
-  """Weighted metric sums (not means) of one eval batch, so batches can be added."""
-  logits = _forward(model, params, batch, sharding.rules(config.mesh), True)
-  return losses.cross_entropy(logits, batch["targets"], batch["weights"])
-
-
-def compile_steps(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-                  mesh: Mesh, state_shardings: TrainState) -> tuple[Callable, Callable]:
-  """jit-compiled (train_step, eval_step) with the state's shardings; the train state is donated."""
-  schedule = optim.make_schedule(config.optim, config.train.steps)
-  batch_sharding = sharding.batch_sharding(mesh)
-  replicated = sharding.replicated(mesh)
-  train_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
-      donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, config=config),
-                    in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
-  return train_fn, eval_fn
 
 
 # ---------------------------------------------------------------- the loop
@@ -143,6 +77,12 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
   sharding.check_batch_size(config.train.batch_size, mesh)
+  k = config.train.grad_accum_steps
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if k < 1 or config.train.batch_size % (k * shards):
+    raise ValueError(f"config.train.grad_accum_steps={k} must split config.train.batch_size="
+                     f"{config.train.batch_size} into micro-batches that the {shards} batch shards "
+                     f"divide; use a batch size that is a multiple of {k * shards}.")
   for key in ("steps", "log_every", "eval_every", "checkpoint_every"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")
@@ -160,14 +100,14 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
       worker_count=d.worker_count, shuffle_window=d.shuffle_window)
 
 
-def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
+def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]],
              max_batches: int = 0) -> dict[str, float]:
   """Means over the eval batches (all of them when `max_batches` is 0)."""
   totals = None
   for i, batch in enumerate(batches):
     if max_batches and i >= max_batches:
       break
-    sums = eval_fn(params, sharding.global_batch(batch, mesh))
+    sums = engine.eval_step(state, engine.place_batch(batch))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     raise ValueError("the eval split gave no batch; check config.data.eval_split.")
@@ -192,6 +132,17 @@ class _StopSignal:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+def _should_stop(stop: _StopSignal, step: int, every: int) -> bool:
+  """Whether a signal asks to stop; with several processes, decided together every `every`
+  steps (each host gets its own SIGTERM, but all must save the same step)."""
+  if jax.process_count() == 1:
+    return stop.received is not None
+  if step % every:
+    return False
+  flags = multihost_utils.process_allgather(np.array(stop.received is not None))
+  return bool(np.any(flags))
 
 
 def _check_finite(step: int, scalars: dict[str, float], manager) -> None:
@@ -225,7 +176,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     state, start = restored
     writer.log(f"resumed from step {start} (checkpoint in {manager.directory})")
   start = int(state.step)
-  train_fn, eval_fn = compile_steps(model, tx, config, mesh, state_shardings)
+  engine = steps.make_engine(model, tx, config, mesh, state_shardings)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  state = engine.place_state(state)
 
   tokens_per_step = config.train.batch_size * config.data.seq_len
   flops_per_token = flops.train_flops_per_token(model_cfg, config.data.seq_len)
@@ -233,12 +186,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   entropy = pipeline.unigram_entropy(
       name=config.data.name, split=config.data.eval_split, data_dir=config.data.data_dir or None,
       tokenizer=config.data.tokenizer, text_key=config.data.text_key)
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
   writer.log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
              f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
 
   def run_eval(step: int) -> dict[str, float]:
-    scalars = evaluate(eval_fn, state.params, eval_ds, mesh, config.train.eval_batches)
+    scalars = evaluate(engine, state, eval_ds, config.train.eval_batches)
     writer.write(step, "eval", scalars)
     writer.log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
                f"{scalars['accuracy']:.3f} (unigram entropy {entropy:.4f} nats/token)")
@@ -268,13 +220,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
       report(*pending)
       pending = None
 
-  with _StopSignal() as stop, jax.set_mesh(mesh):
+  with _StopSignal() as stop, engine.context():
     step = last_saved = start
     end = total if stop_at is None else min(stop_at, total)
-    while step < end and stop.received is None:
-      batch = sharding.global_batch(next(train_iter), mesh)
+    while step < end and not _should_stop(stop, step, config.train.log_every):
+      batch = engine.place_batch(next(train_iter))
       began = time.perf_counter()
-      state, metrics = train_fn(state, batch)  # Dispatched; runs while we read step - 1 below.
+      state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1 below.
       step += 1
       if compile_seconds is None:
         jax.block_until_ready(metrics)
@@ -289,7 +241,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         pending = (step, metrics)
       if step % config.train.checkpoint_every == 0 or step == total:
         flush()  # Never checkpoint a state whose loss was not checked finite.
-        checkpoint.save(manager, step, state, train_iter, force=True)
+        checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
         last_saved = step
       if step % config.train.eval_every == 0 or step == total:
         flush()
@@ -297,7 +249,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         window_start = time.perf_counter()
     flush()
     if step < total and last_saved != step:
-      checkpoint.save(manager, step, state, train_iter, force=True)
+      checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
     if step < total:
       why = f"signal {stop.received} received" if stop.received else f"stop_at={stop_at} reached"
       writer.log(f"{why}: saved a checkpoint at step {step}; launch the same command again "
@@ -305,7 +257,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   manager.wait_until_finished()
   manager.close()
   writer.close()
-  return state
+  return engine.global_state(state)
 
 
 def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -> list[str]:
@@ -338,9 +290,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
                             "--config and --workdir and --mode=train.")
   state, step = restored
-  _, eval_fn = compile_steps(model, tx, config, mesh, shardings)
-  with jax.set_mesh(mesh):
-    scalars = evaluate(eval_fn, state.params, make_dataset(config, train=False), mesh,
+  engine = steps.make_engine(model, tx, config, mesh, shardings)
+  with engine.context():
+    scalars = evaluate(engine, engine.place_state(state), make_dataset(config, train=False),
                        config.train.eval_batches)
   manager.close()
   return {"step": step, **scalars}

@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jtrans import optim, sharding, train
+from jtrans import optim, sharding, steps, train
 from jtrans.models import build_model
 
 
@@ -26,7 +26,7 @@ def test_train_step_compiles_once_and_loss_falls(tiny_config):
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
   state, shardings, _ = train.init_state(model, tx, c, mesh)
-  train_fn, _ = train.compile_steps(model, tx, c, mesh, shardings)
+  train_fn = steps.jit_engine(model, tx, c, mesh, shardings).train_step
   batches = iter(train.make_dataset(c, train=True))
   first = next(batches)
   losses = []

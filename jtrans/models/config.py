@@ -13,6 +13,10 @@ POSITIONS = ("learned", "sinusoidal")
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "relu", "silu")
 FAMILIES = ("decoder",)
+# "none": keep every activation; "full": recompute the whole block in the backward pass;
+# other names are jax.checkpoint_policies (what to save, the rest is recomputed).
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "nothing_saveable", "everything_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +37,8 @@ class ModelConfig:
   activation: str = "gelu"
   use_bias: bool = True
   attention_impl: str = "xla"
+  scan_layers: bool = False
+  remat: str = "none"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -50,7 +56,7 @@ class ModelConfig:
     if self.positions == "sinusoidal" and self.embed_dim % 2:
       fail("embed_dim", "sinusoidal positions need an even width.")
     for key, allowed in (("positions", POSITIONS), ("norm", NORMS), ("activation", ACTIVATIONS),
-                         ("attention_impl", attention.IMPLEMENTATIONS)):
+                         ("attention_impl", attention.IMPLEMENTATIONS), ("remat", REMAT_POLICIES)):
       if getattr(self, key) not in allowed:
         fail(key, f"{getattr(self, key)!r} is not one of {allowed}.")
 

@@ -41,8 +41,7 @@ class DecoderLM(nn.Module):
     mask = attention.causal_mask(length)
     if segment_ids is not None:
       mask = attention.combine_masks(mask, attention.segment_mask(segment_ids))
-    for i in range(cfg.num_layers):
-      x = layers.DecoderBlock(cfg, name=f"block_{i}")(x, mask, deterministic)
+    x = layers.BlockStack(cfg, deterministic, name="blocks")(x, mask)
     x = layers.make_norm(cfg, "final_norm")(x)
 
     if cfg.tie_embeddings:

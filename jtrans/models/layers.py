@@ -110,13 +110,53 @@ class Attention(nn.Module):
 class DecoderBlock(nn.Module):
   """Pre-LN block: x + Attn(Norm(x)), then + Mlp(Norm(x)). `[batch, length, embed]` in and out."""
   cfg: ModelConfig
+  deterministic: bool = True  # False enables dropout (needs a 'dropout' rng).
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     cfg = self.cfg
-    dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+    dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
     h = Attention(cfg, name="attention")(make_norm(cfg, "attention_norm")(x), mask)
     x = x + dropout(h)
     h = Mlp(cfg, name="mlp")(make_norm(cfg, "mlp_norm")(x))
     x = x + dropout(h)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
+  """The block class wrapped so that its activations are recomputed per `policy`."""
+  if policy == "none":
+    return block
+  return nn.remat(block, policy=None if policy == "full" else getattr(jax.checkpoint_policies, policy))
+
+
+class ScannedBlock(nn.Module):
+  """A block with the scan signature `(carry, broadcast) -> (carry, None)`."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, None]:
+    block = remat(DecoderBlock, self.cfg.remat)
+    return block(self.cfg, self.deterministic, name="block")(x, mask), None
+
+
+class BlockStack(nn.Module):
+  """`num_layers` decoder blocks, unrolled or as one `nn.scan` (parameters stacked on a
+  leading `layers` axis: compile time no longer grows with depth)."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    cfg = self.cfg
+    if cfg.scan_layers:
+      stack = nn.scan(ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                      in_axes=nn.broadcast, length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(cfg, self.deterministic, name="layers")(x, mask)
+      return x
+    block = remat(DecoderBlock, cfg.remat)
+    for i in range(cfg.num_layers):
+      x = block(cfg, self.deterministic, name=f"block_{i}")(x, mask)
+    return x

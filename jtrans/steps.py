@@ -1,0 +1,207 @@
+"""The pure train and eval steps, and the two engines that compile them (jit over a mesh, pmap).
+
+A batch is a dict of `[batch, length]` arrays: `inputs`, `targets`, `weights` (and, for
+packed rows, `positions` and `segment_ids`).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, NamedTuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jtrans import losses, optim, sharding
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Optimizer steps taken (int32 scalar).
+  params: Any
+  opt_state: Any
+
+
+def forward(model: nn.Module, params: Any, batch: Batch, config: ml_collections.ConfigDict,
+            mesh: Mesh | None, deterministic: bool, rngs: dict | None = None) -> jax.Array:
+  """Logits `[batch, length, vocab]`; over a mesh, the config's logical-axis rules constrain
+  the activations (under pmap there is no mesh and so no rules)."""
+  with nn.logical_axis_rules(sharding.rules(config.mesh) if mesh is not None else ()):
+    return model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
+                       segment_ids=batch.get("segment_ids"), deterministic=deterministic,
+                       rngs=rngs)
+
+
+def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
+              config: ml_collections.ConfigDict, mesh: Mesh | None) -> tuple[Any, Metrics]:
+  """Gradient of the summed (not averaged) loss, and the metric sums, over `batch`.
+
+  With `config.train.grad_accum_steps = k`, the batch is split into k micro-batches (rows
+  strided, so each keeps its share of every device) and their sums are added in a scan:
+  the result equals the one-batch result, at 1/k of the activation memory.
+  """
+  def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
+    def loss_sum(p):
+      logits = forward(model, p, micro, config, mesh, False, {"dropout": key})
+      sums = losses.cross_entropy(logits, micro["targets"], micro["weights"],
+                                  label_smoothing=config.loss.label_smoothing,
+                                  z_loss=config.loss.z_loss)
+      return sums["loss"], sums
+    (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
+    return grads, sums
+
+  k = config.train.grad_accum_steps
+  if k == 1:
+    return micro_step(batch, rng)
+
+  def split(x):
+    x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+    if mesh is not None:
+      spec = PartitionSpec(None, sharding.BATCH_AXES)
+      x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return x
+
+  micro_batches = jax.tree.map(split, batch)
+
+  def accumulate(carry, xs):
+    micro, i = xs
+    grads, sums = micro_step(micro, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro_batches), rng))
+  (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, jnp.arange(k)))
+  return grads, sums
+
+
+def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
+                    tx: optax.GradientTransformation,
+                    schedule: optax.Schedule) -> tuple[TrainState, Metrics]:
+  """Averages the summed gradient over the batch's weight and takes one optimizer step."""
+  denominator = jnp.maximum(sums["denominator"], 1.0)
+  grads = jax.tree.map(lambda g: g / denominator, grad_sum)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = losses.normalize(sums)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["learning_rate"] = schedule(state.step)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def dropout_rng(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """A key for `step` alone, so any step can be replayed."""
+  return jax.random.fold_in(jax.random.key(config.seed + 1), step)
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               config: ml_collections.ConfigDict, mesh: Mesh | None) -> tuple[TrainState, Metrics]:
+  """One optimizer step on the global batch (the jit engine's step)."""
+  grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
+                          config=config, mesh=mesh)
+  return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module,
+              config: ml_collections.ConfigDict, mesh: Mesh | None) -> Metrics:
+  """Weighted metric sums (not means) of one eval batch, so batches can be added."""
+  logits = forward(model, params, batch, config, mesh, True)
+  return losses.cross_entropy(logits, batch["targets"], batch["weights"])
+
+
+class Engine(NamedTuple):
+  """How a run places its state and batches and runs its steps: `jit` or `pmap`."""
+  train_step: Callable[[Any, Any], tuple[Any, Metrics]]  # (placed state, batch) -> ...
+  eval_step: Callable[[Any, Any], Metrics]  # (placed state, batch) -> metric sums
+  place_state: Callable[[TrainState], Any]  # Global state -> the engine's layout.
+  global_state: Callable[[Any], TrainState]  # The engine's layout -> global (checkpoints).
+  place_batch: Callable[[dict[str, np.ndarray]], Any]  # This process's rows -> device batch.
+  context: Callable[[], contextlib.AbstractContextManager]  # What the steps must run inside.
+
+
+def jit_engine(model: nn.Module, tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, mesh: Mesh,
+               state_shardings: TrainState) -> Engine:
+  """Steps compiled once by jit with the state's shardings; the state is donated."""
+  schedule = optim.make_schedule(config.optim, config.train.steps)
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  train_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
+      donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, config=config, mesh=mesh),
+                    in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
+  return Engine(train_step=train_fn, eval_step=lambda state, batch: eval_fn(state.params, batch),
+                place_state=lambda state: state, global_state=lambda state: state,
+                place_batch=lambda local: sharding.global_batch(local, mesh),
+                context=lambda: jax.set_mesh(mesh))
+
+
+def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
+                config: ml_collections.ConfigDict, mesh: Mesh,
+                state_shardings: TrainState) -> Engine:
+  """Pure data parallelism with `jax.pmap`: the state replicated on every local device, each
+  device a slice of the rows, gradient and metric sums added with `psum`."""
+  if mesh.shape["fsdp"] != 1 or mesh.shape["tensor"] != 1:
+    raise ValueError("config.train.engine='pmap' is pure data parallelism; set config.mesh.fsdp "
+                     "and config.mesh.tensor to 1, or use engine='jit'.")
+  schedule = optim.make_schedule(config.optim, config.train.steps)
+  devices = jax.local_devices()
+
+  def step(state, batch):
+    grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
+                            config=config, mesh=None)
+    grads, sums = jax.lax.psum((grads, sums), "batch")
+    return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
+
+  def evaluate(state, batch):
+    return jax.lax.psum(eval_step(state.params, batch, model=model, config=config, mesh=None),
+                        "batch")
+
+  train_fn = jax.pmap(step, axis_name="batch", donate_argnums=0)
+  eval_fn = jax.pmap(evaluate, axis_name="batch")
+
+  def place_batch(local):
+    n = len(devices)
+    return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in local.items()}
+
+  def global_state(state):
+    first = jax.tree.map(lambda x: x[0], state)
+    return jax.device_put(first, state_shardings)
+
+  return Engine(
+      train_step=lambda state, batch: _first_metrics(*train_fn(state, batch)),
+      eval_step=lambda state, batch: jax.tree.map(lambda x: x[0], eval_fn(state, batch)),
+      place_state=lambda state: _replicate(state, devices),
+      global_state=global_state, place_batch=place_batch,
+      context=contextlib.nullcontext)  # pmap names its own axis; a global mesh would clash.
+
+
+def _replicate(tree: Any, devices: list[jax.Device]) -> Any:
+  """A copy of every leaf on each device, stacked on a leading axis: pmap's layout."""
+  stacked = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
+  return jax.tree.map(
+      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices), *x.shape)), stacked), tree)
+
+
+def _first_metrics(state: Any, metrics: Metrics) -> tuple[Any, Metrics]:
+  """pmap returns per-device copies of the (identical) metrics; keep one."""
+  return state, jax.tree.map(lambda x: x[0], metrics)
+
+
+def make_engine(model: nn.Module, tx: optax.GradientTransformation,
+                config: ml_collections.ConfigDict, mesh: Mesh, state_shardings: TrainState) -> Engine:
+  if config.train.engine == "jit":
+    return jit_engine(model, tx, config, mesh, state_shardings)
+  if config.train.engine == "pmap":
+    return pmap_engine(model, tx, config, mesh, state_shardings)
+  raise ValueError(f"config.train.engine={config.train.engine!r} is not 'jit' or 'pmap'.")
