@@ -36,6 +36,13 @@ def local_rows(global_batch: dict, mesh) -> dict:
   return {k: np.concatenate([v[a:b] for a, b in rows]) for k, v in global_batch.items()}
 
 
+if num_processes == 2:
+  # Multi-slice layout: each process is a slice; only the data axis crosses between them.
+  hybrid = sharding.make_mesh(config(**{"mesh.data": 1, "mesh.fsdp": 2, "mesh.dcn_data": 2}).mesh)
+  assert dict(hybrid.shape) == {"data": 2, "fsdp": 2, "tensor": 1}, hybrid.shape
+  for i in range(2):
+    assert {d.process_index for d in hybrid.devices[i].flat} == {i}, hybrid.devices
+
 c = config(**{"mesh.data": 2, "mesh.fsdp": 2})
 mesh = sharding.make_mesh(c.mesh)
 assert mesh.size == 4 and jax.process_count() == num_processes
