@@ -1,9 +1,11 @@
 """Decoder-only byte-level language model on the embedded corpus (the default experiment).
 
-Run (the default, `tiny`, about 3 minutes on a 2-core laptop CPU):
+Run (the default, `tiny`: 1000 steps of 16 x 64 bytes, about 2 minutes on 2 CPU cores):
   python run.py --config=configs/lm.py:tiny --workdir=runs/lm_tiny
-Expected: validation loss about 1.45 nats per byte (below the 1.6 target) against the
-validation split's byte-unigram entropy of about 3.1 nats, and legible samples.
+Expected: validation loss 1.47 nats per byte at step 1000 (1.89 at step 500), against the
+validation split's byte-unigram entropy of 3.25 nats; samples with English words and Python
+punctuation. (nanoGPT's CPU recipe reaches 1.38 on this text in 2000 steps; 1500 steps of this
+recipe reach 1.34.)
 
 Larger sizes, for accelerators (same recipe, width and depth from the table below):
   python run.py --config=configs/lm.py:small --workdir=runs/lm_small
