@@ -6,18 +6,14 @@
 Scanning the blocks compiles one block whatever the depth, so the 32-layer scanned step
 should cost at most 1.5x the 4-layer one; unrolled, compile time grows with depth.
 """
-import os
-import sys
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
+import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 from configs import lm  # noqa: E402
-from jtrans import optim, sharding, steps, train  # noqa: E402
-from jtrans.models import build_model  # noqa: E402
+from jtrans import train  # noqa: E402
 
 flags.DEFINE_list("depths", ["4", "32"], "Layer counts to compile.")
 flags.DEFINE_integer("width", 128, "Model width for the compile measurements.")
@@ -26,28 +22,14 @@ flags.DEFINE_string("precision_size", "small", "configs/lm.py size for bfloat16 
 FLAGS = flags.FLAGS
 
 
-def setup(config):
-  mesh = sharding.make_mesh(config.mesh)
-  model = build_model(config.model)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, shardings, abstract = train.state_layout(model, tx, config, mesh)
-  train_fn = steps.jit_engine(model, tx, config, mesh, shardings).train_step
-  shape = (config.train.batch_size, config.data.seq_len)
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch({"inputs": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "targets": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "weights": np.ones(shape, np.float32)}, mesh)
-  return model, tx, mesh, abstract, train_fn, batch
-
-
 def compile_seconds(layers: int, scan: bool) -> float:
   c = lm.get_config("tiny")
   c.model.num_layers, c.model.embed_dim, c.model.num_heads = layers, FLAGS.width, FLAGS.width // 32
   c.model.mlp_dim, c.model.scan_layers = 4 * FLAGS.width, scan
-  _, _, mesh, abstract, train_fn, batch = setup(c)
+  s = common.setup(c)
   start = time.perf_counter()
-  with jax.set_mesh(mesh):
-    train_fn.lower(abstract, batch).compile()
+  with jax.set_mesh(s.mesh):
+    s.train_step.lower(s.abstract, s.batch).compile()
   return time.perf_counter() - start
 
 
@@ -55,9 +37,10 @@ def tokens_per_second(dtype: str) -> float:
   c = lm.get_config(FLAGS.precision_size)
   c.model.dtype = dtype
   c.train.batch_size = max(1, 4096 // c.data.seq_len)
-  model, tx, mesh, _, train_fn, batch = setup(c)
-  state, _, _ = train.init_state(model, tx, c, mesh)
-  with jax.set_mesh(mesh):
+  s = common.setup(c)
+  train_fn, batch = s.train_step, s.batch
+  state, _, _ = train.init_state(s.model, s.tx, c, s.mesh)
+  with jax.set_mesh(s.mesh):
     state, metrics = train_fn(state, batch)
     jax.block_until_ready(metrics)
     start = time.perf_counter()

@@ -8,20 +8,16 @@ on CPU the peak is this machine's float32 matmul FLOP/s, measured first; on a kn
 accelerator, its bf16 peak. Batches are synthetic, so the figure is the model's alone
 (benchmarks/ has no data-loading in it).
 """
-import os
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
+import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 from configs import lm  # noqa: E402
-from jtrans import flops, optim, sharding, steps, train
-from jtrans.models import ModelConfig, build_model
+from jtrans import flops, train  # noqa: E402
 
 flags.DEFINE_list("sizes", ["tiny", "small"], "configs/lm.py sizes to measure.")
 flags.DEFINE_integer("steps", 20, "Timed steps per size (after one warm-up step).")
@@ -37,17 +33,10 @@ def measure(size: str, peak: float) -> dict:
   while (FLAGS.max_tokens_per_step and config.train.batch_size > 1
          and config.train.batch_size * config.data.seq_len > FLAGS.max_tokens_per_step):
     config.train.batch_size //= 2
-  mesh = sharding.make_mesh(config.mesh)
-  model_cfg = ModelConfig.from_config(config.model)
-  model = build_model(model_cfg)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  state, shardings, _ = train.init_state(model, tx, config, mesh)
-  train_fn = steps.jit_engine(model, tx, config, mesh, shardings).train_step
+  s = common.setup(config)
+  model_cfg, mesh, train_fn, batch = s.model_cfg, s.mesh, s.train_step, s.batch
+  state, _, _ = train.init_state(s.model, s.tx, config, mesh)
   shape = (config.train.batch_size, config.data.seq_len)
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch({"inputs": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "targets": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "weights": np.ones(shape, np.float32)}, mesh)
   with jax.set_mesh(mesh):
     start = time.perf_counter()
     compiled = train_fn.lower(state, batch).compile()

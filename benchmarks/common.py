@@ -1,0 +1,36 @@
+"""What the benchmark scripts share: a compiled-step setup and synthetic batches."""
+import os
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
+from jtrans import optim, sharding, steps, train  # noqa: E402
+from jtrans.models import ModelConfig, build_model  # noqa: E402
+
+
+class Setup(NamedTuple):
+  model_cfg: ModelConfig
+  model: Any
+  tx: Any
+  mesh: Any
+  shardings: Any
+  abstract: Any  # The state's shapes and shardings (nothing allocated).
+  train_step: Any  # jit-compiled on first call (or .lower(abstract, batch).compile()).
+  batch: dict  # A synthetic global batch of random tokens.
+
+
+def setup(config) -> Setup:
+  mesh = sharding.make_mesh(config.mesh)
+  model_cfg = ModelConfig.from_config(config.model)
+  model = build_model(model_cfg)
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+  _, shardings, abstract = train.state_layout(model, tx, config, mesh)
+  train_step = steps.jit_engine(model, tx, config, mesh, shardings).train_step
+  shape = (config.train.batch_size, config.data.seq_len)
+  rng = np.random.default_rng(0)
+  batch = sharding.global_batch({"inputs": rng.integers(3, 259, shape, dtype=np.int32),
+                                 "targets": rng.integers(3, 259, shape, dtype=np.int32),
+                                 "weights": np.ones(shape, np.float32)}, mesh)
+  return Setup(model_cfg, model, tx, mesh, shardings, abstract, train_step, batch)
