@@ -12,7 +12,6 @@ import resource
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)

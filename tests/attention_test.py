@@ -1,5 +1,4 @@
 """jtrans/attention.py against a plain float64 softmax attention written in numpy."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
