@@ -118,7 +118,8 @@ def scaling_mode() -> bool:
   from jtrans import sweep
   if FLAGS["config"].present:
     logging.warning("--config=%s is ignored: a sweep's base config is its file's get_config(); "
-                    "--config.<key> overrides still apply.", FLAGS["config"].value)
+                    "--config.<key> overrides still apply.",
+                    config_flags.get_config_filename(FLAGS["config"]))
   loaded = sweep.load(FLAGS.sweep)
   extra = dict(config_flags.get_override_values(FLAGS["config"]))
   if FLAGS.dry_run:

@@ -19,8 +19,11 @@ setuptools.setup(
         "absl-py>=2.1,<3",
         "tensorboardX>=2.6,<3",
         "numpy>=1.26",
+        "scipy>=1.11",  # Scaling-law fits (L-BFGS).
+        "threadpoolctl>=3.1",  # One BLAS thread for the fits' tiny problems.
+        "matplotlib>=3.8",  # Scaling-law plots.
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        "test": ["pytest>=8,<10", "ruff>=0.6"],
     },
 )

@@ -1,11 +1,19 @@
-"""FLOP accounting: parameters, training FLOPs per token, peak FLOP/s and MFU."""
+"""FLOP accounting: parameters, training FLOPs per token, peak FLOP/s and MFU.
+
+Counts are of scalars (parameters) and floating-point operations (a multiply-add is 2 FLOPs),
+per token of a training row of `seq_len` tokens, forward plus backward.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jtrans.models import build_model
 from jtrans.models.config import ModelConfig
 
 # Dense bfloat16 peak FLOP/s per chip, by the start of `device.device_kind`.
@@ -31,10 +39,107 @@ def matmul_params(cfg: ModelConfig) -> int:
 def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   """6 x matmul parameters + 6 x layers x context x width (Kaplan et al. 2020, eq. 2.2).
 
-  Forward is 2 FLOPs per weight per token plus 2 x 2 x seq_len x d for q.k and p.v; the
-  backward pass doubles it. The attention term counts the full square, as PaLM's MFU does.
+  Forward is 2 FLOPs per weight per token (the logits included) plus Kaplan's attention term
+  2 x seq_len x d, q.k and p.v over the causal half of the square; the backward pass doubles
+  it. `exact_train_flops_per_token` counts the full square that the einsum computes (PaLM's
+  12 x layers x context x width) and each matmul exactly.
   """
   return 6.0 * matmul_params(cfg) + 6.0 * cfg.num_layers * seq_len * cfg.embed_dim
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+# Top-level parameter collections that are embeddings (Kaplan et al. 2020 leave them out of N):
+# the token table (also the tied output projection), the learned position table, and the
+# untied output projection.
+EMBEDDING_PARAMS = ("token_embed", "position_embed", "output")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCounts:
+  """Parameter counts of a model (numbers of scalars, not bytes)."""
+  total: int
+  embedding: int  # Token and position tables and an untied output projection.
+
+  @property
+  def non_embedding(self) -> int:
+    """Kaplan et al.'s N: the blocks and the final norm (biases and norm scales included)."""
+    return self.total - self.embedding
+
+
+def param_counts(cfg: ModelConfig) -> ParamCounts:
+  """Exact parameter counts of the decoder LM that `cfg` describes, without building it."""
+  d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
+  bias = int(cfg.use_bias)
+  norm = d * (2 if cfg.norm == "layernorm" and cfg.use_bias else 1)  # scale (+ bias)
+  attention = (d * h * hd + 2 * d * kv * hd + h * hd * d          # q, k, v, out kernels
+               + bias * (h * hd + 2 * kv * hd + d))                # and their biases
+  mlp = 2 * d * f + bias * (f + d)
+  blocks = cfg.num_layers * (attention + mlp + 2 * norm)
+  embedding = cfg.vocab_size * d
+  embedding += cfg.max_len * d if cfg.positions == "learned" else 0
+  embedding += 0 if cfg.tie_embeddings else d * cfg.vocab_size
+  return ParamCounts(total=blocks + norm + embedding, embedding=embedding)
+
+
+def tree_param_counts(cfg: ModelConfig) -> ParamCounts:
+  """The same counts read off the real parameter tree of `build_model(cfg)`.
+
+  `jax.eval_shape` traces `init` without allocating, so a 100B-parameter model costs no memory.
+  """
+  model = build_model(cfg)
+  tokens = jax.ShapeDtypeStruct((1, min(cfg.max_len, 8)), jnp.int32)
+  shapes = jax.eval_shape(lambda t: model.init(jax.random.key(0), t)["params"], tokens)
+  shapes = nn.meta.unbox(shapes)
+
+  def size(tree) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+  embedding = sum(size(shapes[name]) for name in EMBEDDING_PARAMS if name in shapes)
+  return ParamCounts(total=size(shapes), embedding=embedding)
+
+
+# ---------------------------------------------------------------- training FLOPs
+
+
+def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Kaplan et al. (2020) Table 1: C = 6N + 6 n_layer n_ctx d_attn, N non-embedding.
+
+  Training FLOPs per token, with the forward pass 2N + 2 n_layer n_ctx d_attn and the backward
+  twice that; the logits and the embeddings are left out, as in the paper.
+  """
+  d_attn = cfg.num_heads * cfg.head_dim
+  return 6.0 * param_counts(cfg).non_embedding + 6.0 * cfg.num_layers * seq_len * d_attn
+
+
+def matmul_flops_per_token(cfg: ModelConfig, seq_len: int,
+                           causal: bool = False) -> dict[str, float]:
+  """Exact training FLOPs per token of every matmul, by part, averaged over a `seq_len` row.
+
+  Each matmul costs 2 FLOPs per multiply-add forward and twice that backward (the gradients of
+  both operands; every operand here is a trainable weight or depends on one), so 3x forward.
+  `causal=False` counts the full length x length score and value matmuls, which is what the
+  einsum attention computes (and what PaLM's MFU counts); `causal=True` counts only the
+  unmasked half, (seq_len + 1) / 2 keys per query on average: the useful work.
+  Elementwise work (softmax, norms, GELU, the optimizer) is not counted.
+  """
+  d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
+  keys = (seq_len + 1) / 2 if causal else seq_len
+  forward = {
+      "qkv": 2.0 * d * (h + 2 * kv) * hd * cfg.num_layers,
+      "scores": 2.0 * keys * h * hd * cfg.num_layers,    # q . k
+      "values": 2.0 * keys * h * hd * cfg.num_layers,    # p . v
+      "out": 2.0 * h * hd * d * cfg.num_layers,
+      "mlp": 2.0 * 2 * d * f * cfg.num_layers,
+      "logits": 2.0 * d * cfg.vocab_size,
+  }
+  return {name: 3.0 * value for name, value in forward.items()}
+
+
+def exact_train_flops_per_token(cfg: ModelConfig, seq_len: int, causal: bool = False) -> float:
+  """The sum of `matmul_flops_per_token`: training FLOPs per token of all matmuls."""
+  return sum(matmul_flops_per_token(cfg, seq_len, causal).values())
 
 
 def measure_matmul_peak(dtype=jnp.float32, size: int = 1024, repeats: int = 8) -> float:

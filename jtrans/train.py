@@ -197,20 +197,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     return scalars
 
   pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
-  window_start, window_steps, compile_seconds = time.perf_counter(), 0, None
+  # Throughput is measured between steps whose metrics were read back (so finished), never
+  # counting steps merely dispatched: the host may run ahead of the device.
+  window_time, window_step, compile_seconds = time.perf_counter(), start, None
 
   def report(step: int, metrics: Metrics) -> dict[str, float]:
-    nonlocal window_start, window_steps
+    nonlocal window_time, window_step
     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
     _check_finite(step, scalars, manager)
-    elapsed = time.perf_counter() - window_start
-    tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
+    now = time.perf_counter()
+    elapsed, done = now - window_time, step - window_step
+    tokens_per_second = done * tokens_per_step / max(elapsed, 1e-9)
     scalars["tokens_per_second"] = tokens_per_second
     scalars["mfu"] = flops.mfu(tokens_per_second, flops_per_token, peak, mesh.size)
     writer.write(step, "train", scalars)
-    eta = (total - step) * elapsed / max(window_steps, 1)
+    eta = (total - step) * elapsed / max(done, 1)
     writer.log(progress_line(step, total, scalars, tokens_per_second, scalars["mfu"], eta))
-    window_start, window_steps = time.perf_counter(), 0
+    window_time, window_step = now, step
     return scalars
 
   def flush() -> None:
@@ -233,9 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         compile_seconds = time.perf_counter() - began
         writer.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
         writer.write(step, "train", {"compile_seconds": compile_seconds})
-        window_start = time.perf_counter()
-      else:
-        window_steps += 1
+        window_time, window_step = time.perf_counter(), step
       flush()
       if step % config.train.log_every == 0 or step == total:
         pending = (step, metrics)
@@ -246,7 +247,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
       if step % config.train.eval_every == 0 or step == total:
         flush()
         run_eval(step)
-        window_start = time.perf_counter()
+        window_time, window_step = time.perf_counter(), step  # Evaluation is not training time.
     flush()
     if step < total and last_saved != step:
       checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)

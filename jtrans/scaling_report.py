@@ -1,0 +1,199 @@
+"""`run.py --mode=analyze`: a finished sweep's runs -> scaling-law fits, scaling.json, a Markdown
+report and PNG plots, all written into the sweep's directory.
+
+Each run directory (`DIR/<point>/`) holds config.json and metrics.jsonl; a run counts once
+its eval record at the last step (`train.steps`) exists. N (non-embedding parameters), D
+(tokens) and C (FLOPs) come from the config through `planner.plan_config`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from jtrans import planner, scaling, scaling_plots
+
+
+@dataclasses.dataclass
+class Run:
+  """One finished (or unfinished: `loss` None) training run of a sweep."""
+  name: str
+  params: int  # Non-embedding N.
+  tokens: int  # D.
+  flops: float  # C = FLOPs per token x D.
+  flops_per_token: float
+  lr: float
+  loss: float | None  # Eval loss (nats/token) at the last step.
+  curve: list[tuple[float, float]]  # (C so far, eval loss) at every evaluation.
+
+
+def collect(workdir: str) -> list[Run]:
+  """The runs under `workdir` (each subdirectory with config.json and metrics.jsonl)."""
+  runs = []
+  for name in sorted(os.listdir(workdir)):
+    path = os.path.join(workdir, name)
+    if not (os.path.isfile(os.path.join(path, "config.json"))
+            and os.path.isfile(os.path.join(path, "metrics.jsonl"))):
+      continue
+    with open(os.path.join(path, "config.json")) as f:
+      config = json.load(f)
+    plan = planner.plan_config(config, name)
+    evals: dict[int, float] = {}
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+      for line in f:
+        record = json.loads(line)
+        if record.get("split") == "eval" and "nll" in record:
+          evals[record["step"]] = record["nll"]  # A resumed run may repeat a step: keep the last.
+    tokens_per_step = plan.batch_size * plan.seq_len
+    curve = [(plan.flops_per_token * tokens_per_step * step, nll)
+             for step, nll in sorted(evals.items())]
+    runs.append(Run(name=name, params=plan.params, tokens=plan.tokens, flops=plan.flops,
+                    flops_per_token=plan.flops_per_token, lr=plan.lr,
+                    loss=evals.get(plan.steps), curve=curve))
+  return runs
+
+
+def best_per_size(runs: list[Run]) -> list[Run]:
+  """The lowest-loss run of each N (a ladder has one; an lr x size sweep keeps the best lr)."""
+  best: dict[int, Run] = {}
+  for r in runs:
+    if r.params not in best or r.loss < best[r.params].loss:
+      best[r.params] = r
+  return [best[n] for n in sorted(best)]
+
+
+def compute_frontier(runs: list[Run]) -> list[Run]:
+  """The lower envelope of loss against C: the best run of each budget (runs within 10% of
+  one C), kept when it beats every cheaper budget's best."""
+  flops = [r.flops for r in runs]
+  best = [min((runs[i] for i in group), key=lambda r: r.loss)
+          for group in scaling.group_budgets(flops)]
+  frontier, lowest = [], np.inf
+  for r in best:  # group_budgets orders the budgets by C.
+    if r.loss < lowest:
+      frontier.append(r)
+      lowest = r.loss
+  return frontier
+
+
+def _law_dict(law: Any, ci: dict[str, tuple[float, float]]) -> dict[str, Any]:
+  return {**dataclasses.asdict(law), "ci95": ci}
+
+
+def fit_all(runs: list[Run], bootstrap_samples: int = 200) -> tuple[dict[str, Any], list[str]]:
+  """Every fit the runs support, with bootstrap intervals; and notes on the fits skipped."""
+  fits, notes = {}, []
+  sizes = best_per_size(runs)
+  if len(runs) < 8:
+    notes.append(f"Only {len(runs)} runs: a bootstrap resample of so few points often keeps 3 "
+                 "distinct ones, which a 3-constant law fits exactly, so the intervals are wide.")
+  if len({r.params for r in sizes}) >= 3:
+    n, loss = np.array([r.params for r in sizes], float), np.array([r.loss for r in sizes])
+    law = scaling.fit_power_law(n, loss)
+    ci = scaling.bootstrap(lambda i: _power_law_values(n[i], loss[i]), len(n), bootstrap_samples)
+    fits["loss_vs_params"] = _law_dict(law, ci)
+  else:
+    notes.append("L(N) needs at least 3 model sizes.")
+  frontier = compute_frontier(runs)
+  if len(frontier) >= 3:
+    c, loss = np.array([r.flops for r in frontier]), np.array([r.loss for r in frontier])
+    law = scaling.fit_power_law(c, loss)
+    ci = scaling.bootstrap(lambda i: _power_law_values(c[i], loss[i]), len(c), bootstrap_samples)
+    fits["loss_vs_compute"] = _law_dict(law, ci)
+  else:
+    notes.append("L(C) needs at least 3 runs on the compute frontier.")
+  n, d = np.array([r.params for r in runs], float), np.array([r.tokens for r in runs], float)
+  c, loss = np.array([r.flops for r in runs]), np.array([r.loss for r in runs])
+  iso = scaling.fit_isoflop(n, d, c, loss)
+  if iso is not None:
+    ci = scaling.bootstrap(lambda i: _isoflop_values(n[i], d[i], c[i], loss[i]), len(n),
+                           bootstrap_samples)
+    fits["approach2"] = {**dataclasses.asdict(iso), "ci95": ci}
+  else:
+    notes.append("Approach 2 (IsoFLOP) needs 2 budgets with 3 or more sizes each.")
+  if len(runs) >= 6 and np.std(np.log(d) - np.polyval(np.polyfit(np.log(n), np.log(d), 1),
+                                                       np.log(n))) > 0.1:
+    law = scaling.fit_chinchilla(n, d, loss)
+    ci = scaling.bootstrap(lambda i: _chinchilla_values(n[i], d[i], loss[i]), len(n),
+                           max(bootstrap_samples // 4, 2))
+    fits["approach3"] = _law_dict(law, ci)
+  else:
+    notes.append("Approach 3 needs 6 or more runs whose D varies apart from N (a ladder fixes D "
+                 "or ties it to N, so A/N^alpha and B/D^beta cannot be told apart).")
+  return fits, notes
+
+
+def _power_law_values(x: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+  if len(np.unique(x)) < 3:
+    raise ValueError("a resample with fewer than 3 distinct points")
+  law = scaling.fit_power_law(x, loss, starts=3)
+  return {"E": law.E, "A": law.A, "alpha": law.alpha}
+
+
+def _isoflop_values(n, d, c, loss) -> dict[str, float]:
+  iso = scaling.fit_isoflop(n, d, c, loss)
+  return {} if iso is None else {"a": iso.a, "b": iso.b}
+
+
+def _chinchilla_values(n, d, loss) -> dict[str, float]:
+  law = scaling.fit_chinchilla(n, d, loss, starts=4)
+  return {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta}
+
+
+def _with_ci(fit: dict[str, Any], key: str) -> str:
+  low_high = fit["ci95"].get(key)
+  text = f"{fit[key]:.4g}"
+  return text + (f" [{low_high[0]:.3g}, {low_high[1]:.3g}]" if low_high else "")
+
+
+def markdown(runs: list[Run], fits: dict[str, Any], notes: list[str]) -> str:
+  """The report: runs, then each fit's constants with 95% bootstrap intervals."""
+  lines = ["# Scaling-law fits", "", "Loss: eval nats per token at the last step. N: non-embedding "
+           "parameters. D: training tokens. C: training FLOPs (6 x matmul parameters + attention).",
+           "", "| run | N | D | D/N | C FLOPs | lr | loss |", "|---|---:|---:|---:|---:|---:|---:|"]
+  for r in runs:
+    loss = "unfinished" if r.loss is None else f"{r.loss:.4f}"
+    lines.append(f"| {r.name} | {r.params:,} | {r.tokens:.3g} | {r.tokens / r.params:.3g} | "
+                 f"{r.flops:.3g} | {r.lr:.3g} | {loss} |")
+  lines += ["", "| fit | law | constants (95% bootstrap interval) | R^2 |", "|---|---|---|---:|"]
+  for key, law in (("loss_vs_params", "L(N) = E + A N^-alpha"),
+                   ("loss_vs_compute", "L(C) = E + A C^-alpha")):
+    if key in fits:
+      f = fits[key]
+      lines.append(f"| {key} | {law} | E={_with_ci(f, 'E')}, A={_with_ci(f, 'A')}, "
+                   f"alpha={_with_ci(f, 'alpha')} | {f['r2']:.4f} |")
+  if "approach3" in fits:
+    f = fits["approach3"]
+    lines.append(f"| approach 3 | L = E + A/N^alpha + B/D^beta | E={_with_ci(f, 'E')}, "
+                 f"A={_with_ci(f, 'A')}, B={_with_ci(f, 'B')}, alpha={_with_ci(f, 'alpha')}, "
+                 f"beta={_with_ci(f, 'beta')} | {f['r2']:.4f} |")
+  if "approach2" in fits:
+    f = fits["approach2"]
+    lines.append(f"| approach 2 | N_opt = k C^a, D_opt = k' C^b | a={_with_ci(f, 'a')}, "
+                 f"b={_with_ci(f, 'b')}, k={f['n_coef']:.3g}, k'={f['d_coef']:.3g} | |")
+  lines += [""] + [f"- {note}" for note in notes]
+  return "\n".join(lines) + "\n"
+
+
+def analyze(workdir: str, bootstrap_samples: int = 200) -> str:
+  """Fits the finished runs under `workdir`; writes scaling.json, scaling.md and the plots."""
+  runs = collect(workdir)
+  finished = [r for r in runs if r.loss is not None]
+  if len(finished) < 3:
+    raise ValueError(f"{workdir}: {len(finished)} finished runs (of {len(runs)}); the fits need 3. "
+                     "Finish the sweep first (relaunch the same --sweep command).")
+  fits, notes = fit_all(finished, bootstrap_samples)
+  if len(finished) < len(runs):
+    notes.append(f"{len(runs) - len(finished)} unfinished run(s) left out.")
+  plots = scaling_plots.plot_all(workdir, finished, best_per_size(finished),
+                                 compute_frontier(finished), fits)
+  report = markdown(runs, fits, notes) + "\nPlots: " + ", ".join(plots) + "\n"
+  with open(os.path.join(workdir, "scaling.json"), "w") as f:
+    json.dump({"runs": [dataclasses.asdict(r) for r in runs], "fits": fits, "notes": notes,
+               "plots": plots}, f, indent=2)
+  with open(os.path.join(workdir, "scaling.md"), "w") as f:
+    f.write(report)
+  return report
