@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.train_split = "train"  # Split to train on.
   d.eval_split = "validation"  # Split to evaluate on.
   d.seq_len = 128  # Tokens per training row (at most model.max_len).
+  d.segment_ids = False  # Packed documents do not attend to each other; positions restart per document.
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).
 

@@ -97,7 +97,7 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
       tokenizer=d.tokenizer, text_key=d.text_key, seq_len=d.seq_len,
       batch_size=config.train.batch_size // jax.process_count(), seed=config.seed, train=train,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=d.worker_count, shuffle_window=d.shuffle_window)
+      worker_count=d.worker_count, shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
 
 
 def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]],

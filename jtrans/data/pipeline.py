@@ -64,13 +64,22 @@ class _EpochOffset:
     return {k: v[skip:] for k, v in example.items()}
 
 
-def _to_batch_row(packed: Batch) -> Batch:
-  """Packed row -> ``inputs``/``targets`` int32 [seq_len], ``weights`` float32 [seq_len]."""
-  return {
+def _to_batch_row(packed: Batch, segments: bool = False) -> Batch:
+  """Packed row -> ``inputs``/``targets`` int32 [seq_len], ``weights`` float32 [seq_len].
+
+  With ``segments``, also ``segment_ids`` (1, 2, ... per document piece in the row, 0 on
+  padding) and ``positions`` (restarting at 0 for each piece), so that attention never
+  crosses documents and positions restart per document.
+  """
+  row = {
       "inputs": packed["inputs"],
       "targets": packed["targets"],
       "weights": (packed["targets_segment_ids"] > 0).astype(np.float32),
   }
+  if segments:
+    row["segment_ids"] = packed["inputs_segment_ids"]
+    row["positions"] = packed["inputs_positions"]
+  return row
 
 
 def _lists_to_tuples(state: Any) -> Any:
@@ -175,6 +184,7 @@ def make_lm_dataset(
     shard_count: int = 1,
     worker_count: int = 0,
     shuffle_window: int = 0,
+    segment_ids: bool = False,
 ) -> grain.IterDataset:
   """Returns a grain dataset of next-token prediction batches.
 
@@ -194,6 +204,9 @@ def make_lm_dataset(
   and batch are padded (weight 0) so every token is counted once and shapes stay
   fixed, and with ``shard_count > 1`` every shard is padded with all-zero-weight
   batches to the same number of batches (counting it tokenizes the whole split).
+
+  ``segment_ids=True`` adds ``segment_ids`` and ``positions`` (int32 [batch_size, seq_len])
+  so that the model masks attention between the documents packed into a row.
 
   ``iter(ds)`` supports ``get_state()``/``set_state()`` and
   ``grain.checkpoint.CheckpointSave``/``CheckpointRestore``; a restored iterator
@@ -215,7 +228,7 @@ def make_lm_dataset(
       examples.to_iter_dataset(),
       length_struct={"inputs": seq_len, "targets": seq_len},
   )
-  rows = packed.map(_to_batch_row)
+  rows = packed.map(functools.partial(_to_batch_row, segments=segment_ids))
   if train and shuffle_window > 1:
     rows = grain.experimental.WindowShuffleIterDataset(rows, window_size=shuffle_window, seed=seed)
   if not train:
@@ -226,6 +239,8 @@ def make_lm_dataset(
     shape = (batch_size, seq_len)
     pad_batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32),
                  "weights": np.zeros(shape, np.float32)}
+    if segment_ids:
+      pad_batch |= {"segment_ids": np.zeros(shape, np.int32), "positions": np.zeros(shape, np.int32)}
     count = _eval_batch_count(all_examples, shard_count, seq_len, batch_size)
     return _PadToCount(batches, count, pad_batch)
   batches = rows.batch(batch_size, drop_remainder=True)
