@@ -1,8 +1,10 @@
 """What the benchmark scripts share: a compiled-step setup and synthetic batches."""
 import os
 import sys
+import time
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
@@ -34,3 +36,14 @@ def setup(config) -> Setup:
                                  "targets": rng.integers(3, 259, shape, dtype=np.int32),
                                  "weights": np.ones(shape, np.float32)}, mesh)
   return Setup(model_cfg, model, tx, mesh, shardings, abstract, train_step, batch)
+
+
+def seconds_per_step(step_fn, state, batch, steps: int) -> tuple[float, Any]:
+  """Mean wall seconds of `steps` calls after one warm-up call; returns (seconds, last state)."""
+  state, metrics = step_fn(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step_fn(state, batch)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - start) / steps, state

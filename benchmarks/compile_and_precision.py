@@ -38,16 +38,10 @@ def tokens_per_second(dtype: str) -> float:
   c.model.dtype = dtype
   c.train.batch_size = max(1, 4096 // c.data.seq_len)
   s = common.setup(c)
-  train_fn, batch = s.train_step, s.batch
   state, _, _ = train.init_state(s.model, s.tx, c, s.mesh)
   with jax.set_mesh(s.mesh):
-    state, metrics = train_fn(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      state, metrics = train_fn(state, batch)
-    jax.block_until_ready(metrics)
-  return FLAGS.steps * c.train.batch_size * c.data.seq_len / (time.perf_counter() - start)
+    seconds, _ = common.seconds_per_step(s.train_step, state, s.batch, FLAGS.steps)
+  return c.train.batch_size * c.data.seq_len / seconds
 
 
 def main(argv):

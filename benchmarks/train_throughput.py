@@ -41,14 +41,8 @@ def measure(size: str, peak: float) -> dict:
     compiled = train_fn.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - start
-  tokens_per_second = FLAGS.steps * shape[0] * shape[1] / seconds
+    seconds, state = common.seconds_per_step(compiled, state, batch, FLAGS.steps)
+  tokens_per_second = shape[0] * shape[1] / seconds
   flops_per_token = flops.train_flops_per_token(model_cfg, config.data.seq_len)
   xla_bytes = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
                + memory.output_size_in_bytes - memory.alias_size_in_bytes) if memory else 0

@@ -102,6 +102,16 @@ def overrides(name: str, tokens_per_param: float | None = None, budget: float | 
           "train.checkpoint_every": evals, "train.log_every": min(50, evals)}
 
 
+def sweep_base(dataset: str = "pydoc_topics", async_checkpoints: bool = True) -> ml_collections.ConfigDict:
+  """The base config of a ladder sweep: no samples; `async_checkpoints=False` on a CPU, where
+  points run back to back and a background write has nothing to overlap with."""
+  c = base.get_config()
+  c.data.name = dataset
+  c.sample.num_samples = 0
+  c.train.async_checkpoints = async_checkpoints
+  return c
+
+
 def get_config(arg: str = "793k") -> ml_collections.ConfigDict:
   """`arg`: a rung name, optionally `,tokens_per_param=R` (default 20)."""
   name, *options = arg.split(",")

@@ -15,13 +15,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jtrans import checkpoint, decoding, flops, losses, optim, sharding, steps
-from jtrans.steps import Engine, TrainState
+from jtrans.steps import Engine, Metrics, TrainState
 from jtrans.data import pipeline, tokenizers
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.models import ModelConfig, build_model
-
-Metrics = dict[str, jax.Array]
-
 
 # ---------------------------------------------------------------- state and its shardings
 
@@ -168,11 +165,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   writer = MetricsWriter(workdir)
   manager = checkpoint.make_manager(workdir, config.train)
 
-  state, state_shardings, abstract = init_state(model, tx, config, mesh)
+  init, state_shardings, abstract = state_layout(model, tx, config, mesh)
   train_iter = iter(make_dataset(config, train=True))
   eval_ds = make_dataset(config, train=False)
   restored = checkpoint.restore(manager, abstract, train_iter)
-  if restored is not None:
+  if restored is None:  # A resumed run never builds the initial state it would throw away.
+    state = jax.jit(init, out_shardings=state_shardings)(jax.random.key(config.seed))
+  else:
     state, start = restored
     writer.log(f"resumed from step {start} (checkpoint in {manager.directory})")
   start = int(state.step)

@@ -9,16 +9,14 @@ Expected (estimated, not yet run here): one loss-vs-N parabola per budget (isofl
 minimum moves to larger N as C grows; approach 2 then gives N_opt ~ C^a and D_opt ~ C^b with
 a + b near 1, and approach 3 has N and D varying apart, so it is fitted too.
 """
-from configs import base, ladder
+from configs import ladder
 
 BUDGETS = [1e12, 3e12, 1e13]  # FLOPs per run.
 RUNGS = ["13k", "100k", "336k", "793k", "1.5M"]
 
 
 def get_config():
-  c = base.get_config()
-  c.sample.num_samples = 0
-  return c
+  return ladder.sweep_base()
 
 
 def get_sweep() -> list[dict]:

@@ -12,17 +12,14 @@ way. This is why configs/sweeps/cpu_ladder.py trains every size on the same toke
 at Chinchilla's 20 tokens per parameter (configs/sweeps/ladder.py) a ladder is the right
 design, but the CPU cannot afford it beyond a few hundred thousand parameters.
 """
-from configs import base, ladder
+from configs import ladder
 
 RUNGS = ["13k", "100k", "336k", "793k", "1.5M"]
 TOKENS_PER_PARAM = 2.0
 
 
 def get_config():
-  c = base.get_config()
-  c.sample.num_samples = 0
-  c.train.async_checkpoints = False  # Points run back to back; nothing to overlap with.
-  return c
+  return ladder.sweep_base(async_checkpoints=False)
 
 
 def get_sweep() -> list[dict]:

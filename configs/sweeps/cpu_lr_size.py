@@ -9,7 +9,7 @@ Expected (not yet run here): a U-shaped loss in lr per size; whether the 1.5M ru
 trails 793k in cpu_ladder at the planner's lr (6.8e-3), overtakes it at a lower one. `analyze`
 fits L(N) on the best lr of each size (scaling.md lists every run).
 """
-from configs import base, ladder
+from configs import ladder
 from jtrans import sweep
 
 RUNGS = ["336k", "793k", "1.5M"]
@@ -18,10 +18,7 @@ TOKENS = 2_000_000
 
 
 def get_config():
-  c = base.get_config()
-  c.sample.num_samples = 0
-  c.train.async_checkpoints = False
-  return c
+  return ladder.sweep_base(async_checkpoints=False)
 
 
 def get_sweep() -> list[dict]:

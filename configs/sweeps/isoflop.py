@@ -10,17 +10,14 @@ One job per point (see the README's "Scaling laws" for a SLURM or Kubernetes job
 Expected (not run: needs an accelerator pod): approach 2 exponents a ~ b ~ 0.5 as in Hoffmann
 et al. (their Table 2: a = 0.49, b = 0.51 for approach 2), scaled to byte-level tokens.
 """
-from configs import base, ladder
+from configs import ladder
 
 BUDGETS = [1e18, 3e18, 1e19, 3e19, 1e20]
 RUNGS = ["12M", "21M", "50M", "170M", "403M", "1.4B"]
 
 
 def get_config():
-  c = base.get_config()
-  c.data.name = "lm1b"
-  c.sample.num_samples = 0
-  return c
+  return ladder.sweep_base("lm1b")
 
 
 def get_sweep() -> list[dict]:

@@ -11,16 +11,13 @@ Expected (not run: needs accelerators, 2e16 to 2e20 FLOPs per point): loss falli
 along the compute-optimal frontier, fitted by L(N) and L(C) in `analyze`; losses are per
 byte, so their constants are not comparable with papers that count BPE tokens.
 """
-from configs import base, ladder
+from configs import ladder
 
 RUNGS = ["12M", "21M", "50M", "170M", "403M", "1.4B"]
 
 
 def get_config():
-  c = base.get_config()
-  c.data.name = "lm1b"
-  c.sample.num_samples = 0
-  return c
+  return ladder.sweep_base("lm1b")
 
 
 def get_sweep() -> list[dict]:
