@@ -22,8 +22,13 @@ setuptools.setup(
         "scipy>=1.11",  # Scaling-law fits (L-BFGS).
         "threadpoolctl>=3.1",  # One BLAS thread for the fits' tiny problems.
         "matplotlib>=3.8",  # Scaling-law plots.
+        "safetensors>=0.8,<0.9",  # Hugging Face checkpoints, read and written without torch.
+        "sentencepiece>=0.2,<0.3",  # SentencePiece tokenizers (train and load).
+        "tokenizers>=0.23,<0.24",  # GPT-2 byte-level BPE.
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and
+        # transformers are only for parity tests against the Hugging Face implementations.
+        "test": ["pytest>=8,<10", "ruff>=0.6", "torch==2.13.0", "transformers==5.23.0"],
     },
 )
