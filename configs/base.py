@@ -12,20 +12,38 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameter init, dropout and data order; a run is a function of it.
 
   c.model = m = ml_collections.ConfigDict()
-  m.family = "decoder"  # Model family: "decoder" (GPT-style LM).
+  m.family = "decoder"  # "decoder" (GPT/Llama LM), "encoder" (BERT MLM), "encoder_decoder" (Transformer, T5) or "vit".
   m.vocab_size = 259  # Embedding rows; at least the tokenizer's vocabulary (byte: 259).
-  m.num_layers = 4  # Transformer blocks.
-  m.num_heads = 4  # Query heads; must divide embed_dim.
-  m.num_kv_heads = 0  # Key/value heads (grouped-query attention); 0 = num_heads.
+  m.num_layers = 4  # Transformer blocks (of the decoder, in an encoder-decoder).
+  m.num_encoder_layers = 0  # Encoder blocks of an encoder-decoder; 0 = num_layers.
+  m.num_heads = 4  # Query heads; must divide embed_dim unless attention_head_dim is set.
+  m.num_kv_heads = 0  # Key/value heads (grouped-query attention; 1 = multi-query); 0 = num_heads.
+  m.attention_head_dim = 0  # Width of each head; 0 = embed_dim / num_heads.
   m.embed_dim = 128  # Model width d_model.
   m.mlp_dim = 512  # Hidden units of the feed-forward block (usually 4 x embed_dim).
   m.max_len = 256  # Longest sequence (size of the learned position table).
   m.dropout_rate = 0.0  # Dropout on embeddings and residual branches.
-  m.positions = "learned"  # "learned" or "sinusoidal" position encoding.
+  m.positions = "learned"  # "learned", "sinusoidal", "rotary" (RoPE), "relative" (T5 buckets) or "none".
+  m.rope_theta = 10_000.0  # Rotary base period.
+  m.relative_buckets = 32  # T5 relative position buckets...
+  m.relative_max_distance = 128  # ...and the distance beyond which they all share one.
   m.tie_embeddings = True  # Output logits use the input embedding matrix.
+  m.scale_embeddings = False  # Token embeddings times sqrt(embed_dim) (Vaswani et al.).
+  m.embed_norm = False  # A norm right after the embeddings (BERT).
+  m.type_vocab_size = 0  # Token-type (sentence A/B) embeddings (BERT: 2); 0 = none.
+  m.output_bias = False  # A learned bias on the logits (BERT's MLM head, Marian).
+  m.logits_scale = 1.0  # Multiplies the last hidden state before tied logits (T5: embed_dim^-0.5).
   m.norm = "layernorm"  # "layernorm" or "rmsnorm".
-  m.activation = "gelu"  # Feed-forward nonlinearity: "gelu", "relu" or "silu".
+  m.norm_position = "pre"  # "pre": x + f(norm(x)), with a final norm; "post": norm(x + f(x)) (BERT, Vaswani et al.).
+  m.norm_epsilon = 1e-5  # Added to the variance in norms.
+  m.activation = "gelu"  # Feed-forward nonlinearity: "gelu" (tanh form), "gelu_exact", "relu" or "silu".
+  m.gated_mlp = False  # act(x W_gate) * (x W_up): SwiGLU with silu (Llama), GeGLU with gelu (T5 v1.1).
   m.use_bias = True  # Biases in dense layers and LayerNorm.
+  m.image_size = 32  # ViT: square images of image_size pixels a side...
+  m.patch_size = 4  # ...cut into patch_size x patch_size patches...
+  m.num_channels = 3  # ...of num_channels channels,
+  m.num_classes = 10  # ...classified into num_classes classes,
+  m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
   m.attention_impl = "xla"  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU) or "cudnn".
   m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.
   m.remat = "none"  # Recompute activations: "none", "full", or a jax.checkpoint_policies name.
@@ -33,13 +51,29 @@ def get_config() -> ml_collections.ConfigDict:
   m.param_dtype = "float32"  # Storage dtype of parameters (and so of the optimizer state).
 
   c.data = d = ml_collections.ConfigDict()
-  d.name = "pydoc_topics"  # TFDS data set name; pydoc_topics is jtrans's embedded corpus.
+  # TFDS data set name, or "files" for your own files (train_files below). jtrans builds its own
+  # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97],
+  # copy_strings, reverse_strings, synthetic_images, tiny_shakespeare_file (needs manual_dir).
+  d.name = "pydoc_topics"
   d.data_dir = ""  # TFDS data_dir (local or gs://); "" = TFDS's default (~/tensorflow_datasets).
-  d.text_key = "text"  # Feature that holds the text.
-  d.tokenizer = "byte"  # Tokenizer: "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3).
+  d.manual_dir = ""  # Local files a builder reads (tiny_shakespeare_file: input.txt); "" = <data_dir>/downloads/manual.
+  d.train_files = ""  # name="files": glob(s) of training files, comma-separated; "**" recurses.
+  d.eval_files = ""  # name="files": glob(s) of evaluation files.
+  d.file_format = "text"  # name="files": "text" (a document per file) or "jsonl" (a JSON object per line).
+  d.text_key = "text"  # Feature (or JSON field) that holds the text.
+  d.tokenizer = "byte"  # "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3), "sentencepiece" or "gpt2_bpe".
+  # sentencepiece: a .model file, or "" = train one on the train split, cached in
+  # <data_dir>/jtrans_tokenizers/; gpt2_bpe: a tokenizer.json, or a folder with it or vocab.json + merges.txt.
+  d.tokenizer_path = ""
+  d.tokenizer_vocab_size = 8000  # Pieces of a SentencePiece model trained here (tokenizer_path "").
   d.train_split = "train"  # Split to train on.
   d.eval_split = "validation"  # Split to evaluate on.
-  d.seq_len = 128  # Tokens per training row (at most model.max_len).
+  d.seq_len = 128  # Tokens per training row (at most model.max_len); seq2seq: target tokens.
+  d.source_len = 0  # seq2seq: source tokens per row (encoder length); 0 = seq_len.
+  d.source_key = "source"  # seq2seq: feature that holds the source text.
+  d.target_key = "target"  # seq2seq: feature that holds the target text.
+  d.image_key = "image"  # classification: feature with uint8 [H, W, C] images.
+  d.label_key = "label"  # classification: feature with integer labels.
   d.segment_ids = False  # Packed documents do not attend to each other; positions restart per document.
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).
@@ -70,6 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
   o.grad_clip = 1.0  # Global-norm gradient clipping; 0 disables.
 
   c.loss = l = ml_collections.ConfigDict()
+  l.objective = "lm"  # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing) or "classification".
+  l.mask_rate = 0.15  # mlm: fraction of tokens predicted; of those 80% masked, 10% random, 10% kept.
+  l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
 

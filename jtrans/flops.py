@@ -51,9 +51,9 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 # Top-level parameter collections that are embeddings (Kaplan et al. 2020 leave them out of N):
-# the token table (also the tied output projection), the learned position table, and the
-# untied output projection.
-EMBEDDING_PARAMS = ("token_embed", "position_embed", "output")
+# `embed` (the token table, also the tied output projection, and the learned position table)
+# and `logits` (an untied output projection).
+EMBEDDING_PARAMS = ("embed", "logits")
 
 
 @dataclasses.dataclass(frozen=True)

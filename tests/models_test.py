@@ -55,7 +55,7 @@ def test_every_parameter_has_logical_axis_names():
 def test_tied_embeddings_have_no_output_matrix():
   _, tied, _ = init(CFG)
   _, untied, _ = init(dataclasses.replace(CFG, tie_embeddings=False))
-  assert "output" not in tied and untied["output"]["kernel"].value.shape == (32, 50)
+  assert "logits" not in tied and untied["logits"]["output"]["kernel"].value.shape == (32, 50)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
@@ -72,7 +72,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 def test_sinusoidal_matches_the_formula():
   pos = np.arange(6)[None]
   got = np.asarray(positional.sinusoidal(jnp.asarray(pos), 8))[0]
-  inv = 10000.0 ** (-np.arange(4) / 3)
+  inv = 10000.0 ** (-2 * np.arange(4) / 8)  # The paper's 1 / 10000^(2i / d).
   np.testing.assert_allclose(got[:, :4], np.sin(pos[0][:, None] * inv), atol=1e-6)
   np.testing.assert_allclose(got[:, 4:], np.cos(pos[0][:, None] * inv), atol=1e-6)
 
@@ -81,7 +81,8 @@ def test_sinusoidal_matches_the_formula():
     ({"num_heads": 5}, "config.model.num_heads"),
     ({"num_kv_heads": 3}, "config.model.num_kv_heads"),
     ({"norm": "batchnorm"}, "config.model.norm"),
-    ({"positions": "rotary"}, "config.model.positions"),
+    ({"positions": "alibi"}, "config.model.positions"),
+    ({"positions": "rotary", "embed_dim": 36, "num_heads": 4}, "config.model.positions"),
 ])
 def test_bad_shapes_fail_naming_the_setting(change, key):
   with pytest.raises(ValueError, match=key):

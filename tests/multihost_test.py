@@ -62,6 +62,6 @@ def test_two_processes_match_one_process(tmp_path):
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
   _, _, abstract = train.state_layout(build_model(c.model), optim.make_optimizer(c.optim, 10), c, mesh)
   restored, step = checkpoint.restore(checkpoint.make_manager(str(tmp_path / "pair"), c.train), abstract)
-  embedding = np.asarray(restored.params["token_embed"]["embedding"])
-  np.testing.assert_allclose(embedding, want["['token_embed']['embedding']"], atol=1e-5)
+  embedding = np.asarray(restored.params["embed"]["token_embed"]["embedding"])
+  np.testing.assert_allclose(embedding, want["['embed']['token_embed']['embedding']"], atol=1e-5)
   assert step == 3 and int(restored.step) == 3

@@ -92,7 +92,7 @@ def test_fsdp_shards_parameters_and_optimizer_state():
       replicated += leaf.nbytes
   assert held <= total / 8 + replicated, (held, total, replicated)
   assert replicated < 0.05 * total, "the replicated remainder should be small"
-  embedding = state.params["token_embed"]["embedding"]
+  embedding = state.params["embed"]["token_embed"]["embedding"]
   assert embedding.addressable_shards[0].data.shape == (259, 32 // 8)
 
 
@@ -125,11 +125,12 @@ def test_remat_matches_no_remat(single_device):
 
 
 def stack_layers(params, num_layers):
-  """Unrolled `blocks/block_i/...` parameters -> scanned `blocks/layers/block/...` ([layers, ...])."""
-  blocks = [params["blocks"][f"block_{i}"] for i in range(num_layers)]
+  """Unrolled `decoder/block_i/...` parameters -> scanned `decoder/layers/block/...` ([layers, ...])."""
+  decoder = params["decoder"]
+  blocks = [decoder[f"block_{i}"] for i in range(num_layers)]
   stacked = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
-  return {**{k: v for k, v in params.items() if k != "blocks"},
-          "blocks": {"layers": {"block": stacked}}}
+  rest = {k: v for k, v in decoder.items() if not k.startswith("block_")}
+  return {**params, "decoder": {**rest, "layers": {"block": stacked}}}
 
 
 def test_scan_over_layers_matches_unrolled(single_device):

@@ -9,10 +9,14 @@ import ml_collections
 
 from jtrans import attention
 
-POSITIONS = ("learned", "sinusoidal")
+POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
-ACTIVATIONS = ("gelu", "relu", "silu")
-FAMILIES = ("decoder",)
+NORM_POSITIONS = ("pre", "post")
+# "gelu" is the tanh approximation (GPT-2's gelu_new, T5's gated-gelu); "gelu_exact" the erf
+# form (BERT, ViT).
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu")
+FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit")
+POOLS = ("cls", "mean")
 # "none": keep every activation; "full": recompute the whole block in the backward pass;
 # other names are jax.checkpoint_policies (what to save, the rest is recomputed).
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
@@ -28,14 +32,32 @@ class ModelConfig:
   num_heads: int = 4
   num_kv_heads: int = 0  # 0: same as num_heads.
   embed_dim: int = 128
+  attention_head_dim: int = 0  # Per-head width; 0 = embed_dim / num_heads (T5 sets its d_kv).
   mlp_dim: int = 512
   max_len: int = 256
   dropout_rate: float = 0.0
   positions: str = "learned"
   tie_embeddings: bool = True
   norm: str = "layernorm"
+  norm_position: str = "pre"  # "post": BERT and the original Transformer (no final norm).
+  norm_epsilon: float = 1e-5
   activation: str = "gelu"
+  gated_mlp: bool = False  # act(x W_gate) * (x W_up): SwiGLU with silu, GeGLU with gelu.
   use_bias: bool = True
+  rope_theta: float = 10_000.0
+  relative_buckets: int = 32  # T5 relative position buckets and the distance they span.
+  relative_max_distance: int = 128
+  scale_embeddings: bool = False  # Multiply token embeddings by sqrt(embed_dim) (Vaswani et al.).
+  embed_norm: bool = False  # A norm right after the embeddings (BERT).
+  type_vocab_size: int = 0  # Token-type (segment A/B) embeddings (BERT); 0 = none.
+  output_bias: bool = False  # A bias on the logits (BERT's MLM decoder, Marian's final_logits_bias).
+  logits_scale: float = 1.0  # Multiplies the final hidden state before tied logits (T5: d^-0.5).
+  num_encoder_layers: int = 0  # Encoder depth of an encoder-decoder; 0 = num_layers.
+  image_size: int = 32  # ViT: square input images of image_size^2 pixels, num_channels each.
+  patch_size: int = 4
+  num_channels: int = 3
+  num_classes: int = 10  # ViT classification head.
+  pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
   attention_impl: str = "xla"
   scan_layers: bool = False
   remat: str = "none"
@@ -47,7 +69,7 @@ class ModelConfig:
       raise ValueError(f"config.model.{key}: {why}")
     if self.family not in FAMILIES:
       fail("family", f"{self.family!r} is not one of {FAMILIES}.")
-    if self.num_heads <= 0 or self.embed_dim % self.num_heads:
+    if self.num_heads <= 0 or (self.embed_dim % self.num_heads and not self.attention_head_dim):
       fail("num_heads", f"{self.num_heads} heads do not divide embed_dim={self.embed_dim}; "
            "choose num_heads that divides the width (head_dim = embed_dim / num_heads).")
     if self.kv_heads <= 0 or self.num_heads % self.kv_heads:
@@ -55,23 +77,39 @@ class ModelConfig:
            f"{self.num_heads}; use a divisor of num_heads, or 0 for one per query head.")
     if self.positions == "sinusoidal" and self.embed_dim % 2:
       fail("embed_dim", "sinusoidal positions need an even width.")
+    if self.positions == "rotary" and self.head_dim % 2:
+      fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
+    if self.family == "vit" and self.image_size % self.patch_size:
+      fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
     for key, allowed in (("positions", POSITIONS), ("norm", NORMS), ("activation", ACTIVATIONS),
+                         ("norm_position", NORM_POSITIONS), ("pool", POOLS),
                          ("attention_impl", attention.IMPLEMENTATIONS), ("remat", REMAT_POLICIES)):
       if getattr(self, key) not in allowed:
         fail(key, f"{getattr(self, key)!r} is not one of {allowed}.")
 
   @property
   def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
+    return self.attention_head_dim or self.embed_dim // self.num_heads
 
   @property
   def kv_heads(self) -> int:
     return self.num_kv_heads or self.num_heads
 
+  @property
+  def encoder_layers(self) -> int:
+    return self.num_encoder_layers or self.num_layers
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
   @classmethod
   def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
     fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in model.items() if k in fields}
+    unknown = sorted(set(model.keys()) - fields)
+    if unknown:
+      raise ValueError(f"config.model has unknown keys {unknown}; known keys: {sorted(fields)}.")
+    values = dict(model.items())
     values["dtype"] = jnp.dtype(values.get("dtype", "float32"))
     values["param_dtype"] = jnp.dtype(values.get("param_dtype", "float32"))
     return cls(**values)

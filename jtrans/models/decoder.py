@@ -1,11 +1,12 @@
-"""Decoder-only language model (GPT style): embeddings, a stack of pre-LN blocks, logits."""
+"""Decoder-only language model: GPT-2 (pre-LN LayerNorm, learned positions, GELU, biases, tied
+embeddings) and the modern option set (RMSNorm, rotary positions, SwiGLU, grouped- or
+multi-query attention, no biases, untied output) are options of this one module."""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jtrans import attention, positional
+from jtrans import attention
 from jtrans.models import layers
 from jtrans.models.config import ModelConfig
 
@@ -16,38 +17,29 @@ class DecoderLM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+               segment_ids: jax.Array | None = None, deterministic: bool = True,
+               decode: bool = False, kv_mask: jax.Array | None = None) -> jax.Array:
     """Args:
       tokens: int `[batch, length]`.
       positions: int `[batch, length]`; defaults to 0..length-1 (restart per packed document).
       segment_ids: int `[batch, length]` of packed documents (0 = padding); None: one document.
       deterministic: False enables dropout (needs a 'dropout' rng).
+      decode: use and extend the KV cache (`init` with decode=True creates it, sized by the
+        tokens it is given); `tokens` are then the next tokens, written at the cache index.
+      kv_mask: when decoding, which cache slots hold real tokens, `[batch, 1, 1, slots]`
+        (False on the left padding of shorter prompts); None: all of them.
     """
     cfg = self.cfg
-    length = tokens.shape[1]
-    if positions is None:
-      positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
-    embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=layers.init(("vocab", "embed")), name="token_embed")
-    x = embed(tokens)
-    if cfg.positions == "learned":
-      x = x + nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                       embedding_init=layers.init((None, "embed"), 0.01), name="position_embed")(positions)
-    else:
-      x = x + positional.sinusoidal(positions, cfg.embed_dim).astype(cfg.dtype)
-    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
+    positions = layers.default_positions(tokens, positions)
+    embed = layers.Embed(cfg, name="embed")
+    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(embed(tokens, positions))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-    mask = attention.causal_mask(length)
-    if segment_ids is not None:
-      mask = attention.combine_masks(mask, attention.segment_mask(segment_ids))
-    x = layers.BlockStack(cfg, deterministic, name="blocks")(x, mask)
-    x = layers.make_norm(cfg, "final_norm")(x)
-
-    if cfg.tie_embeddings:
-      logits = embed.attend(x)
+    if decode and not self.is_initializing():
+      mask = kv_mask  # The cache adds causality over its slots.
     else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                        kernel_init=layers.init(("embed", "vocab")), name="output")(x)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-    return logits.astype(jnp.float32)
+      mask = attention.causal_mask(tokens.shape[1])
+      if segment_ids is not None:
+        mask = attention.combine_masks(mask, attention.segment_mask(segment_ids))
+    x = layers.Stack(cfg, cfg.num_layers, causal=True, deterministic=deterministic, decode=decode,
+                     name="decoder")(x, layers.BlockInputs(mask=mask, positions=positions))
+    return layers.Logits(cfg, name="logits")(x, embed)

@@ -1,8 +1,14 @@
 """Transformer building blocks as small Linen modules wired from the pure functions.
 
-Every parameter carries logical axis names (`embed`, `heads`, `kv`, `mlp`, `vocab`),
-mapped onto a device mesh by the rules in `config.mesh.rules`. Activations are
+Every family (decoder, encoder, encoder-decoder, ViT) is built from the one `Block` here:
+self-attention, optional cross-attention, MLP, each with a pre- or post-norm residual.
+Every parameter carries logical axis names (`embed`, `heads`, `kv`, `mlp`, `vocab`,
+`layers`), mapped onto a device mesh by `config.mesh.rules`. Activations are
 `[batch, length, embed]`.
+
+Decoding (`decode=True`) keeps a KV cache in the "cache" collection: self-attention appends
+each call's keys and values at the cache index; cross-attention projects the encoder output
+once, on the call that passes it, and reads the cached projections afterwards.
 """
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans import attention
+from typing import Callable, NamedTuple
+
+from jtrans import attention, positional
 from jtrans.models.config import ModelConfig
 
 
@@ -55,11 +63,19 @@ def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
   """LayerNorm or RMSNorm (statistics in float32) with a logically named scale."""
   ones = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
   if cfg.norm == "rmsnorm":
-    return nn.RMSNorm(epsilon=1e-6, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+    return nn.RMSNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                       scale_init=ones, name=name)
-  return nn.LayerNorm(epsilon=1e-5, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+  return nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                       use_bias=cfg.use_bias, scale_init=ones, bias_init=zeros(("embed",)),
                       name=name)
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name == "gelu":
+    return lambda x: nn.gelu(x, approximate=True)
+  if name == "gelu_exact":
+    return lambda x: nn.gelu(x, approximate=False)
+  return getattr(nn, name)
 
 
 def output_stddev(cfg: ModelConfig) -> float:
@@ -67,59 +83,165 @@ def output_stddev(cfg: ModelConfig) -> float:
   return 0.02 / (2 * cfg.num_layers) ** 0.5
 
 
+def dense(cfg: ModelConfig, features: int, axes: tuple[str | None, str | None], name: str,
+          stddev: float = 0.02, use_bias: bool | None = None) -> nn.Dense:
+  use_bias = cfg.use_bias if use_bias is None else use_bias
+  return nn.Dense(features, use_bias=use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                  kernel_init=init(axes, stddev), bias_init=zeros(axes[-1:]), name=name)
+
+
 class Mlp(nn.Module):
-  """Position-wise feed-forward: `[batch, length, embed] -> [batch, length, embed]`."""
+  """Position-wise feed-forward, plain or gated: `[batch, length, embed]` in and out."""
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.cfg
-    h = nn.Dense(cfg.mlp_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                 kernel_init=init(("embed", "mlp")), bias_init=zeros(("mlp",)), name="wi")(x)
-    h = getattr(nn, cfg.activation)(h)
+    act = activation(cfg.activation)
+    if cfg.gated_mlp:
+      h = act(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi_gate")(x))
+      h = h * dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi_up")(x)
+    else:
+      h = act(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x))
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    return nn.Dense(cfg.embed_dim, use_bias=cfg.use_bias, dtype=cfg.dtype,
-                    param_dtype=cfg.param_dtype, kernel_init=init(("mlp", "embed"), output_stddev(cfg)),
-                    bias_init=zeros(("embed",)), name="wo")(h)
+    return dense(cfg, cfg.embed_dim, ("mlp", "embed"), "wo", output_stddev(cfg))(h)
 
 
 class Attention(nn.Module):
-  """Multi-head (or grouped-query) self-attention: projections around the pure attention."""
+  """Multi-head, grouped-query or multi-query attention: projections around the pure
+  `dot_product_attention`, with rotary positions, a relative position bias and a KV cache.
+
+  Self-attention takes keys and values from `x`; cross-attention (`cross=True`) from
+  `context`, the encoder output `[batch, kv_length, embed]`.
+  """
   cfg: ModelConfig
+  causal: bool = False  # For the relative position buckets and the cache's causal mask.
+  cross: bool = False
+  decode: bool = False
+
+  def _project(self, x: jax.Array, heads: int, name: str) -> jax.Array:
+    """`[batch, length, embed] -> [batch, length, heads, head_dim]`."""
+    cfg = self.cfg
+    return Einsum("ble,ehd->blhd", (cfg.embed_dim, heads, cfg.head_dim), ("embed", "heads", "kv"),
+                  ("heads", "kv"), cfg.use_bias, 0.02, cfg.dtype, cfg.param_dtype, name=name)(x)
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """x: `[batch, length, embed]`; mask broadcastable to `[batch, heads, length, length]`."""
+  def __call__(self, x: jax.Array, mask: jax.Array | None, *, positions: jax.Array | None = None,
+               context: jax.Array | None = None,
+               relative_table: jax.Array | None = None) -> jax.Array:
+    """Args:
+      x: `[batch, length, embed]`.
+      mask: boolean, broadcastable to `[batch, heads, length, kv_length]` (when decoding,
+        kv_length is the cache's: the cache's own causal mask is added here).
+      positions: int `[batch, length]`, for rotary positions and the relative bias.
+      context: cross-attention's `[batch, kv_length, embed]`; when decoding, None reads the
+        projections cached by the call that passed it.
+      relative_table: `[num_buckets, heads]` for T5's relative position bias.
+    """
     cfg = self.cfg
-
-    def project(heads: int, name: str) -> jax.Array:
-      """`[batch, length, embed] -> [batch, length, heads, head_dim]`."""
-      return Einsum("ble,ehd->blhd", (cfg.embed_dim, heads, cfg.head_dim), ("embed", "heads", "kv"),
-                    ("heads", "kv"), cfg.use_bias, 0.02, cfg.dtype, cfg.param_dtype, name=name)(x)
-
-    q = project(cfg.num_heads, "query")
-    k = project(cfg.kv_heads, "key")
-    v = project(cfg.kv_heads, "value")
+    q = self._project(x, cfg.num_heads, "query")
+    if self.cross:
+      k, v = self._cross_keys_values(context)
+    else:
+      k, v = self._project(x, cfg.kv_heads, "key"), self._project(x, cfg.kv_heads, "value")
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+    if cfg.positions == "rotary" and not self.cross:
+      q = positional.rotary(q, positions, cfg.rope_theta)
+      k = positional.rotary(k, positions, cfg.rope_theta)
+    q_positions = k_positions = positions
+    if self.decode and not self.cross:
+      cached = self._append_to_cache(k, v)
+      if cached is not None:
+        k, v, q_positions, k_positions, cache_mask = cached
+        mask = attention.combine_masks(mask, cache_mask)
+    bias = None
+    if relative_table is not None and not self.cross:
+      bias = positional.relative_position_bias(
+          relative_table, q_positions, k_positions, bidirectional=not self.causal,
+          max_distance=cfg.relative_max_distance)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    out = attention.dot_product_attention(q, k, v, mask, implementation=cfg.attention_impl)
+    out = attention.dot_product_attention(q, k, v, mask, bias, implementation=cfg.attention_impl)
     return Einsum("blhd,hde->ble", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                   ("heads", "kv", "embed"), ("embed",), cfg.use_bias, output_stddev(cfg),
                   cfg.dtype, cfg.param_dtype, name="out")(out)
 
+  def _cross_keys_values(self, context: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    if context is not None:
+      k = self._project(context, self.cfg.kv_heads, "key")
+      v = self._project(context, self.cfg.kv_heads, "value")
+      if self.decode:
+        self.variable("cache", "cached_cross_key", lambda: k).value = k
+        self.variable("cache", "cached_cross_value", lambda: v).value = v
+      return k, v
+    if not (self.decode and self.has_variable("cache", "cached_cross_key")):
+      raise ValueError("cross-attention needs the encoder output (context), or a decode cache "
+                       "filled by a call that passed it.")
+    return self.get_variable("cache", "cached_cross_key"), self.get_variable("cache", "cached_cross_value")
 
-class DecoderBlock(nn.Module):
-  """Pre-LN block: x + Attn(Norm(x)), then + Mlp(Norm(x)). `[batch, length, embed]` in and out."""
+  def _append_to_cache(self, k: jax.Array, v: jax.Array):
+    """Writes this call's `[batch, length, kv_heads, head_dim]` keys and values at the cache
+    index; returns the whole cache, query and key slots, and the causal mask over the slots.
+
+    The first call (from `init`) only creates the cache, with as many slots as it has
+    tokens, and returns None: that call attends as a normal forward pass would.
+    """
+    initialized = self.has_variable("cache", "cached_key")
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return None
+    start = index.value
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
+                                                  (0, start, 0, 0))
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
+                                                  (0, start, 0, 0))
+    index.value = start + k.shape[1]
+    batch, length = k.shape[:2]
+    slots = cached_k.value.shape[1]
+    q_slots = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
+    k_slots = jnp.broadcast_to(jnp.arange(slots), (batch, slots))
+    cache_mask = (k_slots[:, None, None, :] <= q_slots[:, None, :, None])
+    return cached_k.value, cached_v.value, q_slots, k_slots, cache_mask
+
+
+class BlockInputs(NamedTuple):
+  """What every block of a stack receives besides the residual stream (broadcast by scan)."""
+  mask: jax.Array | None = None  # Self-attention mask, `[batch | 1, 1, length, kv_length]`.
+  positions: jax.Array | None = None  # int `[batch, length]`.
+  context: jax.Array | None = None  # Encoder output `[batch, source_length, embed]`.
+  context_mask: jax.Array | None = None  # Cross-attention mask `[batch, 1, 1, source_length]`.
+  relative_table: jax.Array | None = None  # `[num_buckets, heads]` (T5).
+
+
+class Block(nn.Module):
+  """Self-attention, optional cross-attention and an MLP, each a residual branch normed
+  before it ("pre": x + f(norm(x))) or after the sum ("post": norm(x + f(x)))."""
   cfg: ModelConfig
+  causal: bool = False
+  cross: bool = False
   deterministic: bool = True  # False enables dropout (needs a 'dropout' rng).
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array, inputs: BlockInputs) -> jax.Array:
     cfg = self.cfg
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-    h = Attention(cfg, name="attention")(make_norm(cfg, "attention_norm")(x), mask)
-    x = x + dropout(h)
-    h = Mlp(cfg, name="mlp")(make_norm(cfg, "mlp_norm")(x))
-    x = x + dropout(h)
+
+    def residual(x, branch, name):
+      if cfg.norm_position == "pre":
+        return x + dropout(branch(make_norm(cfg, f"{name}_norm")(x)))
+      return make_norm(cfg, f"{name}_norm")(x + dropout(branch(x)))
+
+    x = residual(x, lambda h: Attention(cfg, self.causal, decode=self.decode, name="attention")(
+        h, inputs.mask, positions=inputs.positions, relative_table=inputs.relative_table),
+        "attention")
+    if self.cross:
+      x = residual(x, lambda h: Attention(cfg, cross=True, decode=self.decode,
+                                          name="cross_attention")(
+          h, inputs.context_mask, context=inputs.context), "cross_attention")
+    x = residual(x, Mlp(cfg, name="mlp"), "mlp")
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -133,30 +255,114 @@ def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
 class ScannedBlock(nn.Module):
   """A block with the scan signature `(carry, broadcast) -> (carry, None)`."""
   cfg: ModelConfig
+  causal: bool = False
+  cross: bool = False
   deterministic: bool = True
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, None]:
-    block = remat(DecoderBlock, self.cfg.remat)
-    return block(self.cfg, self.deterministic, name="block")(x, mask), None
+  def __call__(self, x: jax.Array, inputs: BlockInputs) -> tuple[jax.Array, None]:
+    block = remat(Block, self.cfg.remat)
+    return block(self.cfg, self.causal, self.cross, self.deterministic, self.decode,
+                 name="block")(x, inputs), None
 
 
-class BlockStack(nn.Module):
-  """`num_layers` decoder blocks, unrolled or as one `nn.scan` (parameters stacked on a
-  leading `layers` axis: compile time no longer grows with depth)."""
+class Stack(nn.Module):
+  """`num_layers` blocks, unrolled or as one `nn.scan` (parameters stacked on a leading
+  `layers` axis: compile time no longer grows with depth), then the final norm of pre-norm
+  models. Owns T5's relative position table, shared by its layers."""
   cfg: ModelConfig
+  num_layers: int
+  causal: bool = False
+  cross: bool = False
   deterministic: bool = True
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array, inputs: BlockInputs) -> jax.Array:
     cfg = self.cfg
+    if cfg.positions == "relative":
+      table = self.param("relative_bias", init((None, "heads"), 0.02),
+                         (cfg.relative_buckets, cfg.num_heads), cfg.param_dtype)
+      inputs = inputs._replace(relative_table=table)
+    args = (cfg, self.causal, self.cross, self.deterministic, self.decode)
     if cfg.scan_layers:
-      stack = nn.scan(ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=nn.broadcast, length=cfg.num_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(cfg, self.deterministic, name="layers")(x, mask)
-      return x
-    block = remat(DecoderBlock, cfg.remat)
-    for i in range(cfg.num_layers):
-      x = block(cfg, self.deterministic, name=f"block_{i}")(x, mask)
+      stack = nn.scan(ScannedBlock, variable_axes={"params": 0, "cache": 0},
+                      split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+                      length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(*args, name="layers")(x, inputs)
+    else:
+      block = remat(Block, cfg.remat)
+      for i in range(self.num_layers):
+        x = block(*args, name=f"block_{i}")(x, inputs)
+    if cfg.norm_position == "pre":
+      x = make_norm(cfg, "final_norm")(x)
     return x
+
+
+class Embed(nn.Module):
+  """Token (+ token-type, + absolute position) embeddings, and the tied output projection.
+
+  `[batch, length]` ids -> `[batch, length, embed]`; `attend` maps back to vocabulary logits.
+  """
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.token = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                          embedding_init=init(("vocab", "embed")), name="token_embed")
+    if cfg.positions == "learned":
+      self.position = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
+                               param_dtype=cfg.param_dtype,
+                               embedding_init=init((None, "embed"), 0.01), name="position_embed")
+    if cfg.type_vocab_size:
+      self.token_type = nn.Embed(cfg.type_vocab_size, cfg.embed_dim, dtype=cfg.dtype,
+                                 param_dtype=cfg.param_dtype, embedding_init=init((None, "embed")),
+                                 name="type_embed")
+    if cfg.embed_norm:
+      self.norm = make_norm(self.cfg, "embed_norm")
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array,
+               token_types: jax.Array | None = None) -> jax.Array:
+    cfg = self.cfg
+    x = self.token(tokens)
+    if cfg.scale_embeddings:
+      x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
+    if cfg.positions == "learned":
+      x = x + self.position(positions)
+    elif cfg.positions == "sinusoidal":
+      x = x + positional.sinusoidal(positions, cfg.embed_dim).astype(x.dtype)
+    if cfg.type_vocab_size:
+      x = x + self.token_type(jnp.zeros_like(tokens) if token_types is None else token_types)
+    if cfg.embed_norm:
+      x = self.norm(x)
+    return x
+
+  def attend(self, x: jax.Array) -> jax.Array:
+    return self.token.attend(x)
+
+
+class Logits(nn.Module):
+  """Final hidden states `[batch, length, embed]` -> float32 logits `[batch, length, vocab]`:
+  the tied embedding (scaled by `logits_scale`) or an output matrix, plus an optional bias."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, embed: Embed) -> jax.Array:
+    cfg = self.cfg
+    if cfg.tie_embeddings:
+      logits = embed.attend(x * jnp.asarray(cfg.logits_scale, x.dtype))
+    else:
+      logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "output", use_bias=False)(x)
+    if cfg.output_bias:
+      logits = logits + self.param("bias", zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return logits.astype(jnp.float32)
+
+
+def default_positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+  """0..length-1 for every row unless given (packed rows restart them per document)."""
+  if positions is None:
+    return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape[:2])
+  return positions
+
