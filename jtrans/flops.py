@@ -29,10 +29,15 @@ KNOWN_PEAKS = {
 }
 
 
+def mlp_matrices(cfg: ModelConfig) -> int:
+  """Weight matrices of one MLP: in and out, plus the gate of a gated MLP."""
+  return 3 if cfg.gated_mlp else 2
+
+
 def matmul_params(cfg: ModelConfig) -> int:
   """Weights that take part in a matmul per token: the blocks plus the output projection."""
-  d, kv = cfg.embed_dim, cfg.kv_heads * cfg.head_dim
-  per_layer = d * d * 2 + d * kv * 2 + 2 * d * cfg.mlp_dim  # q, out, k, v, mlp in and out
+  d, q, kv = cfg.embed_dim, cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+  per_layer = d * q * 2 + d * kv * 2 + mlp_matrices(cfg) * d * cfg.mlp_dim  # q, out, k, v, mlp
   return cfg.num_layers * per_layer + d * cfg.vocab_size
 
 
@@ -69,18 +74,25 @@ class ParamCounts:
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
-  """Exact parameter counts of the decoder LM that `cfg` describes, without building it."""
+  """Exact parameter counts of the model that `cfg` describes, without building it: by formula
+  for the decoder LM (the scaling-law ladder), read off the traced tree for other families."""
+  if cfg.family != "decoder":
+    return tree_param_counts(cfg)
   d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
   bias = int(cfg.use_bias)
   norm = d * (2 if cfg.norm == "layernorm" and cfg.use_bias else 1)  # scale (+ bias)
   attention = (d * h * hd + 2 * d * kv * hd + h * hd * d          # q, k, v, out kernels
                + bias * (h * hd + 2 * kv * hd + d))                # and their biases
-  mlp = 2 * d * f + bias * (f + d)
+  mlp = mlp_matrices(cfg) * d * f + bias * ((mlp_matrices(cfg) - 1) * f + d)
   blocks = cfg.num_layers * (attention + mlp + 2 * norm)
+  final_norm = norm if cfg.norm_position == "pre" else 0
+  blocks += cfg.relative_buckets * h if cfg.positions == "relative" else 0
   embedding = cfg.vocab_size * d
   embedding += cfg.max_len * d if cfg.positions == "learned" else 0
   embedding += 0 if cfg.tie_embeddings else d * cfg.vocab_size
-  return ParamCounts(total=blocks + norm + embedding, embedding=embedding)
+  embedding += cfg.vocab_size if cfg.output_bias else 0
+  embedding += cfg.type_vocab_size * d + (norm if cfg.embed_norm else 0)
+  return ParamCounts(total=blocks + final_norm + embedding, embedding=embedding)
 
 
 def tree_param_counts(cfg: ModelConfig) -> ParamCounts:
@@ -90,7 +102,10 @@ def tree_param_counts(cfg: ModelConfig) -> ParamCounts:
   """
   model = build_model(cfg)
   tokens = jax.ShapeDtypeStruct((1, min(cfg.max_len, 8)), jnp.int32)
-  shapes = jax.eval_shape(lambda t: model.init(jax.random.key(0), t)["params"], tokens)
+  inputs = {"decoder": (tokens,), "encoder": (tokens,), "encoder_decoder": (tokens, tokens),
+            "vit": (jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, cfg.num_channels),
+                                         jnp.float32),)}[cfg.family]
+  shapes = jax.eval_shape(lambda *x: model.init(jax.random.key(0), *x)["params"], *inputs)
   shapes = nn.meta.unbox(shapes)
 
   def size(tree) -> int:
@@ -131,7 +146,7 @@ def matmul_flops_per_token(cfg: ModelConfig, seq_len: int,
       "scores": 2.0 * keys * h * hd * cfg.num_layers,    # q . k
       "values": 2.0 * keys * h * hd * cfg.num_layers,    # p . v
       "out": 2.0 * h * hd * d * cfg.num_layers,
-      "mlp": 2.0 * 2 * d * f * cfg.num_layers,
+      "mlp": 2.0 * mlp_matrices(cfg) * d * f * cfg.num_layers,
       "logits": 2.0 * d * cfg.vocab_size,
   }
   return {name: 3.0 * value for name, value in forward.items()}

@@ -1,7 +1,7 @@
 """The pure train and eval steps, and the two engines that compile them (jit over a mesh, pmap).
 
-A batch is a dict of `[batch, length]` arrays: `inputs`, `targets`, `weights` (and, for
-packed rows, `positions` and `segment_ids`).
+A batch is a dict of arrays: `targets` and `weights` plus the objective's inputs (see
+`objectives.py`: LM rows, masked-LM rows, source/target pairs, images).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jtrans import losses, optim, sharding
+from jtrans import losses, objectives, optim, sharding
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -33,12 +33,10 @@ class TrainState:
 
 def forward(model: nn.Module, params: Any, batch: Batch, config: ml_collections.ConfigDict,
             mesh: Mesh | None, deterministic: bool, rngs: dict | None = None) -> jax.Array:
-  """Logits `[batch, length, vocab]`; over a mesh, the config's logical-axis rules constrain
-  the activations (under pmap there is no mesh and so no rules)."""
+  """Logits `[batch, length, vocab]` (or `[batch, classes]`); over a mesh, the config's
+  logical-axis rules constrain the activations (under pmap there is no mesh and so no rules)."""
   with nn.logical_axis_rules(sharding.rules(config.mesh) if mesh is not None else ()):
-    return model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
-                       segment_ids=batch.get("segment_ids"), deterministic=deterministic,
-                       rngs=rngs)
+    return objectives.logits(model, params, batch, config.loss.objective, deterministic, rngs)
 
 
 def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
@@ -50,8 +48,11 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
   the result equals the one-batch result, at 1/k of the activation memory.
   """
   def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
+    dropout_key, mask_key = jax.random.split(key)
+    micro = objectives.prepare(micro, mask_key, config)
+
     def loss_sum(p):
-      logits = forward(model, p, micro, config, mesh, False, {"dropout": key})
+      logits = forward(model, p, micro, config, mesh, False, {"dropout": dropout_key})
       sums = losses.cross_entropy(logits, micro["targets"], micro["weights"],
                                   label_smoothing=config.loss.label_smoothing,
                                   z_loss=config.loss.z_loss)
@@ -112,7 +113,11 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
 def eval_step(params: Any, batch: Batch, *, model: nn.Module,
               config: ml_collections.ConfigDict, mesh: Mesh | None) -> Metrics:
-  """Weighted metric sums (not means) of one eval batch, so batches can be added."""
+  """Weighted metric sums (not means) of one eval batch, so batches can be added.
+
+  Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
+  """
+  batch = objectives.prepare(batch, jax.random.key(config.seed + 2), config)
   logits = forward(model, params, batch, config, mesh, True)
   return losses.cross_entropy(logits, batch["targets"], batch["weights"])
 

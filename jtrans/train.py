@@ -14,9 +14,9 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jtrans import checkpoint, decoding, flops, losses, optim, sharding, steps
+from jtrans import checkpoint, decoding, flops, losses, objectives, optim, sharding, steps
 from jtrans.steps import Engine, Metrics, TrainState
-from jtrans.data import pipeline, tokenizers
+from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.models import ModelConfig, build_model
 
@@ -31,14 +31,14 @@ def state_layout(model: nn.Module, tx: optax.GradientTransformation,
   optimizer state is sharded like the parameters it mirrors.
   """
   axis_rules = sharding.rules(config.mesh)
-  dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
+  example = objectives.init_inputs(config)
 
   def init(rng):
-    params = nn.meta.unbox(model.init(rng, dummy)["params"])
+    params = nn.meta.unbox(model.init(rng, *example)["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   rng = jax.random.key(config.seed)
-  boxed_params = jax.eval_shape(lambda r: model.init(r, dummy)["params"], rng)
+  boxed_params = jax.eval_shape(lambda r: model.init(r, *example)["params"], rng)
   param_shardings = sharding.logical_shardings(boxed_params, mesh, axis_rules)
   shapes = jax.eval_shape(init, rng)
   replicated = sharding.replicated(mesh)
@@ -66,10 +66,11 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_co
 def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   """Checks that need more than one key; each failure names the setting and the fix."""
   model_cfg = ModelConfig.from_config(config.model)
+  objectives.check(config)
   if config.data.seq_len > config.model.max_len:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
                      f"{config.model.max_len}; raise max_len or shorten seq_len.")
-  vocab = tokenizers.get_tokenizer(config.data.tokenizer).vocab_size
+  vocab = make_tokenizer(config).vocab_size if data_objective(config) != "classification" else 0
   if config.model.vocab_size < vocab:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
@@ -86,15 +87,41 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   return model_cfg
 
 
+def data_objective(config: ml_collections.ConfigDict) -> str:
+  """config.loss.objective; "lm" for configs made before the key existed."""
+  return config.loss.get("objective", "lm")
+
+
+def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
+  """config.data's tokenizer. A missing SentencePiece model is trained only by a lone
+  process: several would race to write it (run jtrans.data.train_tokenizer first)."""
+  return tokenizers.from_config(config.data, train_if_missing=jax.process_count() == 1)
+
+
 def make_dataset(config: ml_collections.ConfigDict, train: bool):
-  """This process's share of the train or eval split as a grain dataset of batches."""
-  d = config.data
-  return pipeline.make_lm_dataset(
-      name=d.name, split=d.train_split if train else d.eval_split, data_dir=d.data_dir or None,
-      tokenizer=d.tokenizer, text_key=d.text_key, seq_len=d.seq_len,
-      batch_size=config.train.batch_size // jax.process_count(), seed=config.seed, train=train,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=d.worker_count, shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
+  """This process's share of the train or eval split as a grain dataset of batches.
+
+  The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
+  (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "classification"
+  images and labels (data/images.py).
+  """
+  d, kind = config.data, data_objective(config)
+  common = dict(source=sources.from_config(d, train),
+                batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
+                train=train, shard_index=jax.process_index(), shard_count=jax.process_count(),
+                worker_count=d.worker_count)
+  if kind in ("lm", "mlm"):
+    return pipeline.make_lm_dataset(
+        **common, tokenizer=make_tokenizer(config), text_key=d.text_key, seq_len=d.seq_len,
+        shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
+  if kind == "seq2seq":
+    return seq2seq.make_seq2seq_dataset(
+        **common, tokenizer=make_tokenizer(config), source_key=d.source_key, target_key=d.target_key,
+        source_len=d.source_len or d.seq_len, seq_len=d.seq_len)
+  if kind == "classification":
+    return images.make_image_dataset(**common, image_key=d.image_key, label_key=d.label_key)
+  raise ValueError(f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
+                   "'seq2seq' or 'classification'.")
 
 
 def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]],
@@ -179,12 +206,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   state = engine.place_state(state)
 
-  tokens_per_step = config.train.batch_size * config.data.seq_len
-  flops_per_token = flops.train_flops_per_token(model_cfg, config.data.seq_len)
+  positions = objectives.positions_per_example(config)
+  tokens_per_step = config.train.batch_size * positions
+  # Exact for the decoder LM; for the other families the same 6N-per-position count is an
+  # estimate (an encoder-decoder's encoder sees only source positions, for instance).
+  flops_per_token = flops.train_flops_per_token(model_cfg, positions)
   peak = flops.peak_flops_per_device(config.train.peak_flops_per_device)
-  entropy = pipeline.unigram_entropy(
-      name=config.data.name, split=config.data.eval_split, data_dir=config.data.data_dir or None,
-      tokenizer=config.data.tokenizer, text_key=config.data.text_key)
+  entropy = float("nan")  # The unigram baseline only means something for token prediction.
+  if data_objective(config) in ("lm", "mlm"):
+    entropy = pipeline.unigram_entropy(source=sources.from_config(config.data, train=False),
+                                       tokenizer=make_tokenizer(config), text_key=config.data.text_key)
   writer.log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
              f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
 
@@ -263,8 +294,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
 def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -> list[str]:
   """`config.sample.num_samples` continuations of `config.sample.prompt`."""
   s = config.sample
-  tokenizer = tokenizers.get_tokenizer(config.data.tokenizer)
-  prompt = tokenizer.encode(s.prompt)
+  tok = make_tokenizer(config)
+  prompt = tok.encode(s.prompt)
   buffer = min(config.model.max_len, len(prompt) + s.length)
   if len(prompt) >= buffer:
     raise ValueError(f"config.sample.prompt is {len(prompt)} tokens; it must be shorter than "
@@ -275,7 +306,7 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
   out = decoding.sample(model, params, jnp.asarray(tokens), jnp.int32(len(prompt)),
                         jax.random.key(seed), num_tokens=buffer - len(prompt),
                         temperature=s.temperature)
-  return [tokenizer.decode(row) for row in np.asarray(out)]
+  return [tok.decode(row) for row in np.asarray(out)]
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -16,21 +16,17 @@ exactly the ``targets`` row shifted right by one stream token.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 from jtrans.data import sources
+from jtrans.data.iterators import JsonState, PadToCount, ceil_div, check_shard
 from jtrans.data.tokenizers import Tokenizer, get_tokenizer
 
 Batch = dict[str, np.ndarray]
-
-
-def _text(record: dict[str, Any], text_key: str) -> str:
-  """The record's text as str (TFDS Text features decode to bytes)."""
-  text = record[text_key]
-  return text.decode("utf-8") if isinstance(text, bytes) else str(text)
 
 
 class _ToExample:
@@ -40,7 +36,7 @@ class _ToExample:
     self.tokenizer, self.text_key = tokenizer, text_key
 
   def __call__(self, record: dict[str, Any]) -> Batch:
-    ids = self.tokenizer.encode(_text(record, self.text_key))
+    ids = self.tokenizer.encode(sources.record_text(record, self.text_key))
     eos = np.array([self.tokenizer.eos_id], np.int32)
     return {"inputs": np.concatenate([eos, ids]), "targets": np.concatenate([ids, eos])}
 
@@ -82,99 +78,32 @@ def _to_batch_row(packed: Batch, segments: bool = False) -> Batch:
   return row
 
 
-def _lists_to_tuples(state: Any) -> Any:
-  if isinstance(state, dict):
-    return {k: _lists_to_tuples(v) for k, v in state.items()}
-  if isinstance(state, (list, tuple)):
-    return tuple(_lists_to_tuples(v) for v in state)
-  return state
-
-
-class _JsonStateIterator(grain.DatasetIterator):
-  """Restores a state that went through JSON (as Orbax stores it) exactly.
-
-  grain 0.2.18's ConcatThenSplit compares its saved slices with the tuple (-1, -1); JSON
-  gives back lists, so a restored iterator would think it holds a half-used document.
-  """
-
-  def __next__(self) -> Batch:
-    return next(self._parent)
-
-  def get_state(self) -> dict[str, Any]:
-    return self._parent.get_state()
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(_lists_to_tuples(state))
-
-
-class _JsonState(grain.IterDataset):
-  def __iter__(self) -> grain.DatasetIterator:
-    return _JsonStateIterator(self._parent.__iter__())
-
-
-class _PadToCount(grain.IterDataset):
-  """Yields the parent's batches, then all-padding batches, ``count`` batches in all.
-
-  Every eval shard yields the same number of batches this way, so processes that
-  evaluate in lock step (a collective per batch) finish together.
-  """
-
-  def __init__(self, parent: grain.IterDataset, count: int, pad: Batch):
-    super().__init__(parent)
-    self.count, self.pad = count, pad
-
-  def __iter__(self) -> grain.DatasetIterator:
-    return _PadToCountIterator(self._parent.__iter__(), self.count, self.pad)
-
-
-class _PadToCountIterator(grain.DatasetIterator):
-  """Iterator of ``_PadToCount``; its state is the parent's plus the batches yielded."""
-
-  def __init__(self, parent: grain.DatasetIterator, count: int, pad: Batch):
-    super().__init__(parent)
-    self._count, self._pad, self._yielded, self._exhausted = count, pad, 0, False
-
-  def __next__(self) -> Batch:
-    if self._yielded >= self._count:
-      raise StopIteration
-    batch = {k: v.copy() for k, v in self._pad.items()}
-    if not self._exhausted:
-      try:
-        batch = next(self._parent)
-      except StopIteration:
-        self._exhausted = True
-    self._yielded += 1
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "yielded": self._yielded,
-            "exhausted": self._exhausted}
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(state["parent"])
-    self._yielded, self._exhausted = state["yielded"], state["exhausted"]
-
-
-def _ceil_div(a: int, b: int) -> int:
-  return -(-a // b)
-
-
 def _eval_batch_count(docs: grain.MapDataset, shard_count: int, seq_len: int,
                       batch_size: int) -> int:
   """Most eval batches any shard yields: ceil(ceil(tokens / seq_len) / batch_size)."""
   counts = []
   for shard in range(shard_count):
     tokens = sum(len(docs[i]["targets"]) for i in range(shard, len(docs), shard_count))
-    counts.append(_ceil_div(_ceil_div(tokens, seq_len), batch_size))
+    counts.append(ceil_div(ceil_div(tokens, seq_len), batch_size))
   return max(counts)
+
+
+def _source(source: Sequence[dict[str, Any]] | None, name: str, split: str,
+            data_dir: str | None) -> Sequence[dict[str, Any]]:
+  return sources.load_source(name, split, data_dir) if source is None else source
+
+
+def _tokenizer(tokenizer: str | Tokenizer) -> Tokenizer:
+  return get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
 
 
 def make_lm_dataset(
     *,
-    name: str,
-    split: str,
-    data_dir: str | None,
-    tokenizer: str,
+    name: str = "",
+    split: str = "",
+    data_dir: str | None = None,
+    source: Sequence[dict[str, Any]] | None = None,
+    tokenizer: str | Tokenizer,
     text_key: str,
     seq_len: int,
     batch_size: int,
@@ -188,6 +117,10 @@ def make_lm_dataset(
 ) -> grain.IterDataset:
   """Returns a grain dataset of next-token prediction batches.
 
+  Documents come from ``source`` (records with a ``text_key`` field, e.g. from
+  ``sources.from_config``) or, without it, from TFDS data set ``name``'s ``split``.
+  ``tokenizer`` is a ``Tokenizer`` or a name for ``get_tokenizer``.
+
   Each element is ``{'inputs': int32 [batch_size, seq_len], 'targets': int32
   [batch_size, seq_len], 'weights': float32 [batch_size, seq_len]}`` where
   ``batch_size`` is this process's share of the global batch and weights are 0
@@ -197,9 +130,10 @@ def make_lm_dataset(
   train=True: documents are shuffled with ``seed`` (a new order every epoch),
   each epoch's stream starts at a seeded offset in ``[0, seq_len)``, the stream
   repeats forever, packed rows are shuffled within windows of ``shuffle_window`` rows
-  (so that a batch mixes many documents instead of being consecutive rows of one), and ``worker_count > 0`` moves the work into grain worker
-  processes (each packs its own slice of the documents, so the stream differs
-  from worker_count=0 and a saved state only fits the same worker_count).
+  (so that a batch mixes many documents instead of being consecutive rows of one), and
+  ``worker_count > 0`` moves the work into grain worker processes (each packs its own
+  slice of the documents, so the stream differs from worker_count=0 and a saved state
+  only fits the same worker_count).
   train=False: one in-process pass in stored order; the last rows
   and batch are padded (weight 0) so every token is counted once and shapes stay
   fixed, and with ``shard_count > 1`` every shard is padded with all-zero-weight
@@ -212,10 +146,9 @@ def make_lm_dataset(
   ``grain.checkpoint.CheckpointSave``/``CheckpointRestore``; a restored iterator
   continues with exactly the batches of the uninterrupted one.
   """
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"Need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}.")
-  tok = get_tokenizer(tokenizer)
-  all_examples = grain.MapDataset.source(sources.load_source(name, split, data_dir))
+  check_shard(shard_index, shard_count)
+  tok = _tokenizer(tokenizer)
+  all_examples = grain.MapDataset.source(_source(source, name, split, data_dir))
   all_examples = all_examples.map(_ToExample(tok, text_key))
   examples = all_examples[shard_index::shard_count]
   if len(examples) == 0:
@@ -242,24 +175,26 @@ def make_lm_dataset(
     if segment_ids:
       pad_batch |= {"segment_ids": np.zeros(shape, np.int32), "positions": np.zeros(shape, np.int32)}
     count = _eval_batch_count(all_examples, shard_count, seq_len, batch_size)
-    return _PadToCount(batches, count, pad_batch)
+    return PadToCount(batches, count, pad_batch)
   batches = rows.batch(batch_size, drop_remainder=True)
   if worker_count > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return _JsonState(batches)
+  return JsonState(batches)
 
 
-def unigram_entropy(*, name: str, split: str, data_dir: str | None, tokenizer: str,
-                    text_key: str) -> float:
+def unigram_entropy(*, name: str = "", split: str = "", data_dir: str | None = None,
+                    source: Sequence[dict[str, Any]] | None = None,
+                    tokenizer: str | Tokenizer, text_key: str) -> float:
   """Entropy (nats) of the token unigram distribution of ``split``: documents plus one EOS each.
 
-  The loss of the best context-free model: a baseline for the validation loss.
+  The loss of the best context-free model: a baseline for the validation loss. The
+  documents come from ``source`` or, without it, TFDS data set ``name``'s ``split``.
   """
-  tok = get_tokenizer(tokenizer)
-  source = sources.load_source(name, split, data_dir)
+  tok = _tokenizer(tokenizer)
+  source = _source(source, name, split, data_dir)
   counts = np.zeros(tok.vocab_size, np.int64)
   for i in range(len(source)):
-    counts += np.bincount(tok.encode(_text(source[i], text_key)), minlength=tok.vocab_size)
+    counts += np.bincount(tok.encode(sources.record_text(source[i], text_key)), minlength=tok.vocab_size)
   counts[tok.eos_id] += len(source)
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())

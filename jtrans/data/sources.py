@@ -1,17 +1,30 @@
-"""Random-access TFDS sources (array_record files, read without TensorFlow)."""
+"""Random-access sources: TFDS data sets (array_record, read without TensorFlow) or local files.
+
+``from_config`` picks one from ``config.data``: ``name = "files"`` reads the files of
+``train_files``/``eval_files`` (``files.py``); any other name is a TFDS data set.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jtrans.data import pydoc_corpus
+from jtrans.data import files, pydoc_corpus, shakespeare, synthetic_images, synthetic_tasks
 
 # Builders of this project: they download nothing, so they are prepared on demand.
-LOCAL_BUILDERS: frozenset[str] = frozenset({pydoc_corpus.PydocTopics.name})
+LOCAL_BUILDERS: frozenset[str] = frozenset({
+    pydoc_corpus.PydocTopics.name,
+    synthetic_tasks.ModularArithmetic.name,
+    synthetic_tasks.CopyStrings.name,
+    synthetic_tasks.ReverseStrings.name,
+    synthetic_images.SyntheticImages.name,
+    shakespeare.TinyShakespeareFile.name,  # Reads input.txt from the manual_dir.
+})
+FILES = "files"  # config.data.name of local files.
 FILE_FORMAT = "array_record"
 
 
@@ -41,11 +54,32 @@ class SortedSource(Sequence):
     return f"SortedSource({self._source!r})"
 
 
-def load_source(name: str, split: str, data_dir: str | None) -> Sequence[dict[str, Any]]:
+def record_text(record: dict[str, Any], key: str, setting: str = "text_key") -> str:
+  """Field ``key`` (the value of ``config.data.<setting>``) of a record, as str."""
+  try:
+    text = record[key]
+  except KeyError:
+    raise KeyError(f"Records have no field {key!r} (config.data.{setting}); their fields are "
+                   f"{sorted(record)}.") from None
+  return text.decode("utf-8") if isinstance(text, bytes) else str(text)  # TFDS Text: bytes.
+
+
+def from_config(data: ml_collections.ConfigDict, train: bool) -> Sequence[dict[str, Any]]:
+  """The train or eval records that ``config.data`` names (TFDS data set or local files)."""
+  if data.name == FILES:
+    key = "train_files" if train else "eval_files"
+    return files.load_files(data[key], data.file_format, data.text_key, key)
+  split = data.train_split if train else data.eval_split
+  return load_source(data.name, split, data.data_dir or None, data.manual_dir or None)
+
+
+def load_source(name: str, split: str, data_dir: str | None,
+                manual_dir: str | None = None) -> Sequence[dict[str, Any]]:
   """Returns a random-access source of decoded records of ``name``'s ``split``.
 
   Project builders (``LOCAL_BUILDERS``) are prepared into ``data_dir`` when
-  missing; any other data set must already be prepared as array_record there,
+  missing (those that read local files find them in ``manual_dir``; None = TFDS's
+  ``<data_dir>/downloads/manual``); any other data set must already be prepared as array_record there,
   else ``DatasetNotPreparedError`` names the command that prepares it. Records
   are dicts of numpy values (text features come back as ``bytes``). When the
   data set has an ``index`` feature the records are sorted by it, so the order
@@ -57,12 +91,14 @@ def load_source(name: str, split: str, data_dir: str | None) -> Sequence[dict[st
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
         f"{name!r} (config.data.name) is not a registered TFDS data set; the project's"
-        f" own are {sorted(LOCAL_BUILDERS)}."
+        f" own are {sorted(LOCAL_BUILDERS)}, and {FILES!r} reads config.data.train_files."
     ) from e
   root = str(builder.data_dir_root)
   if not builder.is_prepared():
     if builder.name in LOCAL_BUILDERS:
-      builder.download_and_prepare(file_format=FILE_FORMAT)
+      builder.download_and_prepare(
+          file_format=FILE_FORMAT,
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     else:
       raise DatasetNotPreparedError(
           f"TFDS data set {name!r} is not prepared in data_dir {root!r}. Prepare it"

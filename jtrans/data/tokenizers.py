@@ -1,17 +1,29 @@
 """Tokenizers: text <-> int32 token ids.
 
 Every tokenizer exposes ``vocab_size``, ``pad_id``, ``eos_id``, ``encode`` and
-``decode`` (the ``Tokenizer`` protocol), so SentencePiece/BPE tokenizers can be
-added to ``_REGISTRY`` later without touching the data pipeline.
+``decode`` (the ``Tokenizer`` protocol); the pipelines need nothing else. Three kinds,
+picked by ``config.data.tokenizer`` and built by ``from_config``:
+
+- ``byte``: UTF-8 bytes with ByT5's ids (the default; needs no file).
+- ``sentencepiece``: a SentencePiece ``.model`` at ``config.data.tokenizer_path``, or,
+  with no path, one trained on the train split and cached next to the data
+  (``train_tokenizer.py``). Ids follow T5: pad 0, eos 1, unk 2.
+- ``gpt2_bpe``: GPT-2's byte-level BPE from ``tokenizer.json`` or ``vocab.json`` +
+  ``merges.txt``. GPT-2 has no pad token, so ``pad_id = eos_id`` (``<|endoftext|>``):
+  padding always carries weight 0 (and mask 0), so the id it holds never matters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from typing import Protocol
 
+import ml_collections
 import numpy as np
 import numpy.typing as npt
+
+KINDS = ("byte", "sentencepiece", "gpt2_bpe")
+GPT2_EOS = "<|endoftext|>"
 
 
 class Tokenizer(Protocol):
@@ -51,14 +63,118 @@ class ByteTokenizer:
     return bytes((flat - self.offset).astype(np.uint8)).decode("utf-8", errors="replace")
 
 
-_REGISTRY: dict[str, Callable[[], Tokenizer]] = {"byte": ByteTokenizer}
+class SentencePieceTokenizer:
+  """A SentencePiece model; ``train_tokenizer.train_sentencepiece`` makes ones with T5's ids."""
+
+  def __init__(self, path: str):
+    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
+    self.path = path
+    self._sp = spm.SentencePieceProcessor(model_file=path)
+    self.vocab_size = self._sp.vocab_size()
+    self.pad_id, self.eos_id = self._sp.pad_id(), self._sp.eos_id()
+    if self.pad_id < 0 or self.eos_id < 0:
+      raise ValueError(f"SentencePiece model {path} (config.data.tokenizer_path) has no pad or "
+                       "eos piece; train one with pad_id=0, eos_id=1 (python -m "
+                       "jtrans.data.train_tokenizer does).")
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns int32 ids of shape [num_pieces]."""
+    return np.asarray(self._sp.encode(text), np.int32).reshape(-1)
+
+  def decode(self, ids: npt.ArrayLike) -> str:
+    """Drops pad/eos and ids past the vocabulary (a model's padded embedding rows)."""
+    flat = np.asarray(ids).reshape(-1)
+    keep = (flat >= 0) & (flat < self.vocab_size) & (flat != self.pad_id) & (flat != self.eos_id)
+    return self._sp.decode(flat[keep].tolist())
+
+
+class Gpt2BpeTokenizer:
+  """GPT-2's byte-level BPE (the ``tokenizers`` package); ids equal Hugging Face's GPT2TokenizerFast."""
+
+  def __init__(self, path: str):
+    from tokenizers import AddedToken, Tokenizer as HfTokenizer  # pylint: disable=g-import-not-at-top
+    from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+
+    self.path = path
+    files = _gpt2_files(path)
+    if len(files) == 1:
+      self._tok = HfTokenizer.from_file(files[0])
+    else:
+      # What GPT2TokenizerFast builds from vocab.json + merges.txt.
+      self._tok = HfTokenizer(models.BPE.from_file(*files, continuing_subword_prefix="",
+                                                   end_of_word_suffix="", fuse_unk=False))
+      self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+      self._tok.decoder = decoders.ByteLevel()
+      self._tok.add_special_tokens([AddedToken(GPT2_EOS, special=True)])
+    eos = self._tok.token_to_id(GPT2_EOS)
+    if eos is None:
+      raise ValueError(f"The BPE vocabulary at {path} (config.data.tokenizer_path) has no "
+                       f"{GPT2_EOS!r} token; use GPT-2's files or add it as a special token.")
+    self.eos_id = self.pad_id = eos
+    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns int32 ids of shape [num_tokens]."""
+    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids: npt.ArrayLike) -> str:
+    """Drops special ids and ids past the vocabulary (GPT-2 pads its 50257 rows to 50304)."""
+    flat = np.asarray(ids).reshape(-1)
+    flat = flat[(flat >= 0) & (flat < self.vocab_size)]
+    return self._tok.decode(flat.tolist(), skip_special_tokens=True)
+
+
+def _gpt2_files(path: str) -> list[str]:
+  """[tokenizer.json] or [vocab.json, merges.txt] for a file or directory ``path``."""
+  if os.path.isfile(path):
+    return [path]
+  json_file = os.path.join(path, "tokenizer.json")
+  pair = [os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")]
+  if os.path.isfile(json_file):
+    return [json_file]
+  if all(os.path.isfile(f) for f in pair):
+    return pair
+  raise FileNotFoundError(
+      f"No GPT-2 BPE files at {path!r} (config.data.tokenizer_path): expected a tokenizer.json "
+      f"file, or a directory holding tokenizer.json or vocab.json + merges.txt (e.g. those of "
+      "huggingface.co/openai-community/gpt2).")
 
 
 def get_tokenizer(name: str) -> Tokenizer:
-  """Returns the tokenizer named by ``config.data.tokenizer``."""
-  if name not in _REGISTRY:
-    raise ValueError(
-        f"Unknown tokenizer {name!r} in config.data.tokenizer; accepted names: "
-        f"{sorted(_REGISTRY)}."
-    )
-  return _REGISTRY[name]()
+  """The tokenizer named by ``config.data.tokenizer``, for kinds that need no file ("byte")."""
+  if name == "byte":
+    return ByteTokenizer()
+  if name in KINDS:
+    raise ValueError(f"config.data.tokenizer={name!r} needs files: build it with "
+                     "tokenizers.from_config(config.data).")
+  raise ValueError(f"Unknown tokenizer {name!r} in config.data.tokenizer; accepted names: "
+                   f"{sorted(KINDS)}.")
+
+
+def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True) -> Tokenizer:
+  """The tokenizer that ``config.data`` describes (keys ``tokenizer``, ``tokenizer_path``, ...).
+
+  SentencePiece with an empty ``tokenizer_path`` loads the model cached for this data
+  set, split and vocabulary size, training it first when it is missing and
+  ``train_if_missing`` (pass False where several processes would race to write it).
+  """
+  kind, path = data.tokenizer, data.tokenizer_path
+  if kind == "byte":
+    return ByteTokenizer()
+  if kind == "gpt2_bpe":
+    if not path:
+      raise ValueError("config.data.tokenizer='gpt2_bpe' needs config.data.tokenizer_path: a "
+                       "directory with GPT-2's vocab.json + merges.txt, or a tokenizer.json.")
+    return Gpt2BpeTokenizer(path)
+  if kind == "sentencepiece":
+    if path:
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"SentencePiece model {path!r} (config.data.tokenizer_path) does "
+                                "not exist; fix the path, or set it to '' to train one on the "
+                                "train split.")
+      return SentencePieceTokenizer(path)
+    from jtrans.data import train_tokenizer  # pylint: disable=g-import-not-at-top
+
+    return SentencePieceTokenizer(train_tokenizer.cached_sentencepiece(data, train_if_missing))
+  return get_tokenizer(kind)  # Raises, naming the accepted kinds.

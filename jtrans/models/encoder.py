@@ -34,6 +34,6 @@ class EncoderMLM(nn.Module):
     mask = None if segment_ids is None else attention.segment_mask(segment_ids)
     x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
         x, layers.BlockInputs(mask=mask, positions=positions))
-    x = layers.dense(cfg, cfg.embed_dim, ("embed", "embed"), "head_transform", use_bias=True)(x)
+    x = layers.dense(cfg, cfg.embed_dim, (None, "embed"), "head_transform", use_bias=True)(x)
     x = layers.make_norm(cfg, "head_norm")(layers.activation(cfg.activation)(x))
     return layers.Logits(cfg, name="logits")(x, embed)

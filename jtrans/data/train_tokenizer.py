@@ -1,0 +1,123 @@
+"""Trains a SentencePiece tokenizer on the configured train split and caches it next to the data.
+
+  python -m jtrans.data.train_tokenizer --config=configs/lm.py:tiny \\
+      --config.data.tokenizer=sentencepiece --config.data.tokenizer_vocab_size=8000
+
+writes ``<data_dir>/jtrans_tokenizers/<data set>_<split>_sp<vocab>.model`` (data_dir ""
+= TFDS's default data dir), the file that ``tokenizers.from_config`` loads when
+``config.data.tokenizer_path`` is "" (training it there on demand if it is missing).
+Run this first when training with several processes, so that they do not race to
+write it. With a ``tokenizer_path`` set, the model is written there instead.
+
+The model keeps text exactly: no normalization, whitespace kept, and characters
+outside the vocabulary fall back to UTF-8 byte pieces, so ``decode(encode(t)) == t``.
+Ids follow T5: pad 0, eos 1, unk 2, no bos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+
+from absl import app, flags
+import ml_collections
+import numpy as np
+from tensorflow_datasets.core import constants
+
+from jtrans.data import sources
+
+MAX_TRAINING_CHARS = 50_000_000  # A seeded sample of documents up to this size trains the model.
+
+
+def cache_path(data: ml_collections.ConfigDict) -> str:
+  """Where the SentencePiece model trained for ``config.data`` is cached."""
+  if data.name == sources.FILES:
+    key = f"{data.train_files}|{data.file_format}|{data.text_key}"
+    dataset = f"files-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+  else:
+    dataset = data.name.replace("/", "-")
+  root = data.data_dir or constants.get_default_data_dir()
+  return os.path.join(root, "jtrans_tokenizers",
+                      f"{dataset}_{data.train_split}_sp{data.tokenizer_vocab_size}.model")
+
+
+def training_texts(data: ml_collections.ConfigDict, seed: int = 0) -> Iterator[str]:
+  """Non-blank lines of a seeded sample of train documents, MAX_TRAINING_CHARS at most."""
+  source = sources.from_config(data, train=True)
+  total = 0
+  for i in np.random.default_rng(seed).permutation(len(source)):
+    text = sources.record_text(source[int(i)], data.text_key)
+    total += len(text)
+    # SentencePiece trains on sentences of at most 4192 bytes: feed lines.
+    yield from (line for line in text.split("\n") if line.strip())
+    if total >= MAX_TRAINING_CHARS:
+      return
+
+
+def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int) -> None:
+  """Trains a unigram SentencePiece model with T5's ids on ``texts`` and writes it to ``path``."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
+        character_coverage=0.9995, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+        num_threads=os.cpu_count() or 1, minloglevel=2)
+  except RuntimeError as e:
+    raise ValueError(f"SentencePiece training failed ({e}); the data may be too small for "
+                     f"config.data.tokenizer_vocab_size={vocab_size}: lower it.") from e
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # Write then rename, so that a reader never sees half a model.
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+  with os.fdopen(fd, "wb") as f:
+    f.write(model.getvalue())
+  os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data_dir needs it readable.
+  os.replace(tmp, path)
+
+
+def cached_sentencepiece(data: ml_collections.ConfigDict, train_if_missing: bool = True) -> str:
+  """Path of the cached model of ``config.data``, trained first if missing and allowed."""
+  path = cache_path(data)
+  if not os.path.isfile(path):
+    if not train_if_missing:
+      raise FileNotFoundError(
+          f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
+          "before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
+          "config and overrides>.")
+    train_sentencepiece(training_texts(data), path, data.tokenizer_vocab_size)
+  return path
+
+
+def run(config: ml_collections.ConfigDict, overwrite: bool = False) -> str:
+  """Trains (unless present and not ``overwrite``) the model of ``config.data``; returns its path."""
+  from jtrans.data import tokenizers  # pylint: disable=g-import-not-at-top
+
+  data = config.data
+  if data.tokenizer != "sentencepiece":
+    raise app.UsageError(f"config.data.tokenizer={data.tokenizer!r}: this command trains "
+                         "SentencePiece models; add --config.data.tokenizer=sentencepiece.")
+  path = data.tokenizer_path or cache_path(data)
+  if os.path.isfile(path) and not overwrite:
+    print(f"{path} exists; keeping it (--overwrite retrains it).")
+  else:
+    train_sentencepiece(training_texts(data), path, data.tokenizer_vocab_size)
+    print(f"wrote {path}")
+  vocab = tokenizers.SentencePieceTokenizer(path).vocab_size
+  print(f"vocab_size {vocab}: config.model.vocab_size must be at least that.")
+  return path
+
+
+if __name__ == "__main__":
+  # Flags only here: run.py defines its own --config, and imports this module.
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (configs/*.py).")
+  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain even if the model file exists.")
+  flags.mark_flags_as_required(["config"])
+  app.run(lambda argv: run(_CONFIG.value, _OVERWRITE.value) and None)

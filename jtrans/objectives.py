@@ -1,0 +1,102 @@
+"""The four training objectives: how a batch becomes logits, targets and weights.
+
+Every objective ends in the same token (or image) cross-entropy of `losses.py`, so one train
+step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
+- "lm" (decoder): `inputs`, `targets` (inputs shifted left), `weights`; optional `positions`
+  and `segment_ids` for packed rows.
+- "mlm" (encoder): the LM rows; `mask_tokens` chooses the positions to predict (BERT's 15%:
+  80% replaced by the mask id, 10% by a random token, 10% kept).
+- "seq2seq" (encoder_decoder): `encoder_inputs` `[batch, source_length]`, `encoder_mask`,
+  decoder `inputs` (targets shifted right after the start id), `targets`, `weights`.
+- "classification" (vit): `images` `[batch, height, width, channels]`, `targets` and
+  `weights` `[batch]`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+Batch = dict[str, jax.Array]
+
+FAMILY_OF = {"lm": "decoder", "mlm": "encoder", "seq2seq": "encoder_decoder",
+             "classification": "vit"}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """The objective exists and suits the model family; the error names both settings."""
+  objective, family = config.loss.objective, config.model.family
+  if objective not in FAMILY_OF:
+    raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
+  if FAMILY_OF[objective] != family:
+    raise ValueError(f"config.loss.objective={objective!r} trains a {FAMILY_OF[objective]!r} model, "
+                     f"but config.model.family={family!r}; set one to match the other.")
+
+
+def mask_tokens(batch: Batch, rng: jax.Array, *, rate: float, mask_id: int,
+                vocab_size: int) -> Batch:
+  """BERT's masked-LM corruption of `batch["inputs"]`.
+
+  Each real token is chosen with probability `rate`; a chosen token becomes `mask_id` (80%),
+  a uniformly random token (10%) or stays (10%). Returns the batch with the corrupted
+  `inputs`, `targets` = the original tokens, and `weights` = 1 exactly on chosen tokens.
+  """
+  tokens = batch["inputs"]
+  real = batch["segment_ids"] > 0 if "segment_ids" in batch else batch["weights"] > 0
+  choose_key, action_key, random_key = jax.random.split(rng, 3)
+  chosen = (jax.random.uniform(choose_key, tokens.shape) < rate) & real
+  action = jax.random.uniform(action_key, tokens.shape)
+  random_tokens = jax.random.randint(random_key, tokens.shape, 0, vocab_size, tokens.dtype)
+  corrupted = jnp.where(chosen & (action < 0.8), mask_id,
+                        jnp.where(chosen & (action < 0.9), random_tokens, tokens))
+  return {**batch, "inputs": corrupted.astype(tokens.dtype), "targets": tokens,
+          "weights": chosen.astype(jnp.float32)}
+
+
+def prepare(batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict) -> Batch:
+  """The batch the model and loss see: masked for "mlm", unchanged otherwise."""
+  if config.loss.objective != "mlm":
+    return batch
+  return mask_tokens(batch, rng, rate=config.loss.mask_rate, mask_id=config.loss.mask_token_id,
+                     vocab_size=config.model.vocab_size)
+
+
+def logits(model: nn.Module, params: Any, batch: Batch, objective: str, deterministic: bool,
+           rngs: dict | None = None) -> jax.Array:
+  """float32 logits aligned with `batch["targets"]` (plus a vocabulary or class axis)."""
+  variables = {"params": params}
+  if objective in ("lm", "mlm"):
+    return model.apply(variables, batch["inputs"], positions=batch.get("positions"),
+                       segment_ids=batch.get("segment_ids"), deterministic=deterministic, rngs=rngs)
+  if objective == "seq2seq":
+    return model.apply(variables, batch["encoder_inputs"], batch["inputs"],
+                       encoder_mask=batch.get("encoder_mask"), deterministic=deterministic,
+                       rngs=rngs)
+  if objective == "classification":
+    return model.apply(variables, batch["images"], deterministic=deterministic, rngs=rngs)
+  raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
+
+
+def init_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:
+  """Example inputs of batch 1 that `model.init` traces to build the parameters."""
+  m, d = config.model, config.data
+  objective = config.loss.objective
+  if objective == "seq2seq":
+    source_len = d.get("source_len", 0) or d.seq_len
+    return (jnp.zeros((1, source_len), jnp.int32), jnp.zeros((1, d.seq_len), jnp.int32))
+  if objective == "classification":
+    return (jnp.zeros((1, m.image_size, m.image_size, m.num_channels), jnp.float32),)
+  return (jnp.zeros((1, d.seq_len), jnp.int32),)
+
+
+def positions_per_example(config: ml_collections.ConfigDict) -> int:
+  """Positions the model processes per example (for tokens/s and MFU)."""
+  d, m = config.data, config.model
+  if config.loss.objective == "seq2seq":
+    return (d.get("source_len", 0) or d.seq_len) + d.seq_len
+  if config.loss.objective == "classification":
+    return (m.image_size // m.patch_size) ** 2 + (m.pool == "cls")
+  return d.seq_len
