@@ -88,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
   t.eval_batches = 0  # Batches per evaluation; 0 = the whole eval split.
   t.checkpoint_every = 500  # Steps between checkpoints (and one at the end).
   t.keep_checkpoints = 2  # Checkpoints kept on disk.
+  # A Hugging Face model directory (config.json + safetensors) whose weights replace the random
+  # initialisation (fine-tuning); config.model must describe it (configs/hf.py reads it from there).
+  t.init_from = ""
   t.async_checkpoints = True  # Write checkpoints in the background.
   t.peak_flops_per_device = 0.0  # Peak FLOP/s for MFU; 0 = known chip's bf16 peak, else measured float32 matmul peak.
 

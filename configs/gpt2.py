@@ -16,10 +16,15 @@ Count the parameters (no training; the tree is traced with jax.eval_shape, so xl
 Expected: "124,439,808 parameters" for small (the published 124M) and 1,557,611,200 for xl
 (1558M), equal to the real parameter tree (tests/flops_test.py checks all four sizes).
 
-Training needs GPT-2's BPE data (not bundled: jtrans has only the byte tokenizer, which the
-50257-row embedding also covers); the batch (512 x 1024 tokens) and steps follow the paper's
-setup on an accelerator pod, e.g.
+Training needs GPT-2 BPE data: point config.data at a TFDS data set or your own files and
+config.data.tokenizer=gpt2_bpe at GPT-2's tokenizer files; the batch (512 x 1024 tokens) and
+steps follow the paper's setup on an accelerator pod, e.g.
   python run.py --config=configs/gpt2.py:small --workdir=runs/gpt2_small --config.data.name=...
+Fine-tune a Hugging Face GPT-2 directory instead with configs/hf.py.
+
+`tiny` is the same architecture at 4 layers x 128 on the embedded corpus with bytes, and
+trains in about a minute on a laptop CPU:
+  python run.py --config=configs/gpt2.py:tiny --workdir=runs/gpt2_tiny
 """
 import ml_collections
 
@@ -31,8 +36,13 @@ SIZES = {"small": (12, 768, 12), "medium": (24, 1024, 16), "large": (36, 1280, 2
 
 
 def get_config(size: str = "small") -> ml_collections.ConfigDict:
+  if size == "tiny":
+    c = base.get_config()  # Its defaults are GPT-2's options at 4 x 128, on bytes.
+    c.data.seq_len, c.train.batch_size, c.train.steps, c.optim.lr = 64, 16, 300, 3e-3
+    c.train.eval_every = c.train.checkpoint_every = 100
+    return c
   if size not in SIZES:
-    raise ValueError(f"configs/gpt2.py: size {size!r} is not one of {sorted(SIZES)}.")
+    raise ValueError(f"configs/gpt2.py: size {size!r} is not one of {sorted(SIZES) + ['tiny']}.")
   layers, width, heads = SIZES[size]
   c = base.get_config()
   m = c.model

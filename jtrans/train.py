@@ -14,7 +14,8 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jtrans import checkpoint, decoding, flops, losses, objectives, optim, sharding, steps
+from jtrans import (checkpoint, decoding, flops, losses, objectives, optim, pretrained, sharding,
+                    steps)
 from jtrans.steps import Engine, Metrics, TrainState
 from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
 from jtrans.metrics import MetricsWriter, progress_line
@@ -196,7 +197,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   train_iter = iter(make_dataset(config, train=True))
   eval_ds = make_dataset(config, train=False)
   restored = checkpoint.restore(manager, abstract, train_iter)
-  if restored is None:  # A resumed run never builds the initial state it would throw away.
+  if restored is None and config.train.init_from:
+    state = pretrained.initial_state(config, model_cfg, tx.init, abstract, state_shardings)
+    writer.log(f"initialised from the pretrained weights in {config.train.init_from}")
+  elif restored is None:  # A resumed run never builds the initial state it would throw away.
     state = jax.jit(init, out_shardings=state_shardings)(jax.random.key(config.seed))
   else:
     state, start = restored

@@ -1,0 +1,49 @@
+"""Fine-tune a Hugging Face checkpoint: the architecture comes from the directory's config.json,
+the weights from its safetensors (config.train.init_from), the objective from the family.
+
+  python run.py --config=configs/hf.py:/path/to/gpt2 --workdir=runs/gpt2_ft \
+      --config.data.name=files --config.data.train_files='my/*.txt' --config.data.eval_files='val/*.txt'
+
+Reads GPT-2, Llama, BERT, Marian, T5 and ViT directories (jtrans/hf). The tokenizer is the
+directory's own when it has one (tokenizer.json or vocab.json + merges.txt: GPT-2 BPE;
+spiece.model or tokenizer.model: SentencePiece), else bytes. The recipe (lr 1e-4, 1000 steps,
+batch 16 x 256) is a starting point for fine-tuning; override any key with --config.<key>.
+Expected: the first evaluation equals the checkpoint's own loss on your data, and it falls from
+there (tests/pretrained_test.py checks that the weights arrive unchanged).
+"""
+import dataclasses
+import os
+
+import ml_collections
+
+from configs import base
+
+OBJECTIVES = {"decoder": "lm", "encoder": "mlm", "encoder_decoder": "seq2seq",
+              "vit": "classification"}
+
+
+def tokenizer_of(directory: str) -> tuple[str, str]:
+  """(config.data.tokenizer, tokenizer_path) for the tokenizer files the directory holds."""
+  for name, kind in (("tokenizer.json", "gpt2_bpe"), ("vocab.json", "gpt2_bpe"),
+                     ("spiece.model", "sentencepiece"), ("tokenizer.model", "sentencepiece")):
+    if os.path.exists(os.path.join(directory, name)):
+      return kind, directory if kind == "gpt2_bpe" else os.path.join(directory, name)
+  return "byte", ""
+
+
+def get_config(directory: str) -> ml_collections.ConfigDict:
+  from jtrans import hf  # Imported here: reading a config file should not load JAX otherwise.
+  imported, _ = hf.load_pretrained(directory)
+  c = base.get_config()
+  for field in dataclasses.fields(imported):
+    value = getattr(imported, field.name)
+    c.model[field.name] = value if field.name not in ("dtype", "param_dtype") else str(value)
+  c.loss.objective = OBJECTIVES[imported.family]
+  c.train.init_from = directory
+  c.data.tokenizer, c.data.tokenizer_path = tokenizer_of(directory)
+  c.data.seq_len = min(256, imported.max_len)
+  c.train.batch_size, c.train.steps, c.train.eval_every, c.train.checkpoint_every = 16, 1000, 200, 200
+  c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 1e-4, 50, "linear"
+  if imported.family != "decoder":
+    c.sample.num_samples = 0
+  return c

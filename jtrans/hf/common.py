@@ -1,0 +1,283 @@
+"""Shared plumbing of the Hugging Face converters: reading and writing a model directory,
+taking tensors by name (so leftovers can be reported), reshaping torch Linear weights into our
+head-shaped kernels, and checking a converted tree against the one our model initialises.
+
+Parameters travel between here and the per-architecture files as flat dicts keyed by our
+parameter path, e.g. "decoder/block_0/attention/query/kernel", of float32 numpy arrays.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from jtrans.models import ModelConfig, build_model
+
+Flat = dict[str, np.ndarray]
+
+# Hugging Face activation names -> ours ("gelu_new" and friends are the tanh approximation).
+ACTIVATIONS = {"gelu": "gelu_exact", "gelu_python": "gelu_exact", "gelu_new": "gelu",
+               "gelu_fast": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu", "silu": "silu",
+               "swish": "silu"}
+
+
+class ConversionError(ValueError):
+  """A Hugging Face directory (or our model) that cannot be converted; says why and what to do."""
+
+
+def read_config(directory: str) -> dict[str, Any]:
+  path = os.path.join(directory, "config.json")
+  if not os.path.isfile(path):
+    raise ConversionError(f"{directory}: no config.json; point at a Hugging Face model directory "
+                          "(the one save_pretrained writes).")
+  with open(path) as f:
+    return json.load(f)
+
+
+def _read_file(path: str) -> Flat:
+  """One .safetensors file as float32 numpy arrays (bfloat16, which numpy lacks, included)."""
+  try:
+    return {k: v.astype(np.float32) for k, v in safetensors.numpy.load_file(path).items()}
+  except TypeError:  # numpy has no bfloat16: read those tensors' bytes ourselves.
+    pass
+  with open(path, "rb") as f:
+    header_len = int.from_bytes(f.read(8), "little")
+    header = json.loads(f.read(header_len))
+  start = 8 + header_len
+  out = {}
+  with safetensors.safe_open(path, "np") as f:
+    for name, info in header.items():
+      if name == "__metadata__":
+        continue
+      if info["dtype"] == "BF16":
+        begin, end = info["data_offsets"]
+        raw = np.fromfile(path, np.uint8, count=end - begin, offset=start + begin)
+        out[name] = raw.view(ml_dtypes.bfloat16).reshape(info["shape"]).astype(np.float32)
+      else:
+        out[name] = f.get_tensor(name).astype(np.float32)
+  return out
+
+
+def read_tensors(directory: str) -> Flat:
+  """Every tensor of `model.safetensors`, or of the shards that its index lists."""
+  single = os.path.join(directory, "model.safetensors")
+  index = single + ".index.json"
+  if os.path.isfile(single):
+    return _read_file(single)
+  if os.path.isfile(index):
+    with open(index) as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+    tensors = {}
+    for shard in shards:
+      path = os.path.join(directory, shard)
+      if not os.path.isfile(path):
+        raise ConversionError(f"{directory}: shard {shard} listed in {os.path.basename(index)} "
+                              "is missing; download every shard.")
+      tensors.update(_read_file(path))
+    return tensors
+  raise ConversionError(f"{directory}: neither model.safetensors nor model.safetensors.index.json "
+                        "found; save the model with save_pretrained(..., safe_serialization=True).")
+
+
+class Checkpoint:
+  """The tensors of one directory, handed out once each, so that `finish` can name those that
+  no converter took (a sign of an option we do not model)."""
+
+  def __init__(self, directory: str, tensors: Flat, ignore: Iterable[str] = ()):
+    self.directory = directory
+    self.tensors = dict(tensors)
+    self.ignore = [re.compile(p) for p in ignore]  # Buffers HF keeps but nothing computes.
+
+  def has(self, name: str) -> bool:
+    return name in self.tensors
+
+  def take(self, name: str) -> np.ndarray:
+    if name not in self.tensors:
+      raise ConversionError(f"{self.directory}: tensor {name!r} is missing from the checkpoint; "
+                            "is the config.json from the same model as the weights?")
+    return self.tensors.pop(name)
+
+  def take_tied(self, name: str, source: np.ndarray) -> np.ndarray | None:
+    """A tensor HF ties to `source`: None if absent or equal (tied), else the tensor (untied)."""
+    if name not in self.tensors:
+      return None
+    value = self.tensors.pop(name)
+    return None if value.shape == source.shape and np.array_equal(value, source) else value
+
+  def prefix(self, *candidates: str) -> str:
+    """The first candidate prefix that some tensor name starts with (e.g. "transformer.")."""
+    for p in candidates:
+      if any(k.startswith(p) for k in self.tensors):
+        return p
+    return candidates[-1]
+
+  def finish(self):
+    left = sorted(k for k in self.tensors if not any(p.search(k) for p in self.ignore))
+    if left:
+      raise ConversionError(f"{self.directory}: unexpected tensors {left[:8]}"
+                            f"{' ...' if len(left) > 8 else ''}; the checkpoint has parts this "
+                            "converter does not map (an option jtrans does not model).")
+
+
+def activation(name: str, setting: str, directory: str) -> str:
+  if name not in ACTIVATIONS:
+    raise ConversionError(f"{directory}: config.json {setting}={name!r} has no jtrans "
+                          f"equivalent; supported: {sorted(ACTIVATIONS)}.")
+  return ACTIVATIONS[name]
+
+
+def head_dim(config: dict[str, Any]) -> int:
+  """Our attention_head_dim for HF's optional `head_dim`: 0 (the default) when it is the
+  hidden size over the heads, so configs compare equal however they were written."""
+  width = config["hidden_size"]
+  explicit = config.get("head_dim") or width // config["num_attention_heads"]
+  return 0 if explicit * config["num_attention_heads"] == width else explicit
+
+
+def require(ok: bool, directory: str, why: str):
+  if not ok:
+    raise ConversionError(f"{directory}: {why}")
+
+
+# Torch Linear weights are [out, in]; our kernels [in, out], split per head where they touch heads.
+
+def linear_kernel(weight: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(weight.T)
+
+
+def in_heads(kernel: np.ndarray, heads: int) -> np.ndarray:
+  """`[embed, heads * head_dim]` -> `[embed, heads, head_dim]`."""
+  return kernel.reshape(kernel.shape[0], heads, -1)
+
+
+def out_heads(kernel: np.ndarray, heads: int) -> np.ndarray:
+  """`[heads * head_dim, embed]` -> `[heads, head_dim, embed]`."""
+  return kernel.reshape(heads, -1, kernel.shape[-1])
+
+
+def dense(ckpt: Checkpoint, name: str, bias: bool = True) -> Flat:
+  """A torch Linear `name` as our Dense {"kernel", "bias"}."""
+  out = {"kernel": linear_kernel(ckpt.take(f"{name}.weight"))}
+  if bias:
+    out["bias"] = ckpt.take(f"{name}.bias")
+  return out
+
+
+def norm(ckpt: Checkpoint, name: str, bias: bool = True) -> Flat:
+  out = {"scale": ckpt.take(f"{name}.weight")}
+  if bias:
+    out["bias"] = ckpt.take(f"{name}.bias")
+  return out
+
+
+def attention(ckpt: Checkpoint, names: tuple[str, str, str, str], cfg: ModelConfig,
+              bias: bool | tuple[bool, bool] = True, query_scale: float = 1.0) -> Flat:
+  """Separate query, key, value and output Linears as our Attention's head-shaped Einsums.
+
+  `bias`: (projections, output) when only some carry one (absent biases become zeros, which
+  is exact). `query_scale` multiplies the query projection (T5 does not scale q.k).
+  """
+  qkv_bias, out_bias = (bias, bias) if isinstance(bias, bool) else bias
+  out = {}
+  for ours, theirs, heads in zip(("query", "key", "value"), names[:3],
+                                 (cfg.num_heads, cfg.kv_heads, cfg.kv_heads)):
+    out[f"{ours}/kernel"] = in_heads(linear_kernel(ckpt.take(f"{theirs}.weight")), heads)
+    if cfg.use_bias:
+      b = ckpt.take(f"{theirs}.bias") if qkv_bias else np.zeros(heads * cfg.head_dim, np.float32)
+      out[f"{ours}/bias"] = b.reshape(heads, cfg.head_dim)
+  out["query/kernel"] = out["query/kernel"] * np.float32(query_scale)
+  if "query/bias" in out:
+    out["query/bias"] = out["query/bias"] * np.float32(query_scale)
+  out["out/kernel"] = out_heads(linear_kernel(ckpt.take(f"{names[3]}.weight")), cfg.num_heads)
+  if cfg.use_bias:
+    out["out/bias"] = ckpt.take(f"{names[3]}.bias") if out_bias else np.zeros(cfg.embed_dim, np.float32)
+  return out
+
+
+def put(flat: Flat, prefix: str, values: Flat):
+  """Adds `values` (keyed relative to `prefix`) to `flat`."""
+  for k, v in values.items():
+    flat[f"{prefix}/{k}"] = v
+
+
+def nest(flat: Flat) -> dict:
+  tree: dict = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def flatten(tree: Any) -> Flat:
+  """Our (unboxed) parameter tree -> float32 numpy arrays keyed by path."""
+  tree = nn.meta.unbox(tree)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
+          for path, v in leaves}
+
+
+def _example_inputs(cfg: ModelConfig) -> tuple:
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  if cfg.family == "vit":
+    return (jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32),)
+  if cfg.family == "encoder_decoder":
+    return (tokens, tokens)
+  return (tokens,)
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Path -> shape of the parameters `build_model(cfg).init` creates (traced, not computed)."""
+  model = build_model(cfg)
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(
+      model.init(jax.random.key(0), *_example_inputs(cfg))["params"]))
+  return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+
+
+def check_tree(cfg: ModelConfig, flat: Flat, where: str):
+  """Fails, naming each path, unless `flat` has exactly the parameters of `cfg`'s model."""
+  expected = expected_shapes(cfg)
+  missing = sorted(set(expected) - set(flat))
+  unexpected = sorted(set(flat) - set(expected))
+  wrong = sorted(f"{k}: {flat[k].shape} != {expected[k]}" for k in set(expected) & set(flat)
+                 if tuple(flat[k].shape) != expected[k])
+  if missing or unexpected or wrong:
+    raise ConversionError(
+        f"{where}: the parameters do not match the jtrans model of this config: missing "
+        f"{missing[:6]}, unexpected {unexpected[:6]}, wrong shapes {wrong[:6]}.")
+
+
+def unstack_layers(flat: Flat, cfg: ModelConfig) -> Flat:
+  """A `scan_layers` tree (`<stack>/layers/block/...` with a leading layer axis) unrolled into
+  `<stack>/block_{i}/...`, the layout the converters read."""
+  out = {}
+  for path, value in flat.items():
+    match = re.match(r"^(\w+)/layers/block/(.*)$", path)
+    if match is None:
+      out[path] = value
+      continue
+    for i in range(value.shape[0]):
+      out[f"{match.group(1)}/block_{i}/{match.group(2)}"] = value[i]
+  return out
+
+
+def write(directory: str, config: dict[str, Any], tensors: Flat):
+  """`config.json` and `model.safetensors` (contiguous float32, as torch expects)."""
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+  tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
+  safetensors.numpy.save_file(tensors, os.path.join(directory, "model.safetensors"),
+                              metadata={"format": "pt"})
