@@ -6,6 +6,8 @@
   python run.py --mode=plan --flops=1e18                      # ladder rungs for a FLOP budget
   python run.py --sweep=configs/sweeps/cpu_ladder.py --workdir=runs/cpu_ladder   # all points
   python run.py --mode=analyze --workdir=runs/cpu_ladder       # scaling-law fits and plots
+  python run.py --mode=generate --config=configs/lm.py:tiny --workdir=runs/lm_tiny --prompt="def "
+  python run.py --mode=generate --hf_dir=path/to/marian --prompt="Hello" --num_beams=4
 
 Launching the same command again on the same workdir resumes from its latest checkpoint.
 """
@@ -22,7 +24,7 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard events "
                     "and config.json. Relaunching on the same workdir resumes. Required except "
                     "for --mode=plan and --sweep ... --dry_run.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze", "generate"],
                   "train: train (resuming if the workdir has a checkpoint), then print samples. "
                   "eval: evaluate the workdir's latest checkpoint on config.data.eval_split. "
                   "compile: compile the train step for config.mesh without training and print "
@@ -30,7 +32,8 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze
                   "--xla_force_host_platform_device_count=N). "
                   "plan: parameter and FLOP counts of --config, or with --flops the ladder rungs "
                   "and runs that spend that budget. analyze: scaling-law fits and plots of the "
-                  "sweep in --workdir.")
+                  "sweep in --workdir. generate: continue --prompt/--prompt_file with the "
+                  "workdir's latest checkpoint (or --hf_dir's weights), as config.sample says.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host): on Cloud "
                   "TPU and under SLURM it finds its peers; elsewhere also pass the three flags below.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
@@ -60,6 +63,9 @@ def main(argv):
     print(aot.format_report(aot.compile_report(FLAGS.config)), flush=True)
     return
   if scaling_mode():
+    return
+  if FLAGS.mode == "generate":
+    generate_mode()
     return
   if FLAGS.workdir is None:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
@@ -131,6 +137,110 @@ def scaling_mode() -> bool:
   if counts.get("failed") or counts.get("interrupted"):
     raise SystemExit(1)  # A job array sees the failure; sweep_status.json says which and why.
   return True
+
+
+# ================================================================ generate
+# (jtrans/decoding.py, jtrans/beam_search.py)
+
+flags.DEFINE_multi_string("prompt", [], "--mode=generate: a prompt (decoder) or source text "
+                          "(encoder-decoder); repeat the flag or separate prompts with '|'.")
+flags.DEFINE_string("prompt_file", None, "--mode=generate: a file of prompts, one per line.")
+flags.DEFINE_string("hf_dir", None, "--mode=generate: a Hugging Face model directory (config.json "
+                    "+ safetensors; jtrans.hf reads GPT-2, Llama, Marian, T5) instead of "
+                    "--workdir's checkpoint. The model comes from its config.json, the tokenizer "
+                    "from its files (else bytes); --config supplies only config.sample.")
+flags.DEFINE_integer("max_new_tokens", None, "--mode=generate: tokens to generate at most "
+                     "(default config.sample.length).")
+flags.DEFINE_integer("num_beams", None, "--mode=generate: beam search with this many beams "
+                     "(default config.sample.num_beams; 1 samples, or is greedy at temperature 0).")
+
+
+def read_prompts() -> list[str]:
+  prompts = [p for flag in FLAGS.prompt for p in flag.split("|")]
+  if FLAGS.prompt_file:
+    with open(FLAGS.prompt_file) as f:
+      prompts += [line.rstrip("\n") for line in f if line.strip()]
+  if not prompts:
+    raise app.UsageError("--mode=generate needs --prompt=TEXT (repeatable, or 'a|b') or "
+                         "--prompt_file=PATH (one prompt per line).")
+  return prompts
+
+
+def restore_params(config, workdir: str):
+  """The parameters of the workdir's latest checkpoint, on this host's mesh."""
+  from jtrans import checkpoint, optim, sharding, train
+  from jtrans.models import build_model
+  mesh = sharding.make_mesh(config.mesh)
+  model = build_model(train.validate(config, mesh))
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+  _, _, abstract = train.state_layout(model, tx, config, mesh)
+  manager = checkpoint.make_manager(workdir, config.train)
+  restored = checkpoint.restore(manager, abstract)
+  manager.close()
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
+                            "--config and --workdir, or pass --hf_dir.")
+  return restored[0].params
+
+
+def generate_mode() -> None:
+  """Prints each prompt and its continuation (decoder) or output (encoder-decoder)."""
+  import jax
+  import numpy as np
+  from jtrans import beam_search, decoding
+  from jtrans.data import tokenizers
+  from jtrans.models import ModelConfig, build_model
+
+  config, prompts = FLAGS.config, read_prompts()
+  if FLAGS.hf_dir:
+    from configs import hf as hf_config
+    from jtrans import hf
+    model_cfg, params = hf.load_pretrained(FLAGS.hf_dir)
+    config.data.tokenizer, config.data.tokenizer_path = hf_config.tokenizer_of(FLAGS.hf_dir)
+  elif FLAGS.workdir:
+    model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, FLAGS.workdir)
+  else:
+    raise app.UsageError("--mode=generate needs --workdir (its latest checkpoint) or --hf_dir.")
+  tok = tokenizers.from_config(config.data)
+  if model_cfg.vocab_size < tok.vocab_size:
+    raise ValueError(f"the {config.data.tokenizer!r} tokenizer has {tok.vocab_size} ids but the "
+                     f"model {model_cfg.vocab_size}; set config.data.tokenizer (and tokenizer_path) "
+                     "to the tokenizer the model was trained with.")
+  s, model = config.sample, build_model(model_cfg)
+  beams = FLAGS.num_beams if FLAGS.num_beams is not None else s.num_beams
+  common = dict(max_new_tokens=FLAGS.max_new_tokens or s.length, eos_id=tok.eos_id, pad_id=tok.pad_id)
+  beam = dict(num_beams=beams, length_penalty=s.length_penalty,
+              length_penalty_style=s.length_penalty_style)
+  sampling = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+  rng = jax.random.key(config.seed)
+  if model_cfg.family == "encoder_decoder":
+    # As the seq2seq pipeline (and Marian) feed it: the source ends with EOS, padded on the
+    # right; decoding starts from the pad id.
+    rows = [list(tok.encode(p)) + [tok.eos_id] for p in prompts]
+    source = np.full((len(rows), max(map(len, rows))), tok.pad_id, np.int32)
+    mask = np.zeros_like(source)
+    for i, row in enumerate(rows):
+      source[i, :len(row)], mask[i, :len(row)] = row, 1
+    if beams > 1:
+      out = beam_search.beam_search_seq2seq(model, params, source, mask, start_id=tok.pad_id,
+                                            **common, **beam)
+    else:
+      out = decoding.generate_seq2seq(model, params, source, mask, rng, start_id=tok.pad_id,
+                                      **common, **sampling)
+  elif model_cfg.family == "decoder":
+    # An empty prompt starts from EOS, the document separator the model was trained with.
+    tokens, lengths = decoding.left_pad([list(tok.encode(p)) or [tok.eos_id] for p in prompts],
+                                        tok.pad_id)
+    if beams > 1:
+      out = beam_search.beam_search(model, params, tokens, lengths, **common, **beam)
+    else:
+      out = decoding.generate(model, params, tokens, lengths, rng, **common, **sampling)
+  else:
+    raise ValueError(f"--mode=generate needs a decoder or encoder_decoder model; "
+                     f"config.model.family is {model_cfg.family!r}.")
+  generated = np.asarray(out.tokens[:, 0] if beams > 1 else out.tokens)
+  for i, (prompt, row) in enumerate(zip(prompts, generated)):
+    print(f"--- {i}: {prompt}\n{tok.decode(row)}\n", flush=True)
 
 
 if __name__ == "__main__":

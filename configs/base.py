@@ -127,6 +127,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample = s = ml_collections.ConfigDict()
   s.prompt = "The "  # Text the final samples continue.
   s.num_samples = 3  # Continuations printed at the end of training (0 = none).
-  s.length = 120  # Tokens generated per continuation.
-  s.temperature = 0.8  # Softmax temperature for sampling.
+  s.length = 120  # Tokens generated per continuation (--mode=generate: at most; EOS ends a row).
+  s.temperature = 0.8  # Softmax temperature for sampling; 0 = greedy (argmax).
+  s.top_k = 0  # Sample among the k most likely tokens only; 0 = all.
+  s.top_p = 1.0  # Nucleus sampling: the smallest set of likeliest tokens with this mass; 1.0 = all.
+  s.num_beams = 1  # --mode=generate: beam search with this many beams (deterministic); 1 = sample.
+  s.length_penalty = 0.6  # Beam search ranks log-probability / penalty(length) ** alpha, this alpha...
+  s.length_penalty_style = "gnmt"  # ...penalty "gnmt": (5 + length) / 6 (Wu et al. 2016); "hf": length.
   return c

@@ -304,13 +304,12 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
   if len(prompt) >= buffer:
     raise ValueError(f"config.sample.prompt is {len(prompt)} tokens; it must be shorter than "
                      f"config.model.max_len={config.model.max_len}.")
-  tokens = np.zeros((s.num_samples, buffer), np.int32)
-  tokens[:, :len(prompt)] = prompt
   model = build_model(config.model)
-  out = decoding.sample(model, params, jnp.asarray(tokens), jnp.int32(len(prompt)),
-                        jax.random.key(seed), num_tokens=buffer - len(prompt),
-                        temperature=s.temperature)
-  return [tok.decode(row) for row in np.asarray(out)]
+  out = decoding.generate(model, params, np.tile(prompt, (s.num_samples, 1)),
+                          np.full(s.num_samples, len(prompt)), jax.random.key(seed),
+                          max_new_tokens=buffer - len(prompt), temperature=s.temperature,
+                          top_k=s.top_k, top_p=s.top_p)
+  return [tok.decode(np.concatenate([prompt, row])) for row in np.asarray(out.tokens)]
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

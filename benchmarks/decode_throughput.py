@@ -1,0 +1,106 @@
+"""Greedy decoding throughput of one GPT-2-shaped model: jtrans with the KV cache, jtrans
+re-running the full forward pass each step (no cache), and Hugging Face PyTorch `generate`.
+
+  python benchmarks/decode_throughput.py
+  python benchmarks/decode_throughput.py --batch_sizes=1,8,32 --new_tokens=128
+
+The model is a random GPT2LMHeadModel (default 4 layers x 256, vocabulary 50257: 16.4M
+parameters), saved and imported with jtrans.hf, so all three run the same weights; the
+script checks that they emit the same tokens. tokens/s counts generated tokens (batch x
+new_tokens) over the wall time of a whole call, prefill included, after a warm-up call;
+ms/step is that time per generated position; "compile s" is the first call's extra time (jit
+compilation; torch has none). EOS is disabled so every row runs the full length.
+"""
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "--single_thread" in sys.argv:  # XLA reads its flags when JAX starts, before absl parses.
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                             " intra_op_parallelism_threads=1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import common  # noqa: E402, F401  (benchmarks/common.py; puts the project root on sys.path)
+from jtrans import decoding, hf  # noqa: E402
+from jtrans.models import build_model  # noqa: E402
+
+flags.DEFINE_list("batch_sizes", ["1", "8"], "Rows decoded together.")
+flags.DEFINE_integer("prompt_len", 16, "Prompt tokens per row.")
+flags.DEFINE_integer("new_tokens", 64, "Tokens generated per row.")
+flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after the warm-up call).")
+flags.DEFINE_integer("layers", 4, "GPT-2 blocks.")
+flags.DEFINE_integer("width", 256, "GPT-2 n_embd (heads: width / 64).")
+flags.DEFINE_integer("vocab", 50257, "Vocabulary size.")
+flags.DEFINE_bool("single_thread", False, "One CPU thread for XLA and torch: steadier numbers on "
+                  "a machine shared with other jobs (spinning thread pools suffer most there).")
+FLAGS = flags.FLAGS
+
+
+def timed(fn) -> tuple[float, float, np.ndarray]:
+  """(compile seconds, seconds per call, output) of `fn()` returning tokens."""
+  start = time.perf_counter()
+  out = np.asarray(fn())
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(FLAGS.repeats):
+    out = np.asarray(fn())
+  seconds = (time.perf_counter() - start) / FLAGS.repeats
+  return max(first - seconds, 0.0), seconds, out
+
+
+def main(argv):
+  del argv
+  if FLAGS.single_thread:
+    torch.set_num_threads(1)
+  torch.manual_seed(0)
+  hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=FLAGS.vocab, n_positions=1024, n_embd=FLAGS.width, n_layer=FLAGS.layers,
+      n_head=FLAGS.width // 64)).eval()
+  hf_model.generation_config.eos_token_id = None  # Every row runs the full length.
+  hf_model.generation_config.pad_token_id = 0
+  with tempfile.TemporaryDirectory() as directory:
+    hf_model.save_pretrained(directory, safe_serialization=True)
+    cfg, params = hf.load_pretrained(directory)
+  model = build_model(cfg)
+  params = jax.device_put(params)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  print(f"device: {jax.devices()[0].device_kind}; torch threads: {torch.get_num_threads()}; "
+        f"GPT-2 {FLAGS.layers} x {FLAGS.width}, vocab {FLAGS.vocab}: {n_params / 1e6:.1f}M "
+        f"parameters; prompt {FLAGS.prompt_len} + {FLAGS.new_tokens} new tokens, greedy\n")
+
+  rows = []
+  for batch in map(int, FLAGS.batch_sizes):
+    prompts = np.random.default_rng(batch).integers(0, FLAGS.vocab, (batch, FLAGS.prompt_len))
+    lengths = np.full(batch, FLAGS.prompt_len)
+    outputs = {}
+    for name, use_cache in (("jtrans, KV cache", True), ("jtrans, no cache", False)):
+      run = lambda: decoding.generate(model, params, prompts, lengths, max_new_tokens=FLAGS.new_tokens,
+                                      use_cache=use_cache).tokens
+      compile_s, seconds, outputs[name] = timed(run)
+      rows.append((name, batch, batch * FLAGS.new_tokens / seconds, compile_s))
+    with torch.inference_mode():
+      run = lambda: hf_model.generate(torch.tensor(prompts), attention_mask=torch.ones(prompts.shape),
+                                      do_sample=False, max_new_tokens=FLAGS.new_tokens,
+                                      use_cache=True)[:, FLAGS.prompt_len:]
+      _, seconds, outputs["hf"] = timed(run)
+    rows.append(("HF PyTorch generate, use_cache", batch, batch * FLAGS.new_tokens / seconds, None))
+    agree = all(np.array_equal(outputs["hf"], out) for out in outputs.values())
+    print(f"batch {batch}: all three emit the same tokens: {agree}")
+
+  print("\n| decoding | batch | tokens/s | ms/step | compile s |")
+  print("|---|---:|---:|---:|---:|")
+  for name, batch, tokens_per_second, compile_s in rows:
+    compile_cell = "-" if compile_s is None else f"{compile_s:.1f}"
+    print(f"| {name} | {batch} | {tokens_per_second:,.0f} | {1000 * batch / tokens_per_second:.2f} "
+          f"| {compile_cell} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
