@@ -8,6 +8,7 @@
   python run.py --mode=analyze --workdir=runs/cpu_ladder       # scaling-law fits and plots
   python run.py --mode=generate --config=configs/lm.py:tiny --workdir=runs/lm_tiny --prompt="def "
   python run.py --mode=generate --hf_dir=path/to/marian --prompt="Hello" --num_beams=4
+  python run.py --mode=export --config=configs/llama.py:tiny --workdir=runs/llama_tiny --hf_dir=out/
 
 Launching the same command again on the same workdir resumes from its latest checkpoint.
 """
@@ -24,7 +25,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard events "
                     "and config.json. Relaunching on the same workdir resumes. Required except "
                     "for --mode=plan and --sweep ... --dry_run.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze", "generate"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze", "generate",
+                                     "export"],
                   "train: train (resuming if the workdir has a checkpoint), then print samples. "
                   "eval: evaluate the workdir's latest checkpoint on config.data.eval_split. "
                   "compile: compile the train step for config.mesh without training and print "
@@ -33,7 +35,9 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze
                   "plan: parameter and FLOP counts of --config, or with --flops the ladder rungs "
                   "and runs that spend that budget. analyze: scaling-law fits and plots of the "
                   "sweep in --workdir. generate: continue --prompt/--prompt_file with the "
-                  "workdir's latest checkpoint (or --hf_dir's weights), as config.sample says.")
+                  "workdir's latest checkpoint (or --hf_dir's weights), as config.sample says. "
+                  "export: write the workdir's latest parameters as a Hugging Face directory "
+                  "(--hf_dir; GPT-2- or Llama-shaped decoders).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host): on Cloud "
                   "TPU and under SLURM it finds its peers; elsewhere also pass the three flags below.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
@@ -66,6 +70,9 @@ def main(argv):
     return
   if FLAGS.mode == "generate":
     generate_mode()
+    return
+  if FLAGS.mode == "export":
+    export_mode()
     return
   if FLAGS.workdir is None:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
@@ -145,7 +152,7 @@ def scaling_mode() -> bool:
 flags.DEFINE_multi_string("prompt", [], "--mode=generate: a prompt (decoder) or source text "
                           "(encoder-decoder); repeat the flag or separate prompts with '|'.")
 flags.DEFINE_string("prompt_file", None, "--mode=generate: a file of prompts, one per line.")
-flags.DEFINE_string("hf_dir", None, "--mode=generate: a Hugging Face model directory (config.json "
+flags.DEFINE_string("hf_dir", None, "--mode=export: the directory to write. --mode=generate: a Hugging Face model directory (config.json "
                     "+ safetensors; jtrans.hf reads GPT-2, Llama, Marian, T5) instead of "
                     "--workdir's checkpoint. The model comes from its config.json, the tokenizer "
                     "from its files (else bytes); --config supplies only config.sample.")
@@ -241,6 +248,19 @@ def generate_mode() -> None:
   generated = np.asarray(out.tokens[:, 0] if beams > 1 else out.tokens)
   for i, (prompt, row) in enumerate(zip(prompts, generated)):
     print(f"--- {i}: {prompt}\n{tok.decode(row)}\n", flush=True)
+
+
+def export_mode() -> None:
+  """Writes the workdir's latest parameters as a Hugging Face model directory."""
+  from jtrans import hf
+  from jtrans.models import ModelConfig
+  if not (FLAGS.workdir and FLAGS.hf_dir):
+    raise app.UsageError("--mode=export needs --workdir (the run to export) and --hf_dir (where "
+                         "to write config.json and model.safetensors).")
+  import jax
+  params = jax.device_get(restore_params(FLAGS.config, FLAGS.workdir))
+  hf.save_pretrained(FLAGS.hf_dir, ModelConfig.from_config(FLAGS.config.model), params)
+  print(f"wrote {FLAGS.hf_dir}: load it with transformers' from_pretrained.", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import dataclasses
 import os
 
 import ml_collections
+import numpy as np
 
 from configs import base
 
@@ -37,7 +38,7 @@ def get_config(directory: str) -> ml_collections.ConfigDict:
   c = base.get_config()
   for field in dataclasses.fields(imported):
     value = getattr(imported, field.name)
-    c.model[field.name] = value if field.name not in ("dtype", "param_dtype") else str(value)
+    c.model[field.name] = value if field.name not in ("dtype", "param_dtype") else np.dtype(value).name
   c.loss.objective = OBJECTIVES[imported.family]
   c.train.init_from = directory
   c.data.tokenizer, c.data.tokenizer_path = tokenizer_of(directory)

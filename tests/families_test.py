@@ -99,7 +99,7 @@ def test_decoder_kv_cache_reproduces_the_full_forward(options):
   full = model.apply({"params": params}, tokens)
   cache = model.init(jax.random.key(0), jnp.zeros((2, 16), jnp.int32), decode=True)["cache"]
   logits, mutated = model.apply({"params": params, "cache": cache}, tokens[:, :5], decode=True,
-                                mutable=["cache"])
+                                positions=jnp.broadcast_to(jnp.arange(5), (2, 5)), mutable=["cache"])
   steps = [logits]
   for t in range(5, 12):
     logits, mutated = model.apply({"params": params, **mutated}, tokens[:, t:t + 1],
@@ -122,7 +122,7 @@ def test_encoder_decoder_cache_reproduces_the_full_forward(options):
   encoded = model.apply({"params": params}, source, source_mask, method=model.encode)
   logits, mutated = model.apply({"params": params, "cache": cache}, None, tokens[:, :1],
                                 encoded=encoded, encoder_mask=source_mask, decode=True,
-                                mutable=["cache"])
+                                positions=jnp.zeros((2, 1), jnp.int32), mutable=["cache"])
   steps = [logits]
   for t in range(1, 12):
     logits, mutated = model.apply({"params": params, **mutated}, None, tokens[:, t:t + 1],

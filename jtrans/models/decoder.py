@@ -30,7 +30,7 @@ class DecoderLM(nn.Module):
         (False on the left padding of shorter prompts); None: all of them.
     """
     cfg = self.cfg
-    positions = layers.default_positions(tokens, positions)
+    positions = layers.default_positions(tokens, positions, decode and not self.is_initializing())
     embed = layers.Embed(cfg, name="embed")
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(embed(tokens, positions))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))

@@ -44,7 +44,7 @@ class EncoderDecoder(nn.Module):
     if inputs is None:
       return encoded
 
-    positions = layers.default_positions(inputs, positions)
+    positions = layers.default_positions(inputs, positions, decode and not self.is_initializing())
     y = dropout(embed(inputs, positions))
     self_mask = None if decode and not self.is_initializing() else attention.causal_mask(inputs.shape[1])
     y = layers.Stack(cfg, cfg.num_layers, causal=True, cross=True, deterministic=deterministic,

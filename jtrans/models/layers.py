@@ -309,8 +309,11 @@ class Embed(nn.Module):
 
   def setup(self):
     cfg = self.cfg
+    # Embeddings that are scaled by sqrt(d) start at std d^-0.5 (Vaswani et al., fairseq), so
+    # that tokens enter at unit scale, level with the sinusoidal positions.
+    stddev = cfg.embed_dim ** -0.5 if cfg.scale_embeddings else 0.02
     self.token = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                          embedding_init=init(("vocab", "embed")), name="token_embed")
+                          embedding_init=init(("vocab", "embed"), stddev), name="token_embed")
     if cfg.positions == "learned":
       self.position = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
                                param_dtype=cfg.param_dtype,
@@ -360,8 +363,15 @@ class Logits(nn.Module):
     return logits.astype(jnp.float32)
 
 
-def default_positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-  """0..length-1 for every row unless given (packed rows restart them per document)."""
+def default_positions(tokens: jax.Array, positions: jax.Array | None,
+                      decoding: bool = False) -> jax.Array:
+  """0..length-1 for every row unless given (packed rows restart them per document).
+
+  A decode step has no default: its tokens sit at the cache index, which only the caller
+  tracks (0..length-1 would silently be wrong after the first call)."""
+  if positions is None and decoding:
+    raise ValueError("decode=True needs positions: int [batch, length], the slots the tokens "
+                     "take in the cache (jtrans.decoding passes them).")
   if positions is None:
     return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape[:2])
   return positions
