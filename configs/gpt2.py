@@ -25,6 +25,8 @@ Fine-tune a Hugging Face GPT-2 directory instead with configs/hf.py.
 `tiny` is the same architecture at 4 layers x 128 on the embedded corpus with bytes, and
 trains in about a minute on a laptop CPU:
   python run.py --config=configs/gpt2.py:tiny --workdir=runs/gpt2_tiny
+Expected (300 steps of 16 x 64 bytes, 2 CPU cores, about 2 minutes): validation loss 2.16
+nats/byte, accuracy 0.40 (the split's unigram entropy is 3.25).
 """
 import ml_collections
 

