@@ -227,7 +227,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     scalars = evaluate(engine, state, eval_ds, config.train.eval_batches)
     writer.write(step, "eval", scalars)
     writer.log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
-               f"{scalars['accuracy']:.3f} (unigram entropy {entropy:.4f} nats/token)")
+               f"{scalars['accuracy']:.3f}"
+               + (f" (unigram entropy {entropy:.4f} nats/token)" if np.isfinite(entropy) else ""))
     return scalars
 
   pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
