@@ -184,7 +184,9 @@ class Attention(nn.Module):
     index; returns the whole cache, query and key slots, and the causal mask over the slots.
 
     The first call (from `init`) only creates the cache, with as many slots as it has
-    tokens, and returns None: that call attends as a normal forward pass would.
+    tokens, and returns None: that call attends as a normal forward pass would. Writing past
+    the last slot cannot fail inside jit (XLA clamps the index and overwrites the end), so
+    callers size the cache for every token they will feed, as jtrans.decoding does.
     """
     initialized = self.has_variable("cache", "cached_key")
     cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
