@@ -59,6 +59,19 @@ def test_train_then_eval_with_overrides_writes_the_workdir(data_dir, tmp_path):
   assert scalars["step"] == 20
   np.testing.assert_allclose(scalars["nll"], last_eval["nll"], rtol=1e-6)
 
+  # Generation from the same checkpoint: prompts from the flag and from a file, greedy, so the
+  # same prompt gives the same continuation whichever way it came in.
+  (tmp_path / "prompts.txt").write_text("def \n\nThe \n")
+  generated = run([sys.executable, "run.py", "--mode=generate", "--config=configs/lm.py:tiny",
+                   f"--workdir={workdir}", "--prompt=def |The ", f"--prompt_file={tmp_path / 'prompts.txt'}",
+                   "--max_new_tokens=12", "--config.sample.temperature=0"]
+                  + tiny_flags(data_dir, workdir, 20)[4:])
+  assert generated.returncode == 0, generated.stderr[-3000:]
+  outputs = generated.stdout.split("--- ")[1:]
+  assert [o.split("\n")[0] for o in outputs] == ["0: def ", "1: The ", "2: def ", "3: The "]
+  texts = [o.split("\n", 1)[1].rstrip("\n") for o in outputs]  # The continuations alone.
+  assert texts[0] == texts[2] and texts[1] == texts[3]
+
 
 @pytest.mark.parametrize("flag, message", [
     ("--config.model.num_layer=3", "num_layer"),
