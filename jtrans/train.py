@@ -71,7 +71,7 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   if config.data.seq_len > config.model.max_len:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
                      f"{config.model.max_len}; raise max_len or shorten seq_len.")
-  vocab = make_tokenizer(config).vocab_size if data_objective(config) != "classification" else 0
+  vocab = make_tokenizer(config).vocab_size if config.loss.objective != "classification" else 0
   if config.model.vocab_size < vocab:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
@@ -88,11 +88,6 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   return model_cfg
 
 
-def data_objective(config: ml_collections.ConfigDict) -> str:
-  """config.loss.objective; "lm" for configs made before the key existed."""
-  return config.loss.get("objective", "lm")
-
-
 def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
   """config.data's tokenizer. A missing SentencePiece model is trained only by a lone
   process: several would race to write it (run jtrans.data.train_tokenizer first)."""
@@ -106,7 +101,7 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
   (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "classification"
   images and labels (data/images.py).
   """
-  d, kind = config.data, data_objective(config)
+  d, kind = config.data, config.loss.objective
   common = dict(source=sources.from_config(d, train),
                 batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
                 train=train, shard_index=jax.process_index(), shard_count=jax.process_count(),
@@ -217,7 +212,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   flops_per_token = flops.train_flops_per_token(model_cfg, positions)
   peak = flops.peak_flops_per_device(config.train.peak_flops_per_device)
   entropy = float("nan")  # The unigram baseline only means something for token prediction.
-  if data_objective(config) in ("lm", "mlm"):
+  if config.loss.objective in ("lm", "mlm"):
     entropy = pipeline.unigram_entropy(source=sources.from_config(config.data, train=False),
                                        tokenizer=make_tokenizer(config), text_key=config.data.text_key)
   writer.log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
