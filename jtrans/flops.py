@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans.models import build_model
+from jtrans.models import build_model, example_inputs
 from jtrans.models.config import ModelConfig
 
 # Dense bfloat16 peak FLOP/s per chip, by the start of `device.device_kind`.
@@ -101,11 +101,7 @@ def tree_param_counts(cfg: ModelConfig) -> ParamCounts:
   `jax.eval_shape` traces `init` without allocating, so a 100B-parameter model costs no memory.
   """
   model = build_model(cfg)
-  tokens = jax.ShapeDtypeStruct((1, min(cfg.max_len, 8)), jnp.int32)
-  inputs = {"decoder": (tokens,), "encoder": (tokens,), "encoder_decoder": (tokens, tokens),
-            "vit": (jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, cfg.num_channels),
-                                         jnp.float32),)}[cfg.family]
-  shapes = jax.eval_shape(lambda *x: model.init(jax.random.key(0), *x)["params"], *inputs)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(cfg))["params"])
   shapes = nn.meta.unbox(shapes)
 
   def size(tree) -> int:

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jtrans.models import ModelConfig
+
 Batch = dict[str, jax.Array]
 
 FAMILY_OF = {"lm": "decoder", "mlm": "encoder", "seq2seq": "encoder_decoder",
@@ -80,23 +82,11 @@ def logits(model: nn.Module, params: Any, batch: Batch, objective: str, determin
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 
-def init_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:
-  """Example inputs of batch 1 that `model.init` traces to build the parameters."""
-  m, d = config.model, config.data
-  objective = config.loss.objective
-  if objective == "seq2seq":
-    source_len = d.get("source_len", 0) or d.seq_len
-    return (jnp.zeros((1, source_len), jnp.int32), jnp.zeros((1, d.seq_len), jnp.int32))
-  if objective == "classification":
-    return (jnp.zeros((1, m.image_size, m.image_size, m.num_channels), jnp.float32),)
-  return (jnp.zeros((1, d.seq_len), jnp.int32),)
-
-
-def positions_per_example(config: ml_collections.ConfigDict) -> int:
+def positions_per_example(config: ml_collections.ConfigDict, cfg: ModelConfig) -> int:
   """Positions the model processes per example (for tokens/s and MFU)."""
-  d, m = config.data, config.model
+  d = config.data
   if config.loss.objective == "seq2seq":
-    return (d.get("source_len", 0) or d.seq_len) + d.seq_len
+    return (d.source_len or d.seq_len) + d.seq_len
   if config.loss.objective == "classification":
-    return (m.image_size // m.patch_size) ** 2 + (m.pool == "cls")
+    return cfg.num_patches + (cfg.pool == "cls")
   return d.seq_len

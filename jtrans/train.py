@@ -19,7 +19,7 @@ from jtrans import (checkpoint, decoding, flops, losses, objectives, optim, pret
 from jtrans.steps import Engine, Metrics, TrainState
 from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
 from jtrans.metrics import MetricsWriter, progress_line
-from jtrans.models import ModelConfig, build_model
+from jtrans.models import ModelConfig, build_model, example_inputs
 
 # ---------------------------------------------------------------- state and its shardings
 
@@ -32,7 +32,8 @@ def state_layout(model: nn.Module, tx: optax.GradientTransformation,
   optimizer state is sharded like the parameters it mirrors.
   """
   axis_rules = sharding.rules(config.mesh)
-  example = objectives.init_inputs(config)
+  example = example_inputs(ModelConfig.from_config(config.model), config.data.seq_len,
+                           config.data.source_len)
 
   def init(rng):
     params = nn.meta.unbox(model.init(rng, *example)["params"])
@@ -205,7 +206,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   state = engine.place_state(state)
 
-  positions = objectives.positions_per_example(config)
+  positions = objectives.positions_per_example(config, model_cfg)
   tokens_per_step = config.train.batch_size * positions
   # Exact for the decoder LM; for the other families the same 6N-per-position count is an
   # estimate (an encoder-decoder's encoder sees only source positions, for instance).

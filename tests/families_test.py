@@ -115,7 +115,10 @@ def test_encoder_decoder_cache_reproduces_the_full_forward(options):
   source_mask = jnp.array([[1] * 9, [1] * 6 + [0] * 3])
   tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)
   model, params = init(cfg, source, tokens)
-  assert len([k for k in params["encoder"] if k.startswith("block_")] or [0, 0, 0]) == 3
+  encoder = params["encoder"]
+  depth = (jax.tree.leaves(encoder["layers"])[0].shape[0] if "layers" in encoder
+           else len([k for k in encoder if k.startswith("block_")]))
+  assert depth == 3  # num_encoder_layers, not num_layers.
   full = model.apply({"params": params}, source, tokens, encoder_mask=source_mask)
   cache = model.init(jax.random.key(0), source, jnp.zeros((2, 16), jnp.int32),
                      encoder_mask=source_mask, decode=True)["cache"]

@@ -14,13 +14,12 @@ from typing import Any, Iterable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import safetensors
 import safetensors.numpy
 
-from jtrans.models import ModelConfig, build_model
+from jtrans.models import ModelConfig, build_model, example_inputs
 
 Flat = dict[str, np.ndarray]
 
@@ -228,20 +227,11 @@ def flatten(tree: Any) -> Flat:
           for path, v in leaves}
 
 
-def _example_inputs(cfg: ModelConfig) -> tuple:
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  if cfg.family == "vit":
-    return (jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32),)
-  if cfg.family == "encoder_decoder":
-    return (tokens, tokens)
-  return (tokens,)
-
-
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Path -> shape of the parameters `build_model(cfg).init` creates (traced, not computed)."""
   model = build_model(cfg)
   shapes = jax.eval_shape(lambda: nn.meta.unbox(
-      model.init(jax.random.key(0), *_example_inputs(cfg))["params"]))
+      model.init(jax.random.key(0), *example_inputs(cfg))["params"]))
   return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
 
