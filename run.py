@@ -13,7 +13,6 @@
 Launching the same command again on the same workdir resumes from its latest checkpoint.
 """
 import json
-import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -46,12 +45,6 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 FLAGS = flags.FLAGS
 
 
-def write_config(config, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -81,8 +74,6 @@ def main(argv):
   from jtrans import train
 
   config, workdir = FLAGS.config, FLAGS.workdir
-  if jax.process_index() == 0:
-    write_config(config, workdir)
   if FLAGS.mode == "train":
     state = train.train(config, workdir)
     if config.sample.num_samples and jax.process_index() == 0:
@@ -165,8 +156,9 @@ flags.DEFINE_integer("num_beams", None, "--mode=generate: beam search with this 
 def read_prompts() -> list[str]:
   prompts = [p for flag in FLAGS.prompt for p in flag.split("|")]
   if FLAGS.prompt_file:
-    with open(FLAGS.prompt_file) as f:
-      prompts += [line.rstrip("\n") for line in f if line.strip()]
+    from etils import epath
+    prompts += [line for line in epath.Path(FLAGS.prompt_file).read_text().splitlines()
+                if line.strip()]
   if not prompts:
     raise app.UsageError("--mode=generate needs --prompt=TEXT (repeatable, or 'a|b') or "
                          "--prompt_file=PATH (one prompt per line).")
@@ -175,19 +167,13 @@ def read_prompts() -> list[str]:
 
 def restore_params(config, workdir: str):
   """The parameters of the workdir's latest checkpoint, on this host's mesh."""
-  from jtrans import checkpoint, optim, sharding, train
+  from jtrans import optim, sharding, train
   from jtrans.models import build_model
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(train.validate(config, mesh))
   tx = optim.make_optimizer(config.optim, config.train.steps)
   _, _, abstract = train.state_layout(model, tx, config, mesh)
-  manager = checkpoint.make_manager(workdir, config.train)
-  restored = checkpoint.restore(manager, abstract)
-  manager.close()
-  if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
-                            "--config and --workdir, or pass --hf_dir.")
-  return restored[0].params
+  return train.restore_latest(config, workdir, abstract)[0].params
 
 
 def generate_mode() -> None:

@@ -91,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
   # A Hugging Face model directory (config.json + safetensors) whose weights replace the random
   # initialisation (fine-tuning); config.model must describe it (configs/hf.py reads it from there).
   t.init_from = ""
+  # A step whose loss, gradient or update is NaN/Inf: "stop" (no checkpoint is written after it;
+  # the error names the step) or "skip" (its update is dropped and counted as skipped_steps).
+  t.nan_policy = "stop"
+  t.max_skipped_steps = 10  # nan_policy="skip": stop once this many steps in a row were skipped.
   t.async_checkpoints = True  # Write checkpoints in the background.
   t.peak_flops_per_device = 0.0  # Peak FLOP/s for MFU; 0 = known chip's bf16 peak, else measured float32 matmul peak.
 

@@ -1,16 +1,33 @@
-"""Checkpoints: the train state and the data iterator's position, saved together with Orbax.
+"""Checkpoints: the train state, the data iterator's position and a fingerprint, saved together.
 
-Layout: `workdir/checkpoints/<step>/{state,data}`. Launching the same command on the same
-workdir restores the latest step, so an interrupted or pre-empted run continues exactly.
+Layout: `workdir/checkpoints/<step>/{state,data,fingerprint}`. Launching the same command on
+the same workdir restores the latest step that reads back intact, so an interrupted,
+pre-empted or crashed run continues exactly. A step that cannot be read (missing or truncated
+files, an unparseable iterator state, array bytes that no longer match the fingerprint taken
+at save time) is reported with its path, moved to `workdir/checkpoints_damaged/`, and the step
+before it is tried; when none reads back, the error names the directory and each problem.
 """
 from __future__ import annotations
 
-import os
-from typing import Any
+import time
+from typing import Any, Callable
 
 import grain
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+DAMAGED_DIR = "checkpoints_damaged"
+
+
+def directory(workdir: str | epath.Path) -> epath.Path:
+  """`workdir/checkpoints`, absolute when local (Orbax needs that); gs:// paths stay as they are."""
+  path = epath.Path(workdir) / "checkpoints"
+  return path if "://" in str(path) else path.resolve()
 
 
 def make_manager(workdir: str, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -22,11 +39,52 @@ def make_manager(workdir: str, cfg: ml_collections.ConfigDict) -> ocp.Checkpoint
       cleanup_tmp_directories=True,  # Remove what a crash mid-save left behind.
   )
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      directory(workdir),
       options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler()},
+                     "data": grain.checkpoint.CheckpointHandler(),
+                     "fingerprint": ocp.JsonCheckpointHandler()},
   )
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def _leaf_fingerprint(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(uint32 hash of the bytes, weighted by position; whether every value is finite).
+
+  Integer sums wrap modulo 2^32 in any order, so the hash is the same on every mesh; odd
+  weights make any single changed element change it.
+  """
+  size = np.dtype(x.dtype).itemsize
+  bits = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32,
+                                          8: jnp.uint32}[size]).astype(jnp.uint32)
+  weights = jax.lax.broadcasted_iota(jnp.uint32, bits.shape, 0) if bits.ndim else jnp.uint32(0)
+  for axis in range(1, bits.ndim):
+    weights = weights * jnp.uint32(bits.shape[axis]) + jax.lax.broadcasted_iota(
+        jnp.uint32, bits.shape, axis)
+  digest = jnp.sum(bits * (weights * jnp.uint32(2654435761) + jnp.uint32(1)), dtype=jnp.uint32)
+  finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+  return digest, finite
+
+
+@jax.jit
+def _fingerprints(state: Any) -> tuple[Any, jax.Array]:
+  leaves, treedef = jax.tree.flatten(state)
+  pairs = [_leaf_fingerprint(x) for x in leaves]
+  finite = jnp.all(jnp.stack([f for _, f in pairs])) if pairs else jnp.bool_(True)
+  return jax.tree.unflatten(treedef, [d for d, _ in pairs]), finite
+
+
+def fingerprint(state: Any) -> tuple[dict[str, int], bool]:
+  """({leaf path: uint32 hash}, whether every floating-point value is finite), computed on the
+  devices where the state lives: only one integer per leaf comes back to the host."""
+  digests, finite = _fingerprints(state)
+  flat = jax.tree_util.tree_flatten_with_path(jax.device_get(digests))[0]
+  return {jax.tree_util.keystr(path): int(value) for path, value in flat}, bool(finite)
+
+
+# ---------------------------------------------------------------- save and restore
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
@@ -34,27 +92,90 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   """Saves if `step` is due (or `force`); returns whether a save started.
 
   `data_iterator` is the training iterator positioned after the batches of steps 1..step.
+  A state with a NaN or Inf anywhere is refused: it would become "the last good checkpoint".
   """
+  digests, finite = fingerprint(state)
+  if not finite:
+    raise FloatingPointError(f"the train state at step {step} holds NaN or Inf values; it was "
+                             f"not saved, and {manager.directory} keeps its last good step "
+                             f"({manager.latest_step()}).")
   return manager.save(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=grain.checkpoint.CheckpointSave(data_iterator)),
+                              data=grain.checkpoint.CheckpointSave(data_iterator),
+                              fingerprint=ocp.args.JsonSave(digests)),
       force=force)
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any,
-            data_iterator: Any | None = None) -> tuple[Any, int] | None:
-  """Restores the latest checkpoint into `abstract_state`'s shapes and shardings.
+class CheckpointError(RuntimeError):
+  """No checkpoint step in a directory could be restored."""
 
-  `abstract_state` holds `jax.ShapeDtypeStruct`s with the shardings of the current mesh, so a
-  checkpoint written on one mesh restores onto another. The data iterator, if given, is moved
-  in place to its saved position. Returns (state, step), or None when there is no checkpoint.
-  """
-  step = manager.latest_step()
-  if step is None:
-    return None
-  items = {"state": ocp.args.StandardRestore(abstract_state)}
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                  data_iterator: Any | None) -> Any:
+  # Orbax writes this file when it finalises a step; without it the step is incomplete.
+  if not (epath.Path(manager.directory) / str(step) / "_CHECKPOINT_METADATA").exists():
+    raise FileNotFoundError("_CHECKPOINT_METADATA is missing: the save never finished")
+  items = {"state": ocp.args.StandardRestore(abstract_state),
+           "fingerprint": ocp.args.JsonRestore()}
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
-  return restored["state"], step
+  saved = restored["fingerprint"]
+  digests, _ = fingerprint(restored["state"])
+  changed = sorted(k for k in digests if saved.get(k) != digests[k])
+  if changed or set(saved) != set(digests):
+    raise ValueError(f"array contents differ from the fingerprint taken at save time in "
+                     f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})")
+  return restored["state"]
+
+
+def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Moves damaged steps out of the manager's directory (process 0; the others wait), so that
+  the run writes those steps afresh and never mistakes them for good ones again."""
+  if jax.process_index() == 0:
+    damaged = epath.Path(manager.directory).parent / DAMAGED_DIR
+    damaged.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      source = epath.Path(manager.directory) / str(step)
+      if source.exists():
+        source.rename(damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("jtrans: damaged checkpoints moved")
+  manager.reload()
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any,
+            data_iterator: Any | None = None,
+            log: Callable[[str], None] = print) -> tuple[Any, int] | None:
+  """Restores the latest intact checkpoint into `abstract_state`'s shapes and shardings.
+
+  `abstract_state` holds `jax.ShapeDtypeStruct`s with the shardings of the current mesh, so a
+  checkpoint written on one mesh restores onto another. The data iterator, if given, is moved
+  in place to its saved position. A step that fails to restore is reported through `log`,
+  moved aside and the previous step tried. Returns (state, step), or None when the directory
+  holds no checkpoint at all; raises `CheckpointError` when it holds some and none restores.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return None
+  problems = []
+  for step in steps:
+    path = epath.Path(manager.directory) / str(step)
+    try:
+      state = _restore_step(manager, step, abstract_state, data_iterator)
+    except Exception as error:  # pylint: disable=broad-except
+      # What a damaged step raises depends on which file is hit (Orbax, TensorStore, JSON).
+      reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+      problems.append(f"{path}: {reason}")
+      log(f"checkpoint {path} cannot be restored ({reason}); trying the step before it.")
+      continue
+    if problems:
+      _quarantine(manager, steps[:len(problems)])
+      log(f"damaged checkpoint steps {steps[:len(problems)]} moved to "
+          f"{epath.Path(manager.directory).parent / DAMAGED_DIR}; resuming from step {step}.")
+    return state, step
+  raise CheckpointError(
+      f"none of the {len(steps)} checkpoints in {manager.directory} can be restored: "
+      + "; ".join(problems) + ". Move that directory away to start the run afresh, or restore "
+      "it from a backup.")

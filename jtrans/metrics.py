@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping
 
 import jax
+from etils import epath
 from tensorboardX import SummaryWriter
 
 
@@ -27,15 +27,25 @@ def progress_line(step: int, total: int, scalars: Mapping[str, float], tokens_pe
 class MetricsWriter:
   """Appends scalars to `workdir/metrics.jsonl` and TensorBoard events in `workdir/tensorboard`.
 
-  Only process 0 writes; on the others every call is a no-op.
+  Only process 0 writes; on the others every call is a no-op. `resumed_from` is the step a
+  resumed run restored: records past it were written by the steps that are now run again,
+  so they are dropped and `metrics.jsonl` keeps each (step, split) once.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, resumed_from: int | None = None):
     self.enabled = jax.process_index() == 0
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      workdir = epath.Path(workdir)
+      workdir.mkdir(parents=True, exist_ok=True)
+      path = workdir / "metrics.jsonl"
+      if resumed_from is not None and path.exists():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resumed_from]
+        tmp = workdir / "metrics.jsonl.tmp"
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+      self._jsonl = path.open("a")
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

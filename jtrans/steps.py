@@ -84,9 +84,14 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
 
 
 def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
-                    tx: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> tuple[TrainState, Metrics]:
-  """Averages the summed gradient over the batch's weight and takes one optimizer step."""
+                    tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+  """Averages the summed gradient over the batch's weight and takes one optimizer step.
+
+  `metrics["finite"]` is 1.0 when the loss, the gradient and the update are all finite. With
+  `skip_nonfinite` (config.train.nan_policy="skip") a step where they are not keeps the
+  parameters and optimizer state as they were; the step counter still advances, with the data.
+  """
   denominator = jnp.maximum(sums["denominator"], 1.0)
   grads = jax.tree.map(lambda g: g / denominator, grad_sum)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -94,6 +99,12 @@ def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
   metrics = losses.normalize(sums)
   metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)
+  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+            & jnp.isfinite(optax.global_norm(updates)))
+  metrics["finite"] = finite.astype(jnp.float32)
+  if skip_nonfinite:
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -108,7 +119,8 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   """One optimizer step on the global batch (the jit engine's step)."""
   grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
                           config=config, mesh=mesh)
-  return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
+  return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
+                         skip_nonfinite=config.train.nan_policy == "skip")
 
 
 def eval_step(params: Any, batch: Batch, *, model: nn.Module,
@@ -166,7 +178,8 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
     grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
                             config=config, mesh=None)
     grads, sums = jax.lax.psum((grads, sums), "batch")
-    return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
+    return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
+                           skip_nonfinite=config.train.nan_policy == "skip")
 
   def evaluate(state, batch):
     return jax.lax.psum(eval_step(state.params, batch, model=model, config=config, mesh=None),

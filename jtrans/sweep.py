@@ -148,11 +148,6 @@ def write_summary(sweep: Sweep, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -186,10 +181,7 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
     if previous["state"] == "done":
       log(f"[sweep] point {i} ({name}): done, skipped")
       continue
-    config = sweep.config(i, extra)
     os.makedirs(point_dir, exist_ok=True)
-    if records:
-      _write_config(config, point_dir)
     status = {"index": i, "name": name, "overrides": sweep.points[i],
               "attempts": previous.get("attempts", 0) + 1, "state": "running",
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -198,6 +190,8 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
     log(f"[sweep] point {i} ({name}): {verb} {json.dumps(sweep.points[i], default=str)}")
     began = time.perf_counter()
     try:
+      # Built inside: a wrong override (a type the key does not take) fails this point only.
+      config = sweep.config(i, extra)
       state = train_fn(config, point_dir)
     except Exception as error:  # pylint: disable=broad-except
       # Recorded, not raised: one bad point (NaN, a bad shape) must not cost the others.

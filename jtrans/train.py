@@ -1,6 +1,8 @@
 """The one training loop: the sharded train state, and `train(config, workdir)`."""
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import time
 from typing import Any, Callable, Iterable
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -83,7 +86,9 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
     raise ValueError(f"config.train.grad_accum_steps={k} must split config.train.batch_size="
                      f"{config.train.batch_size} into micro-batches that the {shards} batch shards "
                      f"divide; use a batch size that is a multiple of {k * shards}.")
-  for key in ("steps", "log_every", "eval_every", "checkpoint_every"):
+  if config.train.nan_policy not in ("stop", "skip"):
+    raise ValueError(f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'.")
+  for key in ("steps", "log_every", "eval_every", "checkpoint_every", "max_skipped_steps"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")
   return model_cfg
@@ -125,11 +130,12 @@ def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]
              max_batches: int = 0) -> dict[str, float]:
   """Means over the eval batches (all of them when `max_batches` is 0)."""
   totals = None
-  for i, batch in enumerate(batches):
-    if max_batches and i >= max_batches:
-      break
-    sums = engine.eval_step(state, engine.place_batch(batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  with contextlib.closing(iter(batches)) as iterator:  # Its read-ahead threads end here.
+    for i, batch in enumerate(iterator):
+      if max_batches and i >= max_batches:
+        break
+      sums = engine.eval_step(state, engine.place_batch(batch))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     raise ValueError("the eval split gave no batch; check config.data.eval_split.")
   return {k: float(v) for k, v in losses.normalize(jax.device_get(totals)).items()}
@@ -166,130 +172,253 @@ def _should_stop(stop: _StopSignal, step: int, every: int) -> bool:
   return bool(np.any(flags))
 
 
-def _check_finite(step: int, scalars: dict[str, float], manager) -> None:
-  if not np.isfinite(scalars["loss"]):
-    manager.wait_until_finished()
-    raise FloatingPointError(
-        f"training loss is {scalars['loss']} at step {step}; the run stopped and the last good "
-        f"checkpoint (step {manager.latest_step()}) is intact. Lower config.optim.lr, lengthen "
-        "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch.")
+# ---------------------------------------------------------------- health: NaN/Inf on every step
+
+
+def _no_problems() -> dict[str, jax.Array]:
+  """Device-side record of non-finite steps: the first (0 = none), how many, the current and
+  the longest run of consecutive ones."""
+  zero = jnp.zeros((), jnp.int32)
+  return {"first_bad": zero, "bad": zero, "run": zero, "longest_run": zero}
+
+
+@jax.jit
+def _record_health(health: dict[str, jax.Array], finite: jax.Array,
+                   step: jax.Array) -> dict[str, jax.Array]:
+  """Adds one step's finite flag (from the train step's metrics) without a host sync."""
+  bad = finite < 0.5
+  run = jnp.where(bad, health["run"] + 1, 0)
+  return {"first_bad": jnp.where(bad & (health["first_bad"] == 0), step, health["first_bad"]),
+          "bad": health["bad"] + bad, "run": run,
+          "longest_run": jnp.maximum(health["longest_run"], run)}
+
+
+def _check_health(health: dict[str, jax.Array], step: int, train_cfg: ml_collections.ConfigDict,
+                  manager) -> int:
+  """Reads the record (a host sync: done only before a save, a log line or an evaluation);
+  raises as `config.train.nan_policy` says; returns the number of skipped steps."""
+  h = {k: int(v) for k, v in jax.device_get(health).items()}
+  if train_cfg.nan_policy == "skip" and h["longest_run"] < train_cfg.max_skipped_steps:
+    return h["bad"]
+  if h["first_bad"] == 0:
+    return 0
+  manager.wait_until_finished()
+  what = (f"{h['longest_run']} consecutive steps had a non-finite loss or gradient (limit "
+          f"config.train.max_skipped_steps={train_cfg.max_skipped_steps})"
+          if train_cfg.nan_policy == "skip" else
+          f"the loss or gradient was not finite at step {h['first_bad']}")
+  raise FloatingPointError(
+      f"{what}; checked at step {step}, the run stopped without saving it. The last good "
+      f"checkpoint (step {manager.latest_step()}) is intact. Lower config.optim.lr, lengthen "
+      "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch (or set "
+      "config.train.nan_policy='skip' to drop such updates).")
+
+
+# ---------------------------------------------------------------- the run's record: config.json
+
+
+def _flat(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """{"a.b": value} with JSON values, so a config compares equal to its config.json."""
+  tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else config
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+    else:
+      out[key] = value
+  return out
+
+
+def _leaf_shapes(tree: Any) -> list[tuple]:
+  return sorted(tuple(x.shape) for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str, manager, abstract: Any,
+                 log: Callable[[str], None]) -> None:
+  """Relaunching a workdir that has a checkpoint: compares `config` with the run's
+  config.json. A change of the model, or of any key when the state's shapes no longer match
+  the checkpoint, fails naming each key; other changes (steps, cadences, eval batches) are
+  logged and kept."""
+  path = epath.Path(workdir) / "config.json"
+  step = manager.latest_step()
+  if step is None or not path.exists():
+    return
+  before, now = _flat(json.loads(path.read_text())), _flat(config)
+  changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+  if not changed:
+    return
+  try:
+    shapes_match = _leaf_shapes(manager.item_metadata(step)["state"]) == _leaf_shapes(abstract)
+  except Exception:  # pylint: disable=broad-except
+    shapes_match = True  # Unreadable metadata: restore() reports that step as damaged.
+  fatal = [k for k in changed if k.startswith("model.") or not shapes_match]
+  describe = lambda keys: ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
+  if fatal:
+    raise ValueError(
+        f"{workdir} holds a checkpoint of a different model: the config changes {describe(fatal)} "
+        f"(recorded in {path}). Use a new --workdir, or start a new run from this one's "
+        "weights with config.train.init_from (after --mode=export), or relaunch with the "
+        "recorded values.")
+  log(f"config changed on resume (recorded in {path}): {describe(changed)}")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The run's record, `workdir/config.json`: written by training only (process 0)."""
+  if jax.process_index() == 0:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _Throughput:
+  """Tokens/s and MFU between steps whose metrics were read back (so finished), never
+  counting steps merely dispatched: the host may run ahead of the device."""
+
+  def __init__(self, tokens_per_step: int, flops_per_token: float, peak: float, devices: int):
+    self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+    self.peak, self.devices = peak, devices
+    self.restart(0)
+
+  def restart(self, step: int) -> None:
+    self.time, self.step = time.perf_counter(), step
+
+  def measure(self, step: int) -> tuple[float, float, float]:
+    """(tokens/s, MFU, seconds per step) since the last call or restart."""
+    now = time.perf_counter()
+    elapsed, done = now - self.time, step - self.step
+    tokens_per_second = done * self.tokens_per_step / max(elapsed, 1e-9)
+    self.time, self.step = now, step
+    return (tokens_per_second, flops.mfu(tokens_per_second, self.flops_per_token, self.peak,
+                                         self.devices), elapsed / max(done, 1))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last state.
+  """Trains `config` in `workdir`, resuming from its latest intact checkpoint; returns the
+  last state.
 
   `stop_at` ends this invocation (with a checkpoint) once that step is reached, as a
-  pre-emption would: for jobs that run a long schedule in time slices.
+  pre-emption would: for jobs that run a long schedule in time slices. Everything the run
+  opens (checkpoint manager, metrics writers, data iterators) is closed on every exit:
+  success, exception or signal.
   """
+  with contextlib.ExitStack() as stack:
+    return _train(config, workdir, stop_at, stack)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
+           stack: contextlib.ExitStack) -> TrainState:
+  log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
   mesh = sharding.make_mesh(config.mesh)
   model_cfg = validate(config, mesh)
   model = build_model(model_cfg)
-  total = config.train.steps
+  total, t = config.train.steps, config.train
   tx = optim.make_optimizer(config.optim, total)
-  writer = MetricsWriter(workdir)
-  manager = checkpoint.make_manager(workdir, config.train)
+  manager = checkpoint.make_manager(workdir, t)
+  stack.callback(manager.close)
+  stack.callback(manager.wait_until_finished)  # Runs first: a pending save completes.
 
   init, state_shardings, abstract = state_layout(model, tx, config, mesh)
+  check_resume(config, workdir, manager, abstract, log)
   train_iter = iter(make_dataset(config, train=True))
+  stack.callback(train_iter.close)
   eval_ds = make_dataset(config, train=False)
-  restored = checkpoint.restore(manager, abstract, train_iter)
-  if restored is None and config.train.init_from:
+  restored = checkpoint.restore(manager, abstract, train_iter, log=log)
+  write_config(config, workdir)
+  writer = stack.enter_context(contextlib.closing(
+      MetricsWriter(workdir, resumed_from=None if restored is None else restored[1])))
+  if restored is None and t.init_from:
     state = pretrained.initial_state(config, model_cfg, tx.init, abstract, state_shardings)
-    writer.log(f"initialised from the pretrained weights in {config.train.init_from}")
+    log(f"initialised from the pretrained weights in {t.init_from}")
   elif restored is None:  # A resumed run never builds the initial state it would throw away.
     state = jax.jit(init, out_shardings=state_shardings)(jax.random.key(config.seed))
   else:
     state, start = restored
-    writer.log(f"resumed from step {start} (checkpoint in {manager.directory})")
+    log(f"resumed from step {start} (checkpoint in {manager.directory})")
   start = int(state.step)
   engine = steps.make_engine(model, tx, config, mesh, state_shardings)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   state = engine.place_state(state)
 
   positions = objectives.positions_per_example(config, model_cfg)
-  tokens_per_step = config.train.batch_size * positions
+  tokens_per_step = t.batch_size * positions
   # Exact for the decoder LM; for the other families the same 6N-per-position count is an
   # estimate (an encoder-decoder's encoder sees only source positions, for instance).
   flops_per_token = flops.train_flops_per_token(model_cfg, positions)
-  peak = flops.peak_flops_per_device(config.train.peak_flops_per_device)
+  speed = _Throughput(tokens_per_step, flops_per_token,
+                      flops.peak_flops_per_device(t.peak_flops_per_device), mesh.size)
   entropy = float("nan")  # The unigram baseline only means something for token prediction.
   if config.loss.objective in ("lm", "mlm"):
     entropy = pipeline.unigram_entropy(source=sources.from_config(config.data, train=False),
                                        tokenizer=make_tokenizer(config), text_key=config.data.text_key)
-  writer.log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
-             f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
+  log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
+      f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
 
-  def run_eval(step: int) -> dict[str, float]:
-    scalars = evaluate(engine, state, eval_ds, config.train.eval_batches)
-    writer.write(step, "eval", scalars)
-    writer.log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
-               f"{scalars['accuracy']:.3f}"
-               + (f" (unigram entropy {entropy:.4f} nats/token)" if np.isfinite(entropy) else ""))
-    return scalars
-
+  health = _no_problems()
+  stop = stack.enter_context(_StopSignal())
+  stack.enter_context(engine.context())
   pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
-  # Throughput is measured between steps whose metrics were read back (so finished), never
-  # counting steps merely dispatched: the host may run ahead of the device.
-  window_time, window_step, compile_seconds = time.perf_counter(), start, None
-
-  def report(step: int, metrics: Metrics) -> dict[str, float]:
-    nonlocal window_time, window_step
-    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_finite(step, scalars, manager)
-    now = time.perf_counter()
-    elapsed, done = now - window_time, step - window_step
-    tokens_per_second = done * tokens_per_step / max(elapsed, 1e-9)
-    scalars["tokens_per_second"] = tokens_per_second
-    scalars["mfu"] = flops.mfu(tokens_per_second, flops_per_token, peak, mesh.size)
-    writer.write(step, "train", scalars)
-    eta = (total - step) * elapsed / max(done, 1)
-    writer.log(progress_line(step, total, scalars, tokens_per_second, scalars["mfu"], eta))
-    window_time, window_step = now, step
-    return scalars
-
-  def flush() -> None:
-    """Reads back and reports the pending step's metrics, if any."""
-    nonlocal pending
-    if pending is not None:
-      report(*pending)
+  step = last_saved = start
+  end = total if stop_at is None else min(stop_at, total)
+  while step < end and not _should_stop(stop, step, t.log_every):
+    batch = engine.place_batch(next(train_iter))
+    began = time.perf_counter()
+    state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
+    step += 1
+    health = _record_health(health, metrics["finite"], step)
+    if step == start + 1:
+      jax.block_until_ready(metrics)
+      compile_seconds = time.perf_counter() - began
+      log(f"train step compiled and ran once in {compile_seconds:.1f}s")
+      writer.write(step, "train", {"compile_seconds": compile_seconds})
+      speed.restart(step)
+    if pending is not None:  # The previous logged step has finished by now: report it.
+      _report(writer, log, *pending, t, manager, speed, total)
       pending = None
-
-  with _StopSignal() as stop, engine.context():
-    step = last_saved = start
-    end = total if stop_at is None else min(stop_at, total)
-    while step < end and not _should_stop(stop, step, config.train.log_every):
-      batch = engine.place_batch(next(train_iter))
-      began = time.perf_counter()
-      state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1 below.
-      step += 1
-      if compile_seconds is None:
-        jax.block_until_ready(metrics)
-        compile_seconds = time.perf_counter() - began
-        writer.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
-        writer.write(step, "train", {"compile_seconds": compile_seconds})
-        window_time, window_step = time.perf_counter(), step
-      flush()
-      if step % config.train.log_every == 0 or step == total:
-        pending = (step, metrics)
-      if step % config.train.checkpoint_every == 0 or step == total:
-        flush()  # Never checkpoint a state whose loss was not checked finite.
-        checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
-        last_saved = step
-      if step % config.train.eval_every == 0 or step == total:
-        flush()
-        run_eval(step)
-        window_time, window_step = time.perf_counter(), step  # Evaluation is not training time.
-    flush()
-    if step < total and last_saved != step:
+    if step % t.log_every == 0 or step == total:
+      pending = (step, metrics, health)
+    due_save = step % t.checkpoint_every == 0 or step == total
+    due_eval = step % t.eval_every == 0 or step == total
+    if (due_save or due_eval) and pending is not None:
+      _report(writer, log, *pending, t, manager, speed, total)
+      pending = None
+    if due_save:
+      _check_health(health, step, t, manager)  # Never save a state that followed a bad step.
       checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
-    if step < total:
-      why = f"signal {stop.received} received" if stop.received else f"stop_at={stop_at} reached"
-      writer.log(f"{why}: saved a checkpoint at step {step}; launch the same command again "
-                 "to resume.")
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+      last_saved = step
+    if due_eval:
+      _check_health(health, step, t, manager)
+      scalars = evaluate(engine, state, eval_ds, t.eval_batches)
+      writer.write(step, "eval", scalars)
+      log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
+          f"{scalars['accuracy']:.3f}"
+          + (f" (unigram entropy {entropy:.4f} nats/token)" if np.isfinite(entropy) else ""))
+      speed.restart(step)  # Evaluation is not training time.
+  if pending is not None:
+    _report(writer, log, *pending, t, manager, speed, total)
+  if step < total and last_saved != step:
+    _check_health(health, step, t, manager)
+    checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
+  if step < total:
+    why = f"signal {stop.received} received" if stop.received else f"stop_at={stop_at} reached"
+    log(f"{why}: saved a checkpoint at step {step}; launch the same command again to resume.")
   return engine.global_state(state)
+
+
+def _report(writer: MetricsWriter, log: Callable[[str], None], step: int, metrics: Metrics,
+            health: dict[str, jax.Array], train_cfg: ml_collections.ConfigDict, manager,
+            speed: _Throughput, total: int) -> None:
+  """Reads back one step's metrics and health (as of that step): metrics.jsonl, TensorBoard
+  and the progress line."""
+  skipped = _check_health(health, step, train_cfg, manager)
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
+  tokens_per_second, mfu, seconds_per_step = speed.measure(step)
+  scalars |= {"tokens_per_second": tokens_per_second, "mfu": mfu, "skipped_steps": skipped}
+  writer.write(step, "train", scalars)
+  log(progress_line(step, total, scalars, tokens_per_second, mfu,
+                    (total - step) * seconds_per_step))
 
 
 def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -> list[str]:
@@ -310,20 +439,25 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Eval-split metrics of the workdir's latest checkpoint."""
+  """Eval-split metrics of the workdir's latest checkpoint (writes nothing to the workdir)."""
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(validate(config, mesh))
   tx = optim.make_optimizer(config.optim, config.train.steps)
   _, shardings, abstract = state_layout(model, tx, config, mesh)
-  manager = checkpoint.make_manager(workdir, config.train)
-  restored = checkpoint.restore(manager, abstract)
-  if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
-                            "--config and --workdir and --mode=train.")
-  state, step = restored
+  state, step = restore_latest(config, workdir, abstract)
   engine = steps.make_engine(model, tx, config, mesh, shardings)
   with engine.context():
     scalars = evaluate(engine, engine.place_state(state), make_dataset(config, train=False),
                        config.train.eval_batches)
-  manager.close()
   return {"step": step, **scalars}
+
+
+def restore_latest(config: ml_collections.ConfigDict, workdir: str, abstract: Any) -> tuple[Any, int]:
+  """(state, step) of the workdir's latest intact checkpoint, for evaluation and export; the
+  manager is closed before any error, so the error is the last thing printed."""
+  with contextlib.closing(checkpoint.make_manager(workdir, config.train)) as manager:
+    restored = checkpoint.restore(manager, abstract)
+    if restored is None:
+      raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
+                              "--config and --workdir (--mode=train), or pass --hf_dir.")
+  return restored
