@@ -3,6 +3,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -57,19 +58,72 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config, tmp_path):
   assert {r["split"] for r in records} == {"train", "eval"}
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
-  c = tiny_config
-  workdir = str(tmp_path)
-  train.train(c, workdir, stop_at=3)
-  good_step, good = final_params(workdir)
-  c.optim.lr = 1e30  # Parameters overflow within a step or two.
-  c.optim.schedule, c.optim.warmup_steps = "constant", 0
-  c.train.log_every = 1
-  with pytest.raises(FloatingPointError, match=r"config.optim.lr.*|last good checkpoint"):
+def poison_step(monkeypatch, first: int, last: int | None = None):
+  """Makes steps first..last (1-based, as logged) produce a NaN loss and NaN gradients."""
+  original = steps.apply_gradients
+
+  def poisoned(state, grad_sum, sums, **kwargs):
+    step = state.step + 1
+    nan = jnp.where((step >= first) & (step <= (last or first)), jnp.nan, 1.0)
+    return original(state, jax.tree.map(lambda g: g * nan, grad_sum),
+                    {**sums, "loss": sums["loss"] * nan}, **kwargs)
+  monkeypatch.setattr(steps, "apply_gradients", poisoned)
+
+
+def nan_config(c):
+  """8 steps; logged at 4 and 8, saved at 3, 6 and 8: step 5 is neither logged nor saved."""
+  c.train.steps, c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 8, 4, 3, 8
+  c.train.keep_checkpoints = 5
+  return c
+
+
+def test_nan_at_a_step_neither_logged_nor_saved_never_reaches_a_checkpoint(
+    tiny_config, tmp_path, monkeypatch):
+  c, workdir = nan_config(tiny_config), str(tmp_path)
+  poison_step(monkeypatch, 5)
+  with pytest.raises(FloatingPointError, match=r"not finite at step 5.*checkpoint \(step 3\)"):
     train.train(c, workdir)
-  step, after = final_params(workdir)
-  assert step == good_step == 3
-  jax.tree.map(np.testing.assert_array_equal, good, after)
+  step, params = final_params(workdir)
+  assert step == 3  # Step 6 followed the bad step 5: it was not saved.
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_nan_policy_skip_drops_the_bad_update_and_counts_it(tiny_config, tmp_path, monkeypatch):
+  c, workdir = nan_config(tiny_config), str(tmp_path)
+  c.train.nan_policy = "skip"
+  poison_step(monkeypatch, 5)
+  state = train.train(c, workdir)
+  assert int(state.step) == 8
+  step, params = final_params(workdir)
+  assert step == 8 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  logged = {r["step"]: r for r in records if r["split"] == "train" and "loss" in r}
+  assert (logged[4]["skipped_steps"], logged[8]["skipped_steps"]) == (0, 1)
+  assert np.isfinite(logged[8]["loss"])
+
+
+def test_nan_policy_skip_stops_after_too_many_in_a_row(tiny_config, tmp_path, monkeypatch):
+  c, workdir = nan_config(tiny_config), str(tmp_path)
+  c.train.nan_policy, c.train.max_skipped_steps = "skip", 2
+  poison_step(monkeypatch, 5, 8)
+  with pytest.raises(FloatingPointError, match="2 consecutive steps"):
+    train.train(c, workdir)
+  assert final_params(workdir)[0] == 3
+
+
+def test_resume_with_a_changed_model_fails_naming_the_key(tiny_config, tmp_path, capsys):
+  c, workdir = tiny_config, str(tmp_path)
+  train.train(c, workdir, stop_at=3)
+  wider = c.copy_and_resolve_references()
+  wider.model.embed_dim = 64
+  with pytest.raises(ValueError, match=r"model.embed_dim: 32 -> 64.*new --workdir"):
+    train.train(wider, workdir)
+  longer = c.copy_and_resolve_references()
+  longer.train.steps = 8
+  assert int(train.train(longer, workdir).step) == 8
+  assert "config changed on resume" in capsys.readouterr().out
+  recorded = json.load(open(os.path.join(workdir, "config.json")))
+  assert recorded["train"]["steps"] == 8 and recorded["model"]["embed_dim"] == 32
 
 
 def test_batch_that_the_mesh_cannot_split_names_the_setting(tiny_config, tmp_path):
