@@ -33,7 +33,7 @@ def run(args, **kwargs):
 
 def test_help_explains_the_flags():
   out = run([sys.executable, "run.py", "--help"])
-  assert out.returncode in (0, 1), out.stderr  # absl's --help exits with 1 by design.
+  assert out.returncode == 1, out.stderr  # absl's --help exits with 1 by design.
   for flag in ("--config", "--workdir", "--mode"):
     assert flag in out.stdout
 
@@ -51,9 +51,12 @@ def test_train_then_eval_with_overrides_writes_the_workdir(data_dir, tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
   assert os.listdir(tmp_path / "checkpoints") == ["20"]
 
+  recorded = open(os.path.join(workdir, "config.json")).read()
   evaluated = run([sys.executable, "run.py", "--mode=eval", "--config=configs/lm.py:tiny",
-                   f"--workdir={workdir}"] + tiny_flags(data_dir, workdir, 20)[4:])
+                   f"--workdir={workdir}"] + tiny_flags(data_dir, workdir, 20)[4:]
+                  + ["--config.optim.lr=0.5"])
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert open(os.path.join(workdir, "config.json")).read() == recorded  # Training's record.
   scalars = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
   last_eval = [r for r in records if r["split"] == "eval"][-1]
   assert scalars["step"] == 20
@@ -112,3 +115,41 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(data_dir, tmp_path):
   _, want = final_params(str(tmp_path / "straight"))
   _, got = final_params(workdir)
   jax.tree.map(np.testing.assert_array_equal, want, got)
+
+
+def last_line(text: str) -> str:
+  return [line for line in text.splitlines() if line.strip()][-1]
+
+
+@pytest.mark.parametrize("mode", ["eval", "generate"])
+def test_a_workdir_without_checkpoint_ends_on_the_error(data_dir, tmp_path, mode):
+  out = run([sys.executable, "run.py", f"--mode={mode}", "--config=configs/lm.py:tiny",
+             f"--workdir={tmp_path}", "--prompt=The "] + tiny_flags(data_dir, str(tmp_path), 2)[4:])
+  assert out.returncode == 1
+  assert last_line(out.stderr).startswith(f"FileNotFoundError: no checkpoint in {tmp_path}"), \
+      out.stderr[-2000:]
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_sigkill_and_resume_leave_each_step_once_in_metrics(data_dir, tmp_path):
+  workdir = str(tmp_path)
+  command = tiny_flags(data_dir, workdir, 60, **{"train.log_every": 5, "train.checkpoint_every": 20,
+                                                 "train.eval_every": 20, "sample.num_samples": 0})
+  proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  try:
+    for line in proc.stdout:
+      if line.startswith("step 35/"):  # Past the checkpoint at 20: steps 25..35 are logged twice.
+        proc.kill()
+        break
+  finally:
+    proc.kill()
+    proc.wait()
+  resumed = run(command)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step 20" in resumed.stdout
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  logged = [(r["step"], r["split"]) for r in records if "loss" in r or "nll" in r]
+  assert len(logged) == len(set(logged)), logged
+  assert [s for s, split in logged if split == "train"] == list(range(5, 61, 5))
+  assert [s for s, split in logged if split == "eval"] == [20, 40, 60]

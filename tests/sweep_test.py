@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -97,6 +98,35 @@ def test_runner_records_failures_resumes_interrupted_points_and_skips_finished_o
   assert sweep.run(loaded, workdir, index=1, train_fn=counted, log=logs.append) == {
       "failed": 1, "done": 1}
   assert calls == [] and "point 1 (" in logs[0] and "done, skipped" in logs[0]
+
+
+def open_handles() -> tuple[int, int]:
+  """(live threads, open file descriptors) of this process."""
+  return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+
+def test_failing_points_leak_no_threads_or_files_and_a_wrong_type_is_one_failure(
+    tiny_config, tmp_path):
+  """Points that fail mid-run (NaN after the checkpoint manager, writers and data iterators are
+  open) one after another, in one process, as a sweep runs them; and a point whose override
+  has the wrong type, which fails alone."""
+  nan = {"optim.lr": 1e30, "optim.schedule": "constant", "optim.warmup_steps": 0,
+         "train.log_every": 1}
+  points = [nan, {**nan, "seed": 1}, {"train.batch_size": "eight"}, {**nan, "seed": 2},
+            {**nan, "seed": 3}]
+  loaded, handles = sweep.Sweep(path="nan", base=tiny_config, points=points), []
+
+  def measured(config, point_dir):
+    handles.append(open_handles())
+    return train.train(config, point_dir)
+
+  counts = sweep.run(loaded, str(tmp_path), train_fn=measured, log=lambda _: None)
+  handles.append(open_handles())
+  assert counts == {"failed": 5}
+  errors = [p["error"] for p in json.load(open(tmp_path / sweep.STATUS_FILE))["points"]]
+  assert "FloatingPointError" in errors[0] and "TypeError" in errors[2], errors
+  # The first point may start process-wide pools (jax, Orbax); after it nothing may grow.
+  assert handles[1] == handles[2] == handles[3] == handles[4], handles
 
 
 def test_sweep_index_out_of_range_names_the_range(tiny_config, tmp_path):
