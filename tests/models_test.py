@@ -58,14 +58,23 @@ def test_tied_embeddings_have_no_output_matrix():
   assert "logits" not in tied and untied["logits"]["output"]["kernel"].value.shape == (32, 50)
 
 
-def test_bfloat16_compute_keeps_float32_params_and_logits():
-  cfg = dataclasses.replace(CFG, dtype=jnp.bfloat16)
+@pytest.mark.parametrize("tie", [True, False])
+def test_bfloat16_compute_gives_float32_logits_of_the_bfloat16_hidden_states(tie):
+  cfg = dataclasses.replace(CFG, dtype=jnp.bfloat16, tie_embeddings=tie)
   model, boxed, tokens = init(cfg)
   params = nn.meta.unbox(boxed)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-  logits = model.apply({"params": params}, tokens)
-  full = build_model(CFG).apply({"params": params}, tokens)
+  logits, seen = model.apply({"params": params}, tokens, capture_intermediates=True)
   assert logits.dtype == jnp.float32
+  # The last hidden states, in bfloat16, as the output projection receives them.
+  hidden = seen["intermediates"]["decoder"]["final_norm"]["__call__"][0]
+  assert hidden.dtype == jnp.bfloat16
+  table = params["embed"]["token_embed"]["embedding"].T if tie else params["logits"]["output"]["kernel"]
+  # float32 reference of the same bfloat16 operands: exact products, float32 sums.
+  want = np.asarray(hidden, np.float32) @ np.asarray(jnp.asarray(table, jnp.bfloat16), np.float32)
+  np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-5, atol=1e-5)
+  # And the bfloat16 model stays close to the float32 one.
+  full = build_model(dataclasses.replace(CFG, tie_embeddings=tie)).apply({"params": params}, tokens)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(full), atol=0.1)
 
 

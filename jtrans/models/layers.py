@@ -45,13 +45,14 @@ class Einsum(nn.Module):
   stddev: float
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  accumulate_dtype: jnp.dtype | None = None  # The product's accumulation and output dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", init(self.kernel_axes, self.stddev), self.kernel_shape,
                         self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    y = jnp.einsum(self.equation, x, kernel)
+    y = jnp.einsum(self.equation, x, kernel, preferred_element_type=self.accumulate_dtype)
     if self.use_bias:
       bias_shape = self.kernel_shape[-len(self.bias_axes):]
       bias = self.param("bias", zeros(self.bias_axes), bias_shape, self.param_dtype)
@@ -349,20 +350,29 @@ class Embed(nn.Module):
 
 class Logits(nn.Module):
   """Final hidden states `[batch, length, embed]` -> float32 logits `[batch, length, vocab]`:
-  the tied embedding (scaled by `logits_scale`) or an output matrix, plus an optional bias."""
+  the tied embedding (scaled by `logits_scale`) or an output matrix, plus an optional bias.
+
+  The product takes its inputs in the compute dtype but accumulates and returns float32
+  (`preferred_element_type`), so a bfloat16 model's softmax and loss see float32 logits.
+  """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, embed: Embed) -> jax.Array:
     cfg = self.cfg
     if cfg.tie_embeddings:
-      logits = embed.attend(x * jnp.asarray(cfg.logits_scale, x.dtype))
+      x = x * jnp.asarray(cfg.logits_scale, x.dtype)
+      table = embed.token.embedding  # [vocab, embed]
+      logits = jnp.einsum("...e,ve->...v", x, table.astype(cfg.dtype),
+                          preferred_element_type=jnp.float32)
     else:
-      logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "output", use_bias=False)(x)
+      logits = Einsum("...e,ev->...v", (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), (),
+                      use_bias=False, stddev=0.02, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      accumulate_dtype=jnp.float32, name="output")(x)
     if cfg.output_bias:
-      logits = logits + self.param("bias", zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-    return logits.astype(jnp.float32)
+      bias = self.param("bias", zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
+      logits = logits + bias.astype(jnp.float32)
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
 def default_positions(tokens: jax.Array, positions: jax.Array | None,
