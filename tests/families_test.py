@@ -151,8 +151,12 @@ def test_vit_patches_are_row_major_pixels_and_pooling_options_classify():
     model, params = init(cfg, jnp.asarray(images))
     assert ("cls_token" in params) == (pool == "cls")
     assert params["position_embed"].shape == (1, 4 + (pool == "cls"), 32)
-    logits = model.apply({"params": params}, jnp.asarray(images))
-    assert logits.shape == (2, 7) and np.all(np.isfinite(np.asarray(logits)))
+    logits, seen = model.apply({"params": params}, jnp.asarray(images), capture_intermediates=True)
+    encoded = np.asarray(seen["intermediates"]["encoder"]["__call__"][0], np.float64)
+    pooled = encoded[:, 0] if pool == "cls" else encoded.mean(axis=1)  # [batch, embed]
+    head = params["head"]
+    want = pooled @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"])
+    np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
 
 
 # Published sizes whose exact parameter counts are known (the Hugging Face checkpoints').

@@ -64,7 +64,8 @@ def test_changing_document_a_changes_no_logit_of_document_b(batches):
   assert np.abs(logits(tokens, False)[0, ~first] - logits(changed, False)[0, ~first]).max() > 1e-6
 
 
-def test_a_sharded_train_step_takes_packed_batches(tiny_config, batches):
+def test_a_sharded_train_step_on_packed_rows_has_the_loss_of_each_document_alone(
+    tiny_config, batches):
   c = tiny_config
   c.data.seq_len = c.model.max_len = SEQ
   c.data.segment_ids = True
@@ -72,8 +73,25 @@ def test_a_sharded_train_step_takes_packed_batches(tiny_config, batches):
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
   state, shardings, _ = train.init_state(model, tx, c, mesh)
+  params = jax.device_get(state.params)  # The step donates the state.
   engine = steps.jit_engine(model, tx, c, mesh, shardings)
+  batch = batches[0]
   with engine.context():
-    _, metrics = engine.train_step(state, engine.place_batch(batches[0]))
-  assert np.isfinite(float(metrics["loss"]))
-  assert float(metrics["tokens"]) == batches[0]["weights"].sum()
+    _, metrics = engine.train_step(state, engine.place_batch(batch))
+  assert float(metrics["tokens"]) == batch["weights"].sum()
+  # Reference: every document piece of every row run through the model by itself, from
+  # position 0, in float64 from its logits.
+  total, count = 0.0, 0.0
+  for row in range(batch["inputs"].shape[0]):
+    segments = batch["segment_ids"][row]
+    for segment in set(segments[segments > 0].tolist()):
+      where = segments == segment
+      logits = np.asarray(model.apply({"params": params}, batch["inputs"][row, where][None]),
+                          np.float64)[0]
+      logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+          - logits.max(-1, keepdims=True)
+      weights = batch["weights"][row, where]
+      total -= (logp[np.arange(len(logp)), batch["targets"][row, where]] * weights).sum()
+      count += weights.sum()
+  assert count == batch["weights"].sum()
+  np.testing.assert_allclose(float(metrics["loss"]), total / count, rtol=1e-5)

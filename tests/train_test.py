@@ -145,3 +145,33 @@ def test_seq_len_longer_than_the_model_names_the_setting(tiny_config, tmp_path):
   c.data.seq_len = 64
   with pytest.raises(ValueError, match="config.data.seq_len=64"):
     train.train(c, str(tmp_path))
+
+
+# One-step metrics of the default experiment (configs/lm.py:tiny, its init and optimizer) on a
+# fixed batch of random bytes, as 8 devices compute them. Steps 1 and 3 (step 1 has lr 0).
+GOLDEN = {1: (5.5765790939331055, 1.4720176458358765), 3: (5.530567169189453, 1.4045034646987915)}
+
+
+def test_the_default_configs_first_steps_give_the_golden_metrics():
+  from configs import lm
+  c = lm.get_config("tiny")
+  mesh = sharding.make_mesh(c.mesh)
+  model = build_model(c.model)
+  tx = optim.make_optimizer(c.optim, c.train.steps)
+  state, shardings, _ = train.init_state(model, tx, c, mesh)
+  engine = steps.jit_engine(model, tx, c, mesh, shardings)
+  rows = np.random.default_rng(0).integers(3, 259, (c.train.batch_size, c.data.seq_len + 1))
+  batch = {"inputs": rows[:, :-1].astype(np.int32), "targets": rows[:, 1:].astype(np.int32),
+           "weights": np.ones((c.train.batch_size, c.data.seq_len), np.float32)}
+  got = {}
+  with engine.context():
+    for step in (1, 2, 3):
+      state, metrics = engine.train_step(state, engine.place_batch(batch))
+      got[step] = (float(metrics["loss"]), float(metrics["grad_norm"]))
+  for step, want in GOLDEN.items():
+    np.testing.assert_allclose(
+        got[step], want, rtol=1e-6, err_msg=(
+            f"step {step}: (loss, grad_norm) moved. If a change to the model, its init, the "
+            "optimizer or the default config is meant to move them, check the default run's "
+            "loss (make demo, README) and update GOLDEN with the new values; otherwise the "
+            "change altered the numbers by accident."))
