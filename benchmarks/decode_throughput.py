@@ -17,9 +17,11 @@ import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if "--single_thread" in sys.argv:  # XLA reads its flags when JAX starts, before absl parses.
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                             " intra_op_parallelism_threads=1")
+if "--single_thread" in sys.argv:
+  # Before JAX and torch start (absl parses later). XLA's CPU flags (xla_cpu_multi_thread_eigen,
+  # intra_op_parallelism_threads) leave jax 0.10 using every core (measured: 2 cores' CPU time
+  # per wall second); pinning the process to one core does hold both libraries to one.
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -71,7 +73,8 @@ def main(argv):
   model = build_model(cfg)
   params = jax.device_put(params)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  print(f"device: {jax.devices()[0].device_kind}; torch threads: {torch.get_num_threads()}; "
+  print(f"device: {jax.devices()[0].device_kind}; CPU cores: {len(os.sched_getaffinity(0))}; "
+        f"torch threads: {torch.get_num_threads()}; "
         f"GPT-2 {FLAGS.layers} x {FLAGS.width}, vocab {FLAGS.vocab}: {n_params / 1e6:.1f}M "
         f"parameters; prompt {FLAGS.prompt_len} + {FLAGS.new_tokens} new tokens, greedy\n")
 

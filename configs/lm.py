@@ -38,6 +38,7 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.train.eval_every = c.train.checkpoint_every = steps // 2
   c.optim.lr = lr
   c.optim.warmup_steps = steps // 20
+  c.sample.length = min(120, seq_len - 8)  # Prompt + samples fit the learned position table.
   if size != "tiny":
     c.model.dtype = "bfloat16"
   return c

@@ -66,9 +66,10 @@ def check_length(model: nn.Module, prompt_len: int, max_new_tokens: int, what: s
   needed, max_len = prompt_len + max_new_tokens - 1, model.cfg.max_len
   if model.cfg.positions == "learned" and needed > max_len:
     raise ValueError(f"{what}: the prompt ({prompt_len} tokens) plus max_new_tokens="
-                     f"{max_new_tokens} need {needed} positions but config.model.max_len="
-                     f"{max_len} (the learned position table); shorten the prompt or generate "
-                     "fewer tokens.")
+                     f"{max_new_tokens} (config.sample.length or --max_new_tokens) need {needed} "
+                     f"positions but config.model.max_len={max_len} (the learned position "
+                     f"table); set config.sample.length (or --max_new_tokens) to at most "
+                     f"{max_len - prompt_len + 1}, or shorten the prompt.")
 
 
 def _empty_cache(init: Callable[[], Any]) -> Any:

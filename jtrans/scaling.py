@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import scipy.optimize
@@ -117,9 +117,19 @@ class PowerLaw:
     return self.E + self.A * np.asarray(x, np.float64) ** -self.alpha
 
 
+def _check_points(inputs: np.ndarray, constants: int, law: str) -> None:
+  """Fewer distinct points than constants leave the law undetermined (any R^2 it reports, 1
+  included, says nothing): refuse."""
+  distinct = len({tuple(row) for row in np.asarray(inputs, np.float64).tolist()})
+  if distinct < constants:
+    raise ValueError(f"{law} has {constants} constants but the data have only {distinct} "
+                     f"distinct points; a fit needs at least {constants}: add runs to the sweep.")
+
+
 def fit_power_law(x: Sequence[float], loss: Sequence[float], starts: int = 8,
                   delta: float = HUBER_DELTA) -> PowerLaw:
   """Fits E + A x^-alpha with the Huber loss on log residuals in (e, a, alpha) log space."""
+  _check_points(np.asarray(x)[:, None], 3, "E + A x^-alpha")
   # x in units of its geometric mean: a = log A stays O(1) whether x is 1e4 parameters or
   # 1e20 FLOPs, so one grid of starting points serves both; A is converted back below.
   logx, logl = np.log(np.asarray(x, np.float64)), np.log(np.asarray(loss, np.float64))
@@ -178,6 +188,7 @@ def chinchilla_inits() -> np.ndarray:
 def fit_chinchilla(n: Sequence[float], d: Sequence[float], loss: Sequence[float],
                    starts: int = 16, delta: float = HUBER_DELTA) -> Chinchilla:
   """Approach 3: Huber loss on log residuals over (a, b, e, alpha, beta), L-BFGS."""
+  _check_points(np.stack([np.asarray(n), np.asarray(d)], 1), 5, "approach 3")
   logn, logd = np.log(np.asarray(n, np.float64)), np.log(np.asarray(d, np.float64))
   logl = np.log(np.asarray(loss, np.float64))
   objective, grid_values = _huber_objective(logl, np.stack([logn, logd]), delta)
@@ -248,23 +259,36 @@ def fit_isoflop(n: Sequence[float], d: Sequence[float], flops: Sequence[float],
 # ---------------------------------------------------------------- bootstrap
 
 
+class Bootstrap(NamedTuple):
+  """Percentile intervals, and how many of the resamples gave a fit."""
+  intervals: dict[str, tuple[float, float]]
+  succeeded: int
+  samples: int
+
+
 def bootstrap(fit: Callable[[np.ndarray], dict[str, float]], num_points: int, samples: int = 100,
-              seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+              seed: int = 0, level: float = 0.95, min_success: float = 0.9) -> Bootstrap:
   """Percentile intervals of each value `fit(indices)` returns, over resamples of the points.
 
   `fit` takes indices (with repeats) into the data and returns named values; a resample whose
-  fit raises or returns non-finite values is skipped.
+  fit raises or returns non-finite values counts as failed. A value gets no interval unless
+  at least `min_success` of the resamples gave it: percentiles of the survivors alone would
+  be biased towards the resamples that happen to be easy to fit.
   """
   rng = np.random.default_rng(seed)
   draws: dict[str, list[float]] = {}
+  succeeded = 0
   for _ in range(samples):
     try:
       values = fit(rng.integers(0, num_points, num_points))
     except (ValueError, np.linalg.LinAlgError, TypeError):
       continue
-    for key, value in (values or {}).items():
+    values = values or {}
+    succeeded += bool(values) and all(np.isfinite(v) for v in values.values())
+    for key, value in values.items():
       if np.isfinite(value):
         draws.setdefault(key, []).append(value)
   tail = 100 * (1 - level) / 2
-  return {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
-          for k, v in draws.items() if len(v) >= 2}
+  intervals = {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
+               for k, v in draws.items() if len(v) >= max(2, min_success * samples)}
+  return Bootstrap(intervals, succeeded, samples)

@@ -79,8 +79,9 @@ def compute_frontier(runs: list[Run]) -> list[Run]:
   return frontier
 
 
-def _law_dict(law: Any, ci: dict[str, tuple[float, float]]) -> dict[str, Any]:
-  return {**dataclasses.asdict(law), "ci95": ci}
+def _law_dict(law: Any, ci: scaling.Bootstrap) -> dict[str, Any]:
+  fields = law if isinstance(law, dict) else dataclasses.asdict(law)
+  return {**fields, "ci95": ci.intervals, "resamples": [ci.succeeded, ci.samples]}
 
 
 def fit_all(runs: list[Run], bootstrap_samples: int = 200) -> tuple[dict[str, Any], list[str]]:
@@ -111,7 +112,7 @@ def fit_all(runs: list[Run], bootstrap_samples: int = 200) -> tuple[dict[str, An
   if iso is not None:
     ci = scaling.bootstrap(lambda i: _isoflop_values(n[i], d[i], c[i], loss[i]), len(n),
                            bootstrap_samples)
-    fits["approach2"] = {**dataclasses.asdict(iso), "ci95": ci}
+    fits["approach2"] = _law_dict(iso, ci)
   else:
     notes.append("Approach 2 (IsoFLOP) needs 2 budgets with 3 or more sizes each.")
   if len(runs) >= 6 and np.std(np.log(d) - np.polyval(np.polyfit(np.log(n), np.log(d), 1),
@@ -174,7 +175,10 @@ def markdown(runs: list[Run], fits: dict[str, Any], notes: list[str]) -> str:
     f = fits["approach2"]
     lines.append(f"| approach 2 | N_opt = k C^a, D_opt = k' C^b | a={_with_ci(f, 'a')}, "
                  f"b={_with_ci(f, 'b')}, k={f['n_coef']:.3g}, k'={f['d_coef']:.3g} | |")
-  lines += [""] + [f"- {note}" for note in notes]
+  resampled = [f"{key}: {ok} of {total} bootstrap resamples gave a fit"
+               + ("" if ok >= 0.9 * total else "; fewer than 90%, so no interval is given")
+               for key, (ok, total) in ((k, f["resamples"]) for k, f in fits.items())]
+  lines += [""] + [f"- {note}" for note in notes + resampled]
   return "\n".join(lines) + "\n"
 
 
@@ -185,6 +189,11 @@ def analyze(workdir: str, bootstrap_samples: int = 200) -> str:
   if len(finished) < 3:
     raise ValueError(f"{workdir}: {len(finished)} finished runs (of {len(runs)}); the fits need 3. "
                      "Finish the sweep first (relaunch the same --sweep command).")
+  broken = [f"{r.name} ({r.loss})" for r in finished if not np.isfinite(r.loss)]
+  if broken:
+    raise ValueError(f"{workdir}: the final eval loss of run(s) {', '.join(broken)} is not "
+                     "finite; rerun them (relaunch the sweep with a lower optim.lr for those "
+                     "points) or move their directories out of the sweep before fitting.")
   fits, notes = fit_all(finished, bootstrap_samples)
   if len(finished) < len(runs):
     notes.append(f"{len(runs) - len(finished)} unfinished run(s) left out.")

@@ -79,6 +79,10 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   if config.model.vocab_size < vocab:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
+  if config.sample.num_samples and model_cfg.family == "decoder":
+    # The samples at the end of training: fail now, not after the run.
+    decoding.check_length(build_model(model_cfg), len(make_tokenizer(config).encode(
+        config.sample.prompt)), config.sample.length, "config.sample")
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -114,7 +118,8 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
                 worker_count=d.worker_count)
   if kind in ("lm", "mlm"):
     return pipeline.make_lm_dataset(
-        **common, tokenizer=make_tokenizer(config), text_key=d.text_key, seq_len=d.seq_len,
+        **common, name=d.name, split=d.train_split if train else d.eval_split,
+        tokenizer=make_tokenizer(config), text_key=d.text_key, seq_len=d.seq_len,
         shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
   if kind == "seq2seq":
     return seq2seq.make_seq2seq_dataset(
@@ -426,14 +431,10 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
   s = config.sample
   tok = make_tokenizer(config)
   prompt = tok.encode(s.prompt)
-  buffer = min(config.model.max_len, len(prompt) + s.length)
-  if len(prompt) >= buffer:
-    raise ValueError(f"config.sample.prompt is {len(prompt)} tokens; it must be shorter than "
-                     f"config.model.max_len={config.model.max_len}.")
   model = build_model(config.model)
   out = decoding.generate(model, params, np.tile(prompt, (s.num_samples, 1)),
                           np.full(s.num_samples, len(prompt)), jax.random.key(seed),
-                          max_new_tokens=buffer - len(prompt), temperature=s.temperature,
+                          max_new_tokens=s.length, temperature=s.temperature,
                           top_k=s.top_k, top_p=s.top_p)
   return [tok.decode(np.concatenate([prompt, row])) for row in np.asarray(out.tokens)]
 

@@ -39,7 +39,21 @@ def test_power_law_fit_and_bootstrap_interval():
   assert law.r2 > 0.99
   ci = scaling.bootstrap(lambda i: {"alpha": scaling.fit_power_law(n[i], loss[i], starts=2).alpha},
                          len(n), samples=30)
-  assert ci["alpha"][0] < law.alpha < ci["alpha"][1]
+  assert ci.succeeded == ci.samples == 30
+  assert ci.intervals["alpha"][0] < law.alpha < ci.intervals["alpha"][1]
+
+
+def test_fits_refuse_fewer_points_than_constants_and_bootstrap_reports_failures():
+  n, d = np.array([1e6, 1e7, 1e8]), np.array([1e9, 3e9, 2e9])
+  with pytest.raises(ValueError, match="approach 3 has 5 constants but the data have only 3"):
+    scaling.fit_chinchilla(n, d, 1.5 + 10 * n ** -0.3)
+  with pytest.raises(ValueError, match="3 constants but the data have only 2"):
+    scaling.fit_power_law(n[[0, 1, 1]], np.array([3.0, 2.0, 2.0]))
+  # A fit that fails on 1 resample in 5 gives counts but no interval (80% < 90%).
+  calls = iter(range(100))
+  flaky = lambda i: {"x": 1.0} if next(calls) % 5 else {"x": float("nan")}
+  result = scaling.bootstrap(flaky, 4, samples=50)
+  assert (result.succeeded, result.samples, result.intervals) == (40, 50, {})
 
 
 def test_huber_objective_gradient_matches_finite_differences():
@@ -126,3 +140,12 @@ def test_analyze_a_ladder_fits_loss_against_size_and_skips_approach3(tmp_path):
 def test_analyze_needs_finished_runs(tmp_path):
   with pytest.raises(ValueError, match="finished runs"):
     scaling_report.analyze(str(tmp_path))
+
+
+def test_analyze_names_a_run_whose_loss_is_nan(tmp_path):
+  for k, name in enumerate(["13k", "100k", "336k", "793k"]):
+    n = ladder.rung(name).non_embedding_params
+    loss = float("nan") if name == "336k" else 1.2 + 30.0 * n ** -0.3
+    write_run(str(tmp_path / name), ladder.overrides(name, tokens_per_param=2), loss, 3.0)
+  with pytest.raises(ValueError, match=r"run\(s\) 336k \(nan\) is not finite"):
+    scaling_report.analyze(str(tmp_path), bootstrap_samples=4)

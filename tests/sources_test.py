@@ -72,6 +72,12 @@ def test_file_errors_name_the_setting(tmp_path):
     sources.from_config(data_config(name="files", train_files="/nope/*.txt"), train=True)
   with pytest.raises(ValueError, match=r"config\.data\.eval_files is empty"):
     sources.from_config(data_config(name="files"), train=False)
+  (tmp_path / "blank").mkdir()
+  for name in ("a.txt", "b.txt"):
+    (tmp_path / "blank" / name).write_text(" \n\n" if name == "a.txt" else "")
+  with pytest.raises(ValueError, match=r"config\.data\.train_files=.*2 file\(s\), but none holds any text"):
+    sources.from_config(data_config(name="files", train_files=str(tmp_path / "blank" / "*.txt")),
+                        train=True)
   (tmp_path / "x.jsonl").write_text('{"body": "hi"}\n')
   source = files.load_files(str(tmp_path / "x.jsonl"), "jsonl", "text", "train_files")
   with pytest.raises(KeyError, match=r"'text' \(config\.data\.text_key\).*\['body'\]"):

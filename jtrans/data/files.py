@@ -87,12 +87,25 @@ class JsonLines(Sequence):
     return record
 
 
+def _has_text(path: str, chunk: int = 1 << 16) -> bool:
+  """Whether the file holds anything but whitespace (read until the first such byte)."""
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      if block.strip():
+        return True
+  return False
+
+
 def load_files(pattern: str, file_format: str, text_key: str, key: str) -> Sequence[dict[str, Any]]:
   """The records of the files matching ``pattern`` (the value of ``config.data.<key>``)."""
   if file_format not in FORMATS:
     raise ValueError(f"config.data.file_format={file_format!r} is not one of {FORMATS}.")
   paths = expand(pattern, key)
   source = TextFiles(paths, text_key) if file_format == "text" else JsonLines(paths)
+  if file_format == "text" and not any(_has_text(path) for path in paths):
+    # Packing documents of no tokens would wait forever to fill a row.
+    raise ValueError(f"config.data.{key}={pattern!r} matches {len(paths)} file(s), but none "
+                     "holds any text (all are empty or whitespace); point it at your text files.")
   if len(source) == 0:
     raise ValueError(f"config.data.{key}={pattern!r} matches {len(paths)} files but no "
                      "document (only blank lines).")

@@ -152,7 +152,9 @@ def make_lm_dataset(
   all_examples = all_examples.map(_ToExample(tok, text_key))
   examples = all_examples[shard_index::shard_count]
   if len(examples) == 0:
-    raise ValueError(f"Shard {shard_index}/{shard_count} of {name}:{split} has no documents.")
+    raise ValueError(f"shard {shard_index} of {shard_count} of {name or 'the data set'}:"
+                     f"{split or 'its split'} has no documents: the split has {len(all_examples)}, "
+                     "fewer than the processes; use a larger split or fewer processes.")
   if train:
     n = len(examples)
     examples = examples.shuffle(seed=seed).repeat(None)
