@@ -32,30 +32,83 @@ class TrainState:
 
 
 def forward(model: nn.Module, params: Any, batch: Batch, config: ml_collections.ConfigDict,
-            mesh: Mesh | None, deterministic: bool, rngs: dict | None = None) -> jax.Array:
+            mesh: Mesh | None, deterministic: bool, rngs: dict | None = None,
+            rows_vmapped: bool = False) -> jax.Array:
   """Logits `[batch, length, vocab]` (or `[batch, classes]`); over a mesh, the config's
-  logical-axis rules constrain the activations (under pmap there is no mesh and so no rules)."""
-  with nn.logical_axis_rules(sharding.rules(config.mesh) if mesh is not None else ()):
+  logical-axis rules constrain the activations (under pmap there is no mesh and so no rules).
+  `rows_vmapped`: called per row under a vmap that shards the rows over the batch mesh axes
+  itself, so the activations' constraints leave those axes out."""
+  rules = sharding.rules(config.mesh) if mesh is not None else ()
+  if rows_vmapped:  # The vmap owns the batch mesh axes: no activation constraint may name them.
+    def without_batch_axes(axes):
+      kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ())
+                   if a not in sharding.BATCH_AXES)
+      return kept or None
+    rules = tuple((name, without_batch_axes(axes)) for name, axes in rules)
+  with nn.logical_axis_rules(rules):
     return objectives.logits(model, params, batch, config.loss.objective, deterministic, rngs)
 
 
+def draws_randomness(config: ml_collections.ConfigDict) -> bool:
+  """Whether a train step draws random numbers (dropout, masked-LM corruption)."""
+  return config.model.dropout_rate > 0 or config.loss.objective == "mlm"
+
+
+def _loss_sums(params: Any, batch: Batch, key: jax.Array, *, model: nn.Module,
+               config: ml_collections.ConfigDict, mesh: Mesh | None,
+               rows_vmapped: bool = False) -> Metrics:
+  """Loss and metric sums of `batch` with its dropout and masking drawn from `key`."""
+  dropout_key, mask_key = jax.random.split(key)
+  batch = objectives.prepare(batch, mask_key, config)
+  logits = forward(model, params, batch, config, mesh, False, {"dropout": dropout_key},
+                   rows_vmapped)
+  return losses.cross_entropy(logits, batch["targets"], batch["weights"],
+                              label_smoothing=config.loss.label_smoothing,
+                              z_loss=config.loss.z_loss)
+
+
+def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array, *,
+                   model: nn.Module, config: ml_collections.ConfigDict,
+                   mesh: Mesh | None) -> Metrics:
+  """`_loss_sums` with each row's randomness drawn from `fold_in(rng, global row index)`.
+
+  So the masks of a row do not depend on which device, process, engine or micro-batch holds
+  it: jit, pmap, any mesh and gradient accumulation draw the same dropout and masks. The rows
+  are vmapped (sharded over the batch axes, as the batch is).
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(row_ids)
+  rows = jax.tree.map(lambda x: x[:, None], batch)  # [batch, 1, ...]: one-row batches.
+  one_row = functools.partial(_loss_sums, model=model, config=config, mesh=mesh,
+                              rows_vmapped=True)
+  sums = jax.vmap(one_row, in_axes=(None, 0, 0),
+                  spmd_axis_name=sharding.BATCH_AXES if mesh is not None else None)(
+                      params, rows, keys)
+  return jax.tree.map(lambda x: x.sum(0), sums)
+
+
 def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
-              config: ml_collections.ConfigDict, mesh: Mesh | None) -> tuple[Any, Metrics]:
+              config: ml_collections.ConfigDict, mesh: Mesh | None,
+              row_offset: jax.Array | int = 0) -> tuple[Any, Metrics]:
   """Gradient of the summed (not averaged) loss, and the metric sums, over `batch`.
 
+  `row_offset` is the global index of the batch's first row (pmap: this device's share).
   With `config.train.grad_accum_steps = k`, the batch is split into k micro-batches (rows
   strided, so each keeps its share of every device) and their sums are added in a scan:
   the result equals the one-batch result, at 1/k of the activation memory.
   """
-  def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
-    dropout_key, mask_key = jax.random.split(key)
-    micro = objectives.prepare(micro, mask_key, config)
+  per_row = draws_randomness(config)
+  if per_row:
+    rows = next(iter(batch.values())).shape[0]
+    batch = {**batch, "row_ids": row_offset + jnp.arange(rows, dtype=jnp.int32)}
 
+  def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
     def loss_sum(p):
-      logits = forward(model, p, micro, config, mesh, False, {"dropout": dropout_key})
-      sums = losses.cross_entropy(logits, micro["targets"], micro["weights"],
-                                  label_smoothing=config.loss.label_smoothing,
-                                  z_loss=config.loss.z_loss)
+      if per_row:
+        rest = {k: v for k, v in micro.items() if k != "row_ids"}
+        sums = _row_loss_sums(p, rest, rng, micro["row_ids"], model=model, config=config,
+                              mesh=mesh)
+      else:
+        sums = _loss_sums(p, micro, key, model=model, config=config, mesh=mesh)
       return sums["loss"], sums
     (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
     return grads, sums
@@ -175,8 +228,11 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
   devices = jax.local_devices()
 
   def step(state, batch):
+    # Each device holds rows [i * b, (i + 1) * b) of the global batch: their randomness is
+    # that of those global rows (see `_row_loss_sums`), as under jit.
+    offset = jax.lax.axis_index("batch") * next(iter(batch.values())).shape[0]
     grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
-                            config=config, mesh=None)
+                            config=config, mesh=None, row_offset=offset)
     grads, sums = jax.lax.psum((grads, sums), "batch")
     return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
                            skip_nonfinite=config.train.nan_policy == "skip")
