@@ -47,4 +47,6 @@ def get_config(directory: str) -> ml_collections.ConfigDict:
   c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 1e-4, 50, "linear"
   if imported.family != "decoder":
     c.sample.num_samples = 0
+  # The end-of-training samples fit the model's position table (a short prompt plus this).
+  c.sample.length = min(c.sample.length, imported.max_len - 8)
   return c

@@ -79,10 +79,6 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   if config.model.vocab_size < vocab:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
-  if config.sample.num_samples and model_cfg.family == "decoder":
-    # The samples at the end of training: fail now, not after the run.
-    decoding.check_length(build_model(model_cfg), len(make_tokenizer(config).encode(
-        config.sample.prompt)), config.sample.length, "config.sample")
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -319,6 +315,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
   mesh = sharding.make_mesh(config.mesh)
   model_cfg = validate(config, mesh)
   model = build_model(model_cfg)
+  if config.sample.num_samples and model_cfg.family == "decoder":
+    # run.py samples at the end of training: a length that cannot work fails now, not then.
+    decoding.check_length(model, len(make_tokenizer(config).encode(config.sample.prompt)),
+                          config.sample.length, "config.sample")
   total, t = config.train.steps, config.train
   tx = optim.make_optimizer(config.optim, total)
   manager = checkpoint.make_manager(workdir, t)
