@@ -116,11 +116,16 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any
   # Orbax writes this file when it finalises a step; without it the step is incomplete.
   if not (epath.Path(manager.directory) / str(step) / "_CHECKPOINT_METADATA").exists():
     raise FileNotFoundError("_CHECKPOINT_METADATA is missing: the save never finished")
-  items = {"state": ocp.args.StandardRestore(abstract_state),
-           "fingerprint": ocp.args.JsonRestore()}
+  # Checkpoints written before fingerprints existed (or by hand, state only) restore unverified.
+  verify = (epath.Path(manager.directory) / str(step) / "fingerprint").exists()
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if verify:
+    items["fingerprint"] = ocp.args.JsonRestore()
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
+  if not verify:
+    return restored["state"]
   saved = restored["fingerprint"]
   digests, _ = fingerprint(restored["state"])
   changed = sorted(k for k in digests if saved.get(k) != digests[k])
