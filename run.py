@@ -167,13 +167,8 @@ def read_prompts() -> list[str]:
 
 def restore_params(config, workdir: str):
   """The parameters of the workdir's latest checkpoint, on this host's mesh."""
-  from jtrans import optim, sharding, train
-  from jtrans.models import build_model
-  mesh = sharding.make_mesh(config.mesh)
-  model = build_model(train.validate(config, mesh))
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, _, abstract = train.state_layout(model, tx, config, mesh)
-  return train.restore_latest(config, workdir, abstract)[0].params
+  from jtrans import train
+  return train.restore_latest(config, workdir, train.build_layout(config).abstract)[0].params
 
 
 def generate_mode() -> None:

@@ -80,8 +80,7 @@ def compute_frontier(runs: list[Run]) -> list[Run]:
 
 
 def _law_dict(law: Any, ci: scaling.Bootstrap) -> dict[str, Any]:
-  fields = law if isinstance(law, dict) else dataclasses.asdict(law)
-  return {**fields, "ci95": ci.intervals, "resamples": [ci.succeeded, ci.samples]}
+  return {**dataclasses.asdict(law), "ci95": ci.intervals, "resamples": [ci.succeeded, ci.samples]}
 
 
 def fit_all(runs: list[Run], bootstrap_samples: int = 200) -> tuple[dict[str, Any], list[str]]:

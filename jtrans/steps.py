@@ -103,7 +103,7 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
 
   def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
     def loss_sum(p):
-      if per_row:
+      if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
         rest = {k: v for k, v in micro.items() if k != "row_ids"}
         sums = _row_loss_sums(p, rest, rng, micro["row_ids"], model=model, config=config,
                               mesh=mesh)

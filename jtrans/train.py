@@ -5,7 +5,7 @@ import contextlib
 import json
 import signal
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -54,6 +54,26 @@ def state_layout(model: nn.Module, tx: optax.GradientTransformation,
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           shapes, shardings)
   return init, shardings, abstract
+
+
+class Layout(NamedTuple):
+  """What a run builds from its config before any state exists (built once, handed on)."""
+  mesh: Mesh
+  model_cfg: ModelConfig
+  model: nn.Module
+  tx: optax.GradientTransformation
+  init: Callable  # rng -> TrainState
+  shardings: TrainState
+  abstract: Any  # ShapeDtypeStructs with the shardings: the target of checkpoint restores.
+
+
+def build_layout(config: ml_collections.ConfigDict) -> Layout:
+  """The validated mesh, model, optimizer and state layout of `config`."""
+  mesh = sharding.make_mesh(config.mesh)
+  model_cfg = validate(config, mesh)
+  model = build_model(model_cfg)
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+  return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh))
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
@@ -131,8 +151,9 @@ def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]
              max_batches: int = 0) -> dict[str, float]:
   """Means over the eval batches (all of them when `max_batches` is 0)."""
   totals = None
-  with contextlib.closing(iter(batches)) as iterator:  # Its read-ahead threads end here.
-    for i, batch in enumerate(iterator):
+  iterator = iter(batches)
+  with contextlib.closing(iterator) if hasattr(iterator, "close") else contextlib.nullcontext():
+    for i, batch in enumerate(iterator):  # A grain iterator's read-ahead threads end on close.
       if max_batches and i >= max_batches:
         break
       sums = engine.eval_step(state, engine.place_batch(batch))
@@ -312,20 +333,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
 def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
            stack: contextlib.ExitStack) -> TrainState:
   log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
-  mesh = sharding.make_mesh(config.mesh)
-  model_cfg = validate(config, mesh)
-  model = build_model(model_cfg)
+  mesh, model_cfg, model, tx, init, state_shardings, abstract = build_layout(config)
   if config.sample.num_samples and model_cfg.family == "decoder":
     # run.py samples at the end of training: a length that cannot work fails now, not then.
     decoding.check_length(model, len(make_tokenizer(config).encode(config.sample.prompt)),
                           config.sample.length, "config.sample")
   total, t = config.train.steps, config.train
-  tx = optim.make_optimizer(config.optim, total)
   manager = checkpoint.make_manager(workdir, t)
   stack.callback(manager.close)
   stack.callback(manager.wait_until_finished)  # Runs first: a pending save completes.
-
-  init, state_shardings, abstract = state_layout(model, tx, config, mesh)
   check_resume(config, workdir, manager, abstract, log)
   train_iter = iter(make_dataset(config, train=True))
   stack.callback(train_iter.close)
@@ -441,12 +457,9 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Eval-split metrics of the workdir's latest checkpoint (writes nothing to the workdir)."""
-  mesh = sharding.make_mesh(config.mesh)
-  model = build_model(validate(config, mesh))
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, shardings, abstract = state_layout(model, tx, config, mesh)
-  state, step = restore_latest(config, workdir, abstract)
-  engine = steps.make_engine(model, tx, config, mesh, shardings)
+  parts = build_layout(config)
+  state, step = restore_latest(config, workdir, parts.abstract)
+  engine = steps.make_engine(parts.model, parts.tx, config, parts.mesh, parts.shardings)
   with engine.context():
     scalars = evaluate(engine, engine.place_state(state), make_dataset(config, train=False),
                        config.train.eval_batches)

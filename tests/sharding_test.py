@@ -171,10 +171,11 @@ def test_checkpoint_from_fsdp8_restores_on_4_and_1_devices(tmp_path):
     assert_close(after.params, want.params)
 
 
-@pytest.mark.parametrize("changes", [{"model.dropout_rate": 0.1},
-                                     {"model.family": "encoder", "loss.objective": "mlm"}],
-                         ids=["dropout", "masked_lm"])
-def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes):
+@pytest.mark.parametrize("changes, other_draws", [
+    ({"model.dropout_rate": 0.1}, {"model.dropout_rate": 0.0}),
+    ({"model.family": "encoder", "loss.objective": "mlm"}, {"loss.mask_rate": 0.3}),
+], ids=["dropout", "masked_lm"])
+def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes, other_draws):
   """The same global rows get the same randomness: one device, 8-way jit, 8-way pmap and 4
   micro-batches all agree, with dropout 0.1 or BERT's masking."""
   c = config(**changes)
@@ -185,6 +186,7 @@ def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes):
     losses, state = run(other, sharding.make_mesh(other.mesh))
     np.testing.assert_allclose(losses, one[0], atol=TOL, rtol=TOL, err_msg=str(extra))
     assert_close(state.params, one[1].params)
-  # And the randomness is real: without dropout (or with other masks) the losses differ.
-  assert abs(one[0][0] - run(config(**{"mesh.data": 1}), sharding.make_mesh(
-      config(**{"mesh.data": 1}).mesh, devices(1)))[0][0]) > 1e-4
+  # And the draws matter: without dropout (or with other masks) the same model's losses differ.
+  drawn_otherwise = config(**{**changes, **other_draws, "mesh.data": 1})
+  assert abs(one[0][0] - run(drawn_otherwise, sharding.make_mesh(drawn_otherwise.mesh,
+                                                                 devices(1)))[0][0]) > 1e-4

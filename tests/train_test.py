@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jtrans import optim, sharding, steps, train
+from jtrans import checkpoint, optim, sharding, steps, train
 from jtrans.models import build_model
 
 
@@ -118,6 +118,13 @@ def test_resume_with_a_changed_model_fails_naming_the_key(tiny_config, tmp_path,
   wider.model.embed_dim = 64
   with pytest.raises(ValueError, match=r"model.embed_dim: 32 -> 64.*new --workdir"):
     train.train(wider, workdir)
+  # A change outside model.* is fatal too when the state's shapes no longer match the checkpoint.
+  other_lr = c.copy_and_resolve_references()
+  other_lr.optim.lr = 0.5
+  with checkpoint.make_manager(workdir, c.train) as manager:
+    train.check_resume(other_lr, workdir, manager, train.build_layout(c).abstract, print)  # Same shapes.
+    with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.5"):
+      train.check_resume(other_lr, workdir, manager, train.build_layout(wider).abstract, print)
   longer = c.copy_and_resolve_references()
   longer.train.steps = 8
   assert int(train.train(longer, workdir).step) == 8
