@@ -9,6 +9,7 @@ before it is tried; when none reads back, the error names the directory and each
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
@@ -42,7 +43,11 @@ def make_manager(workdir: str, cfg: ml_collections.ConfigDict) -> ocp.Checkpoint
       directory(workdir),
       options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler(),
+                     # The data iterator's position: one JSON file, written by process 0. The
+                     # global batch of a step is the same on any number of processes, so a
+                     # run resumes on more or fewer hosts than it was saved from.
+                     "data_state": ocp.JsonCheckpointHandler(),
+                     "data": grain.checkpoint.CheckpointHandler(),  # Older checkpoints only.
                      "fingerprint": ocp.JsonCheckpointHandler()},
   )
 
@@ -68,18 +73,28 @@ def _leaf_fingerprint(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return digest, finite
 
 
-@jax.jit
-def _fingerprints(state: Any) -> tuple[Any, jax.Array]:
+def _fingerprints_of(state: Any) -> tuple[Any, jax.Array]:
   leaves, treedef = jax.tree.flatten(state)
   pairs = [_leaf_fingerprint(x) for x in leaves]
   finite = jnp.all(jnp.stack([f for _, f in pairs])) if pairs else jnp.bool_(True)
   return jax.tree.unflatten(treedef, [d for d, _ in pairs]), finite
 
 
+@functools.lru_cache(maxsize=None)
+def _fingerprints(replicated: jax.sharding.Sharding | None) -> Callable:
+  """The compiled fingerprint pass, its scalars replicated on the state's mesh, so that every
+  process (several on a pod) reads them."""
+  return jax.jit(_fingerprints_of, out_shardings=replicated)
+
+
 def fingerprint(state: Any) -> tuple[dict[str, int], bool]:
   """({leaf path: uint32 hash}, whether every floating-point value is finite), computed on the
-  devices where the state lives: only one integer per leaf comes back to the host."""
-  digests, finite = _fingerprints(state)
+  devices where the state lives: only one integer per leaf comes back to the host (to every
+  host: the results are replicated)."""
+  first = jax.tree.leaves(state)[0].sharding
+  replicated = (jax.sharding.NamedSharding(first.mesh, jax.sharding.PartitionSpec())
+                if isinstance(first, jax.sharding.NamedSharding) else None)
+  digests, finite = _fingerprints(replicated)(state)
   flat = jax.tree_util.tree_flatten_with_path(jax.device_get(digests))[0]
   return {jax.tree_util.keystr(path): int(value) for path, value in flat}, bool(finite)
 
@@ -102,7 +117,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   return manager.save(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=grain.checkpoint.CheckpointSave(data_iterator),
+                              data_state=ocp.args.JsonSave(data_iterator.get_state()),
                               fingerprint=ocp.args.JsonSave(digests)),
       force=force)
 
@@ -113,25 +128,31 @@ class CheckpointError(RuntimeError):
 
 def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
                   data_iterator: Any | None) -> Any:
+  step_dir = epath.Path(manager.directory) / str(step)
   # Orbax writes this file when it finalises a step; without it the step is incomplete.
-  if not (epath.Path(manager.directory) / str(step) / "_CHECKPOINT_METADATA").exists():
+  if not (step_dir / "_CHECKPOINT_METADATA").exists():
     raise FileNotFoundError("_CHECKPOINT_METADATA is missing: the save never finished")
   # Checkpoints written before fingerprints existed (or by hand, state only) restore unverified.
-  verify = (epath.Path(manager.directory) / str(step) / "fingerprint").exists()
+  verify = (step_dir / "fingerprint").exists()
   items = {"state": ocp.args.StandardRestore(abstract_state)}
   if verify:
     items["fingerprint"] = ocp.args.JsonRestore()
-  if data_iterator is not None:
+  if data_iterator is not None and (step_dir / "data").exists():  # Written by older versions.
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  elif data_iterator is not None:
+    items["data_state"] = ocp.args.JsonRestore()
   restored = manager.restore(step, args=ocp.args.Composite(**items))
-  if not verify:
-    return restored["state"]
-  saved = restored["fingerprint"]
-  digests, _ = fingerprint(restored["state"])
-  changed = sorted(k for k in digests if saved.get(k) != digests[k])
-  if changed or set(saved) != set(digests):
-    raise ValueError(f"array contents differ from the fingerprint taken at save time in "
-                     f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})")
+  if verify:
+    saved = restored["fingerprint"]
+    digests, _ = fingerprint(restored["state"])
+    changed = sorted(k for k in digests if saved.get(k) != digests[k])
+    if changed or set(saved) != set(digests):
+      raise ValueError(f"array contents differ from the fingerprint taken at save time in "
+                       f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})")
+  if "data_state" in items:  # Only once the whole step has read back intact.
+    if restored["data_state"] is None:
+      raise FileNotFoundError("the data iterator's state (data_state) is missing")
+    data_iterator.set_state(restored["data_state"])
   return restored["state"]
 
 

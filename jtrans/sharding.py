@@ -109,7 +109,9 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         "or change config.mesh.")
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """This process's rows -> global arrays sharded over the batch axes (multi-host safe)."""
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """The global batch (every process holds it whole, on the host) -> global arrays sharded
+  over the batch axes; each process copies only the rows of its own devices."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+          for k, v in batch.items()}

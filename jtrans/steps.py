@@ -193,7 +193,7 @@ class Engine(NamedTuple):
   eval_step: Callable[[Any, Any], Metrics]  # (placed state, batch) -> metric sums
   place_state: Callable[[TrainState], Any]  # Global state -> the engine's layout.
   global_state: Callable[[Any], TrainState]  # The engine's layout -> global (checkpoints).
-  place_batch: Callable[[dict[str, np.ndarray]], Any]  # This process's rows -> device batch.
+  place_batch: Callable[[dict[str, np.ndarray]], Any]  # The global host batch -> device batch.
   context: Callable[[], contextlib.AbstractContextManager]  # What the steps must run inside.
 
 
@@ -244,9 +244,14 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
   train_fn = jax.pmap(step, axis_name="batch", donate_argnums=0)
   eval_fn = jax.pmap(evaluate, axis_name="batch")
 
-  def place_batch(local):
-    n = len(devices)
-    return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in local.items()}
+  def place_batch(batch):
+    """The global batch -> this process's rows, one slice per local device (process p's
+    devices hold the p-th block of rows, as `axis_index` numbers them)."""
+    n, p, count = len(devices), jax.process_index(), jax.process_count()
+    def local(v):
+      rows = v.shape[0] // count
+      return v[p * rows:(p + 1) * rows].reshape(n, rows // n, *v.shape[1:])
+    return {k: local(v) for k, v in batch.items()}
 
   def global_state(state):
     first = jax.tree.map(lambda x: x[0], state)

@@ -114,6 +114,25 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   return model_cfg
 
 
+def prepare_data(config: ml_collections.ConfigDict) -> None:
+  """With several processes, process 0 builds what the data needs on first use (a jtrans TFDS
+  builder, a SentencePiece model) while the others wait, so that no two processes write it."""
+  if jax.process_count() == 1:
+    return
+  error = None
+  if jax.process_index() == 0:
+    try:
+      if config.loss.objective != "classification":
+        tokenizers.from_config(config.data, train_if_missing=True)
+      sources.from_config(config.data, train=True)
+      sources.from_config(config.data, train=False)
+    except Exception as e:  # pylint: disable=broad-except
+      error = e  # Raised after the barrier, so that the other processes do not wait forever.
+  multihost_utils.sync_global_devices("jtrans: data prepared")
+  if error is not None:
+    raise error
+
+
 def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
   """config.data's tokenizer. A missing SentencePiece model is trained only by a lone
   process: several would race to write it (run jtrans.data.train_tokenizer first)."""
@@ -121,7 +140,11 @@ def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
 
 
 def make_dataset(config: ml_collections.ConfigDict, train: bool):
-  """This process's share of the train or eval split as a grain dataset of batches.
+  """The train or eval split as a grain dataset of global batches.
+
+  Every process reads the same stream (same seed, every document) and keeps the rows of its
+  own devices (`Engine.place_batch`): the global batch of a step is a function of the step
+  alone, so a run gives the same numbers on any number of hosts, and resumes on another.
 
   The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
   (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "classification"
@@ -129,8 +152,7 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
   """
   d, kind = config.data, config.loss.objective
   common = dict(source=sources.from_config(d, train),
-                batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
-                train=train, shard_index=jax.process_index(), shard_count=jax.process_count(),
+                batch_size=config.train.batch_size, seed=config.seed, train=train,
                 worker_count=d.worker_count)
   if kind in ("lm", "mlm"):
     return pipeline.make_lm_dataset(
@@ -197,10 +219,12 @@ def _should_stop(stop: _StopSignal, step: int, every: int) -> bool:
 # ---------------------------------------------------------------- health: NaN/Inf on every step
 
 
-def _no_problems() -> dict[str, jax.Array]:
+@jax.jit
+def _no_problems(finite: jax.Array) -> dict[str, jax.Array]:
   """Device-side record of non-finite steps: the first (0 = none), how many, the current and
-  the longest run of consecutive ones."""
-  zero = jnp.zeros((), jnp.int32)
+  the longest run of consecutive ones; placed like `finite` (a train step's metric), which
+  with several processes is a global array."""
+  zero = jnp.zeros_like(finite, jnp.int32)
   return {"first_bad": zero, "bad": zero, "run": zero, "longest_run": zero}
 
 
@@ -333,6 +357,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
 def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
            stack: contextlib.ExitStack) -> TrainState:
   log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
+  prepare_data(config)
   mesh, model_cfg, model, tx, init, state_shardings, abstract = build_layout(config)
   if config.sample.num_samples and model_cfg.family == "decoder":
     # run.py samples at the end of training: a length that cannot work fails now, not then.
@@ -371,13 +396,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
   speed = _Throughput(tokens_per_step, flops_per_token,
                       flops.peak_flops_per_device(t.peak_flops_per_device), mesh.size)
   entropy = float("nan")  # The unigram baseline only means something for token prediction.
-  if config.loss.objective in ("lm", "mlm"):
-    entropy = pipeline.unigram_entropy(source=sources.from_config(config.data, train=False),
-                                       tokenizer=make_tokenizer(config), text_key=config.data.text_key)
+  if config.loss.objective in ("lm", "mlm") and jax.process_index() == 0:  # Only it logs.
+    entropy = pipeline.cached_eval_entropy(config.data, make_tokenizer(config))
   log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
       f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
 
-  health = _no_problems()
+  health = None  # Built from the first step's metrics, on the devices where they live.
   stop = stack.enter_context(_StopSignal())
   stack.enter_context(engine.context())
   pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
@@ -388,6 +412,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
     began = time.perf_counter()
     state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
     step += 1
+    if health is None:
+      health = _no_problems(metrics["finite"])
     health = _record_health(health, metrics["finite"], step)
     if step == start + 1:
       jax.block_until_ready(metrics)
@@ -457,6 +483,7 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Eval-split metrics of the workdir's latest checkpoint (writes nothing to the workdir)."""
+  prepare_data(config)
   parts = build_layout(config)
   state, step = restore_latest(config, workdir, parts.abstract)
   engine = steps.make_engine(parts.model, parts.tx, config, parts.mesh, parts.shardings)

@@ -41,8 +41,8 @@ DAMAGE = {
     "state_metadata_missing": lambda d: os.remove(os.path.join(d, "state", "_METADATA")),
     "array_file_truncated": lambda d: open(_largest_array_file(d), "r+b").truncate(100),
     "array_bytes_overwritten": _overwrite_array_bytes,
-    "iterator_json_garbled": lambda d: [open(f, "w").write('{"parent": [1, ')
-                                        for f in glob.glob(os.path.join(d, "data", "*.json"))],
+    "iterator_json_garbled": lambda d: open(os.path.join(d, "data_state", "metadata"), "w").write(
+        '{"parent": [1, '),
     "step_directory_empty": lambda d: (shutil.rmtree(d), os.makedirs(d)),
 }
 

@@ -1,5 +1,8 @@
 """Two processes on 127.0.0.1 (jax.distributed, 2 CPU devices each) match one 4-device process."""
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from tests.sharding_test import config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
+TRAIN_WORKER = os.path.join(ROOT, "tests", "multihost_train_worker.py")
 TIMEOUT = 240
 
 
@@ -22,10 +26,10 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(out, process_id, num_processes, port, local_devices):
+def launch(out, process_id, num_processes, port, local_devices, *extra, worker=WORKER):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  return subprocess.Popen([sys.executable, WORKER, str(out), str(process_id), str(num_processes),
-                           str(port), str(local_devices)], cwd=ROOT, env=env,
+  return subprocess.Popen([sys.executable, worker, str(out), str(process_id), str(num_processes),
+                           str(port), str(local_devices), *map(str, extra)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -65,3 +69,49 @@ def test_two_processes_match_one_process(tmp_path):
   embedding = np.asarray(restored.params["embed"]["token_embed"]["embedding"])
   np.testing.assert_allclose(embedding, want["['embed']['token_embed']['embedding']"], atol=1e-5)
   assert step == 3 and int(restored.step) == 3
+
+
+def launch_train(workdir, num_processes, local_devices, data_dir):
+  port = free_port()
+  return [launch(workdir, i, num_processes, port, local_devices, data_dir, worker=TRAIN_WORKER)
+          for i in range(num_processes)]
+
+
+def test_train_on_two_processes_is_preempted_resumes_on_two_or_one_and_equals_one_process(
+    data_dir, tmp_path):
+  """`train()` itself on 2 processes x 2 devices (per-process rows of one global batch, padded
+  evaluation, SIGTERM agreement, process-0 metrics, the joint checkpoint): SIGTERM at step ~50,
+  then resumed on 2 processes, and a copy resumed on 1 process of 4 devices. All end equal
+  to the uninterrupted 1-process run."""
+  finish(launch_train(tmp_path / "single", 1, 4, data_dir))
+  # A data_dir where the corpus is not prepared yet: process 0 builds it while process 1 waits.
+  fresh = tmp_path / "tfds"
+  pair = launch_train(tmp_path / "pair", 2, 2, fresh)
+  try:
+    for line in pair[0].stdout:  # Process 0 logs; a pod's pre-emption reaches every host.
+      if line.startswith("step 50/"):
+        break
+    for p in pair:
+      p.send_signal(signal.SIGTERM)
+  finally:
+    outputs = finish(pair)
+  assert "signal 15 received: saved a checkpoint at step" in outputs[0], outputs[0][-3000:]
+  saved = int(outputs[0].split("saved a checkpoint at step ")[1].split(";")[0])
+  assert 50 <= saved < 300
+  shutil.copytree(tmp_path / "pair", tmp_path / "fewer")
+  resumed = finish(launch_train(tmp_path / "pair", 2, 2, fresh))
+  assert f"resumed from step {saved}" in resumed[0]
+  fewer = finish(launch_train(tmp_path / "fewer", 1, 4, fresh))
+  assert f"resumed from step {saved}" in fewer[0]
+
+  want = np.load(tmp_path / "single" / "params.npz")
+  assert len(want.files) > 5
+  for run in ("pair", "fewer"):
+    got = np.load(tmp_path / run / "params.npz")
+    assert int(got["step"]) == 300 and set(got.files) == set(want.files)
+    for name in want.files:
+      np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5, err_msg=f"{run} {name}")
+  records = [json.loads(line) for line in open(tmp_path / "pair" / "metrics.jsonl")]
+  logged = [r["step"] for r in records if r["split"] == "train" and "loss" in r]
+  assert logged == list(range(10, 301, 10))  # Process 0 wrote each step once.
+  assert len(list((fresh / "jtrans_cache").iterdir())) == 1  # The eval entropy, computed once.

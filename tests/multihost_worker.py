@@ -3,7 +3,7 @@
   python tests/multihost_worker.py OUT PROCESS_ID NUM_PROCESSES PORT LOCAL_DEVICES
 
 Trains 3 steps of the sharding tests' model on a data=2 x fsdp=2 mesh of all processes'
-devices, each process feeding only its own rows, saves an Orbax checkpoint with every
+devices, each process placing only its own rows of the global batch, saves an Orbax checkpoint with every
 process, and (process 0) writes the losses and gathered parameters to OUT/result.npz.
 """
 import os
@@ -28,14 +28,6 @@ from jtrans.models import build_model  # noqa: E402
 from tests.sharding_test import batches, config  # noqa: E402
 
 
-def local_rows(global_batch: dict, mesh) -> dict:
-  """The rows of the global batch that live on this process's devices."""
-  shape = global_batch["inputs"].shape
-  index_map = sharding.batch_sharding(mesh).addressable_devices_indices_map(shape)
-  rows = sorted({(i[0].start or 0, i[0].stop or shape[0]) for i in index_map.values()})
-  return {k: np.concatenate([v[a:b] for a, b in rows]) for k, v in global_batch.items()}
-
-
 if num_processes == 2:
   # Multi-slice layout: each process is a slice; only the data axis crosses between them.
   hybrid = sharding.make_mesh(config(**{"mesh.data": 1, "mesh.fsdp": 2, "mesh.dcn_data": 2}).mesh)
@@ -53,7 +45,7 @@ engine = steps.make_engine(model, tx, c, mesh, shardings)
 losses = []
 with engine.context():
   for batch in batches(c):
-    state, metrics = engine.train_step(state, engine.place_batch(local_rows(batch, mesh)))
+    state, metrics = engine.train_step(state, engine.place_batch(batch))
     losses.append(float(metrics["loss"]))
 
 c.train.checkpoint_every = 1

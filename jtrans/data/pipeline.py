@@ -16,11 +16,16 @@ exactly the ``targets`` row shifted right by one stream token.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import grain
+import ml_collections
 import numpy as np
+from etils import epath
+from tensorflow_datasets.core import constants
 
 from jtrans.data import sources
 from jtrans.data.iterators import JsonState, PadToCount, ceil_div, check_shard
@@ -200,3 +205,27 @@ def unigram_entropy(*, name: str = "", split: str = "", data_dir: str | None = N
   counts[tok.eos_id] += len(source)
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())
+
+
+def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -> float:
+  """`unigram_entropy` of ``config.data``'s eval split, cached beside a TFDS data set
+  (``<data_dir>/jtrans_cache/``) so that a run computes it once, not at every start.
+
+  The user's own files (``data.name="files"``) may change between runs and are recomputed.
+  """
+  compute = lambda: unigram_entropy(source=sources.from_config(data, train=False),
+                                    tokenizer=tokenizer, text_key=data.text_key)
+  if data.name == sources.FILES:
+    return compute()
+  key = json.dumps([data.name, data.eval_split, data.text_key, data.tokenizer,
+                    data.tokenizer_path, data.tokenizer_vocab_size, tokenizer.vocab_size])
+  root = epath.Path(data.data_dir or constants.get_default_data_dir()) / "jtrans_cache"
+  path = root / f"entropy-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+  if path.exists():
+    return json.loads(path.read_text())["entropy"]
+  entropy = compute()
+  root.mkdir(parents=True, exist_ok=True)
+  tmp = root / f"{path.name}.tmp"
+  tmp.write_text(json.dumps({"key": key, "entropy": entropy}))
+  tmp.replace(path)  # Atomic: a reader never sees half a file.
+  return entropy
