@@ -15,7 +15,9 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from jtrans.data import pydoc_corpus, sources
+from etils import epath
+
+from jtrans.data import pipeline, pydoc_corpus, sources
 from jtrans.data.pipeline import make_lm_dataset, unigram_entropy
 from jtrans.data.tokenizers import ByteTokenizer, get_tokenizer
 
@@ -272,3 +274,18 @@ def test_the_numbers_the_readme_quotes_for_python_311(data_dir):
   got = unigram_entropy(name="pydoc_topics", split="validation", data_dir=data_dir,
                         tokenizer="byte", text_key="text")
   assert got == pytest.approx(3.2528, abs=1e-4)
+
+
+def test_the_eval_entropy_is_computed_once_and_cached_beside_the_data(data_dir):
+  from configs import base
+  data = base.get_config().data
+  data.data_dir = data_dir
+  want = unigram_entropy(name="pydoc_topics", split="validation", data_dir=data_dir,
+                         tokenizer="byte", text_key="text")
+  tok = get_tokenizer("byte")
+  assert pipeline.cached_eval_entropy(data, tok) == want
+  cached = list((epath.Path(data_dir) / "jtrans_cache").glob("entropy-*.json"))
+  assert len(cached) == 1
+  cached[0].write_text(cached[0].read_text().replace(repr(want), "1.25"))  # Read, not recomputed.
+  assert pipeline.cached_eval_entropy(data, tok) == 1.25
+  cached[0].unlink()  # The session's data_dir is shared: leave no altered value behind.

@@ -1,6 +1,7 @@
 """run.py as a user launches it: a subprocess with flags, overrides and signals."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,3 +154,25 @@ def test_sigkill_and_resume_leave_each_step_once_in_metrics(data_dir, tmp_path):
   assert len(logged) == len(set(logged)), logged
   assert [s for s, split in logged if split == "train"] == list(range(5, 61, 5))
   assert [s for s, split in logged if split == "eval"] == [20, 40, 60]
+
+
+def test_the_readmes_generate_command_runs_as_written(data_dir, tmp_path):
+  """The README's `--mode=generate` line, on a checkpoint of the default config (2 steps)."""
+  line = next(l for l in open(os.path.join(ROOT, "README.md"))
+              if l.startswith("python run.py --mode=generate --config=configs/lm.py:tiny"))
+  assert "--workdir=runs/demo" in line and "--max_new_tokens" not in line
+  workdir = str(tmp_path)
+  trained = run([sys.executable, "run.py", "--config=configs/lm.py:tiny", f"--workdir={workdir}",
+                 "--config.train.steps=2", f"--config.data.data_dir={data_dir}",
+                 "--config.train.eval_batches=1", "--config.sample.num_samples=0"])
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  command = shlex.split(line.split("#")[0].replace("runs/demo", workdir))
+  generated = run([sys.executable] + command[1:])
+  assert generated.returncode == 0, generated.stderr[-3000:]
+  outputs = generated.stdout.split("--- ")[1:]
+  assert [o.split("\n")[0] for o in outputs] == ["0: def ", "1: The "]
+  # A length the learned position table cannot hold fails, naming both settings, last.
+  too_long = run([sys.executable] + command[1:] + ["--max_new_tokens=100"])
+  assert too_long.returncode == 1
+  last = last_line(too_long.stderr)
+  assert "config.model.max_len=64" in last and "config.sample.length" in last, last
