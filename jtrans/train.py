@@ -294,9 +294,12 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, manager, abstr
   if not changed:
     return
   try:
-    shapes_match = _leaf_shapes(manager.item_metadata(step)["state"]) == _leaf_shapes(abstract)
+    saved_shapes = _leaf_shapes(manager.item_metadata(step)["state"])
   except Exception:  # pylint: disable=broad-except
-    shapes_match = True  # Unreadable metadata: restore() reports that step as damaged.
+    saved_shapes = []
+  # Unreadable (or missing) metadata says nothing about the model: restore() reports that
+  # step as damaged and falls back, so only shapes that were read can make a change fatal.
+  shapes_match = not saved_shapes or saved_shapes == _leaf_shapes(abstract)
   fatal = [k for k in changed if k.startswith("model.") or not shapes_match]
   describe = lambda keys: ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
   if fatal:

@@ -176,3 +176,21 @@ def test_the_readmes_generate_command_runs_as_written(data_dir, tmp_path):
   assert too_long.returncode == 1
   last = last_line(too_long.stderr)
   assert "config.model.max_len=64" in last and "config.sample.length" in last, last
+
+
+def test_no_intact_checkpoint_ends_on_the_error_even_with_a_changed_config(data_dir, tmp_path):
+  """Every step's state/_METADATA gone, relaunched with more steps: the error names the
+  directory, as the last line (unreadable metadata must not pass for a different model)."""
+  workdir = str(tmp_path)
+  flags = tiny_flags(data_dir, workdir, 4, **{"train.checkpoint_every": 2, "train.keep_checkpoints": 3,
+                                              "sample.num_samples": 0})
+  assert run(flags).returncode == 0
+  for step in ("2", "4"):
+    os.remove(os.path.join(workdir, "checkpoints", step, "state", "_METADATA"))
+  out = run(tiny_flags(data_dir, workdir, 6, **{"train.checkpoint_every": 2,
+                                                "train.keep_checkpoints": 3, "sample.num_samples": 0}))
+  assert out.returncode == 1
+  assert last_line(out.stderr).startswith(
+      f"jtrans.checkpoint.CheckpointError: none of the 2 checkpoints in {tmp_path}"), \
+      out.stderr[-2000:]
+  assert "config changed on resume" in out.stdout and "train.steps: 4 -> 6" in out.stdout
