@@ -13,12 +13,14 @@
 Launching the same command again on the same workdir resumes from its latest checkpoint.
 """
 import json
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file(
-    "config", "configs/lm.py", "Config file, optionally with an argument: configs/<file>.py[:arg]. "
+    # The default is found beside run.py, so that commands work from any working directory.
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "lm.py"), "Config file, optionally with an argument: configs/<file>.py[:arg]. "
     "Override any key with --config.<key>=<value> (e.g. --config.train.steps=200); unknown keys fail.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard events "
@@ -42,6 +44,9 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
 flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.DEFINE_string("topology", None, "--mode=compile: compile for this Cloud TPU slice instead "
+                    "of this host's devices, e.g. v5p:4x4x4, v4:2x2x2, v5e:4x4, v6e:8x8 (needs the "
+                    "libtpu wheel that matches jax; no TPU needed).")
 FLAGS = flags.FLAGS
 
 
@@ -57,7 +62,7 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if FLAGS.mode == "compile":
     from jtrans import aot
-    print(aot.format_report(aot.compile_report(FLAGS.config)), flush=True)
+    print(aot.format_report(aot.compile_report(FLAGS.config, FLAGS.topology)), flush=True)
     return
   if scaling_mode():
     return

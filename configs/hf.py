@@ -12,10 +12,10 @@ Expected: the first evaluation equals the checkpoint's own loss on your data, an
 there (tests/pretrained_test.py checks that the weights arrive unchanged).
 """
 import dataclasses
-import os
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from configs import base
 
@@ -27,8 +27,8 @@ def tokenizer_of(directory: str) -> tuple[str, str]:
   """(config.data.tokenizer, tokenizer_path) for the tokenizer files the directory holds."""
   for name, kind in (("tokenizer.json", "gpt2_bpe"), ("vocab.json", "gpt2_bpe"),
                      ("spiece.model", "sentencepiece"), ("tokenizer.model", "sentencepiece")):
-    if os.path.exists(os.path.join(directory, name)):
-      return kind, directory if kind == "gpt2_bpe" else os.path.join(directory, name)
+    if (epath.Path(directory) / name).exists():
+      return kind, directory if kind == "gpt2_bpe" else str(epath.Path(directory) / name)
   return "byte", ""
 
 

@@ -1,44 +1,75 @@
 """Ahead-of-time check: compile the train step for a mesh, train nothing, report memory and FLOPs.
 
 `run.py --mode=compile` prints this, so a user sees whether a config fits its devices before
-paying for them. The state is never built: shapes and shardings come from `eval_shape`.
+paying for them. The state is never built: shapes and shardings come from `eval_shape`, and
+the batch's from the objective (`objectives.batch_spec`).
+
+With `--topology=v5p:4x4x4` (or a v4, v5e, v6e name) the step is compiled for that TPU pod
+slice's chips from any machine, CPU-only included: `jax.experimental.topologies` describes the
+slice and the `libtpu` wheel that matches jax compiles for it (`pip install "jax[tpu]"`).
+XLA's cost model then estimates the step's seconds, hence tokens/s and MFU on the pod.
 """
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import jax
 import ml_collections
 
-from jtrans import flops, optim, sharding, steps, train
-from jtrans.models import build_model
+from jtrans import flops, objectives, sharding, steps, train
+
+# Per chip: HBM bytes and peak dense bf16 FLOP/s, from Google's Cloud TPU system architecture
+# pages (v4: 32 GiB, 275 TFLOP/s; v5e: 16 GiB, 197; v5p: 95 GiB, 459; v6e: 32 GiB, 918).
+TPU_CHIPS = {"v4": (32 * 2**30, 275e12), "v5e": (16 * 2**30, 197e12),
+             "v5p": (95 * 2**30, 459e12), "v6e": (32 * 2**30, 918e12)}
 
 
-def compile_report(config: ml_collections.ConfigDict) -> dict[str, float | str]:
-  """Per-device bytes (arguments, outputs, temporaries) and FLOPs of one compiled train step."""
-  mesh = sharding.make_mesh(config.mesh)
-  model_cfg = train.validate(config, mesh)
-  model = build_model(model_cfg)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, shardings, abstract = train.state_layout(model, tx, config, mesh)
-  train_fn = steps.jit_engine(model, tx, config, mesh, shardings).train_step
-  shape = (config.train.batch_size, config.data.seq_len)
+def topology_devices(topology: str) -> Sequence[jax.Device]:
+  """The chips of TPU slice `topology` ("v5p:4x4x4", "v4:2x2x1", "v6e:4x4", ...), to compile for."""
+  generation = topology.split(":")[0]
+  if generation not in TPU_CHIPS or ":" not in topology:
+    raise ValueError(f"--topology={topology!r}: expected <generation>:<chips per axis>, with a "
+                     f"generation among {sorted(TPU_CHIPS)}, e.g. v5p:4x4x4 or v6e:4x4.")
+  try:
+    from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+    return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+  except Exception as e:  # pylint: disable=broad-except  (libtpu missing, or a bad shape)
+    raise RuntimeError(
+        f"--topology={topology!r}: cannot describe that TPU slice ({type(e).__name__}: {e}). "
+        "Compiling for TPU needs the libtpu wheel that matches jax: pip install "
+        f"\"jax[tpu]=={jax.__version__}\"; the slice must be one Cloud TPU offers.") from e
+
+
+def compile_report(config: ml_collections.ConfigDict,
+                   topology: str | None = None) -> dict[str, float | str]:
+  """Per-device bytes (arguments, outputs, temporaries), FLOPs and, on a TPU `topology`,
+  estimated seconds, tokens/s and MFU of one compiled train step."""
+  devices = topology_devices(topology) if topology else None
+  mesh = sharding.make_mesh(config.mesh, devices)
+  layout = train.build_layout(config, mesh)
+  train_fn = steps.jit_engine(layout.model, layout.tx, config, mesh, layout.shardings).train_step
   batch_sharding = sharding.batch_sharding(mesh)
+  spec = objectives.batch_spec(config, layout.model_cfg)
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-           for k, dtype in (("inputs", "int32"), ("targets", "int32"), ("weights", "float32"))}
+           for k, (shape, dtype) in spec.items()}
   start = time.perf_counter()
   with jax.set_mesh(mesh):
-    compiled = train_fn.lower(abstract, batch).compile()
+    compiled = train_fn.lower(layout.abstract, batch).compile()
   seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  tokens = shape[0] * shape[1]
-  params = sum(x.size for x in jax.tree.leaves(abstract.params))
+  positions = objectives.positions_per_example(config, layout.model_cfg)
+  tokens = config.train.batch_size * positions
+  params = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
   report = {
       "device": f"{mesh.devices.flat[0].device_kind} x {mesh.size}",
+      "topology": topology or "",
+      "objective": config.loss.objective,
       "mesh": str(dict(mesh.shape)),
       "parameters": params,
+      "tokens_per_step": tokens,
       "compile_seconds": seconds,
       "argument_bytes": memory.argument_size_in_bytes,
       "output_bytes": memory.output_size_in_bytes,
@@ -46,20 +77,30 @@ def compile_report(config: ml_collections.ConfigDict) -> dict[str, float | str]:
       "alias_bytes": memory.alias_size_in_bytes,
       "generated_code_bytes": memory.generated_code_size_in_bytes,
       "compiled_flops_per_device": float(cost.get("flops", 0.0)),
-      "model_flops_per_device": flops.train_flops_per_token(model_cfg, shape[1]) * tokens / mesh.size,
+      "model_flops_per_device": (flops.train_flops_per_token(layout.model_cfg, positions)
+                                 * tokens / mesh.size),
+      "step_seconds": float(cost.get("optimal_seconds", 0.0)),  # XLA's TPU cost model only.
   }
   # Donated state aliases its outputs, so it is counted once.
   report["total_bytes"] = (report["argument_bytes"] + report["output_bytes"] + report["temp_bytes"]
                            - report["alias_bytes"])
-  stats = mesh.devices.flat[0].memory_stats() or {}
-  report["device_bytes_limit"] = stats.get("bytes_limit", 0)
+  if topology:
+    report["device_bytes_limit"], peak = TPU_CHIPS[topology.split(":")[0]]
+    if report["step_seconds"] > 0:
+      report["tokens_per_second"] = tokens / report["step_seconds"]
+      report["mfu"] = report["model_flops_per_device"] / (report["step_seconds"] * peak)
+  else:
+    stats = mesh.devices.flat[0].memory_stats() or {}
+    report["device_bytes_limit"] = stats.get("bytes_limit", 0)
   return report
 
 
 def format_report(report: dict) -> str:
   gib = lambda b: f"{b / 2**30:.3f} GiB"  # noqa: E731
-  lines = [f"train step compiled for {report['device']}, mesh {report['mesh']}, "
-           f"{report['parameters']:,} parameters, in {report['compile_seconds']:.1f}s",
+  lines = [f"{report['objective']} train step compiled for {report['device']}"
+           f"{' (' + report['topology'] + ')' if report['topology'] else ''}, mesh {report['mesh']}, "
+           f"{report['parameters']:,} parameters, {report['tokens_per_step']:,} tokens per step, "
+           f"in {report['compile_seconds']:.1f}s",
            "per device:",
            f"  arguments (state + batch) {gib(report['argument_bytes'])}",
            f"  outputs                   {gib(report['output_bytes'])}",
@@ -70,6 +111,11 @@ def format_report(report: dict) -> str:
            f"model (6N + attention) {report['model_flops_per_device']:.3e}"]
   limit = report["device_bytes_limit"]
   if limit:
-    verdict = "fits" if report["total_bytes"] <= limit else "does NOT fit"
+    verdict = ("fits" if report["total_bytes"] <= limit else
+               "does NOT fit: shard it further (config.mesh.fsdp, config.mesh.tensor) or lower "
+               "config.train.batch_size")
     lines.append(f"  device memory {gib(limit)}: the step {verdict}")
+  if "mfu" in report:
+    lines.append(f"  estimated step {report['step_seconds'] * 1e3:.1f} ms (XLA's cost model): "
+                 f"{report['tokens_per_second']:,.0f} tokens/s, MFU {100 * report['mfu']:.1f}%")
   return "\n".join(lines)

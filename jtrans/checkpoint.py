@@ -22,13 +22,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jtrans import storage
+
 DAMAGED_DIR = "checkpoints_damaged"
 
 
 def directory(workdir: str | epath.Path) -> epath.Path:
   """`workdir/checkpoints`, absolute when local (Orbax needs that); gs:// paths stay as they are."""
-  path = epath.Path(workdir) / "checkpoints"
-  return path if "://" in str(path) else path.resolve()
+  return storage.path(workdir) / "checkpoints"
 
 
 def make_manager(workdir: str, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -165,7 +166,7 @@ def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:
     for step in steps:
       source = epath.Path(manager.directory) / str(step)
       if source.exists():
-        source.rename(damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        storage.move_tree(source, damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("jtrans: damaged checkpoints moved")
   manager.reload()

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Mapping
 
 import jax
-from etils import epath
 from tensorboardX import SummaryWriter
+
+from jtrans import storage
 
 
 def format_duration(seconds: float) -> str:
@@ -35,24 +37,30 @@ class MetricsWriter:
   def __init__(self, workdir: str, resumed_from: int | None = None):
     self.enabled = jax.process_index() == 0
     if self.enabled:
-      workdir = epath.Path(workdir)
+      workdir = storage.path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
-      path = workdir / "metrics.jsonl"
-      if resumed_from is not None and path.exists():
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resumed_from]
-        tmp = workdir / "metrics.jsonl.tmp"
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
-      self._jsonl = path.open("a")
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+      self._path = workdir / "metrics.jsonl"
+      self._lines = self._path.read_text().splitlines(keepends=True) if self._path.exists() else []
+      if resumed_from is not None:
+        self._lines = [line for line in self._lines
+                       if line.strip() and json.loads(line)["step"] <= resumed_from]
+        storage.write_text(self._path, "".join(self._lines))
+      # Object stores (gs://) cannot append: there each write uploads the whole file again
+      # (small: one line per log step); a local file is appended to.
+      self._jsonl = None if storage.is_remote(workdir) else self._path.open("a")
+      self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     record = {"step": step, "split": split, **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    line = json.dumps(record) + "\n"
+    if self._jsonl is None:
+      self._lines.append(line)
+      storage.write_text(self._path, "".join(self._lines))
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
     for name, value in scalars.items():
       self._tb.add_scalar(f"{split}/{name}", float(value), step)
     self._tb.flush()
@@ -63,5 +71,6 @@ class MetricsWriter:
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tb.close()

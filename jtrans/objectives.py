@@ -82,6 +82,30 @@ def logits(model: nn.Module, params: Any, batch: Batch, objective: str, determin
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 
+def batch_spec(config: ml_collections.ConfigDict,
+               cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{key: (shape, dtype)} of the global batch `make_dataset` yields for config.loss.objective,
+  so a step can be compiled (`aot.py`) without any data."""
+  d, rows = config.data, config.train.batch_size
+  tokens = ((rows, d.seq_len), "int32")
+  weights = ((rows, d.seq_len), "float32")
+  objective = config.loss.objective
+  if objective in ("lm", "mlm"):
+    spec = {"inputs": tokens, "targets": tokens, "weights": weights}
+    if d.segment_ids:
+      spec |= {"segment_ids": tokens, "positions": tokens}
+    return spec
+  if objective == "seq2seq":
+    source = (rows, d.source_len or d.seq_len)
+    return {"encoder_inputs": (source, "int32"), "encoder_mask": (source, "float32"),
+            "inputs": tokens, "targets": tokens, "weights": weights}
+  if objective == "classification":
+    image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
+    return {"images": (image, "float32"), "targets": ((rows,), "int32"),
+            "weights": ((rows,), "float32")}
+  raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
+
+
 def positions_per_example(config: ml_collections.ConfigDict, cfg: ModelConfig) -> int:
   """Positions the model processes per example (for tokens/s and MFU)."""
   d = config.data

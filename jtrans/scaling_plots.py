@@ -6,7 +6,7 @@ log-scaled where the law is a power law.
 """
 from __future__ import annotations
 
-import os
+import io
 from typing import Any, Sequence
 
 import matplotlib
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jtrans import scaling  # noqa: E402
+from jtrans import scaling, storage  # noqa: E402
 
 EXTRAPOLATE = 30.0  # The fitted curves continue this factor past the largest point.
 LOSS_LABEL = "eval loss (nats per token)"
@@ -30,7 +30,7 @@ def _law_curve(ax, law, lo: float, hi: float, label: str, color: str) -> None:
   ax.plot(outside, law(outside), color=color, linestyle="--", label="  extrapolation")
 
 
-def _finish(fig, ax, path: str, title: str) -> str:
+def _finish(fig, ax, path: storage.PathLike, title: str) -> str:
   ax.set_title(title)
   if ax.get_yscale() == "log":  # Plain numbers (2.5, 3) rather than 10^0.4 on a short log axis.
     for axis in (ax.yaxis,):
@@ -39,9 +39,11 @@ def _finish(fig, ax, path: str, title: str) -> str:
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  image = io.BytesIO()  # Rendered in memory, then written whole: `path` may be on gs://.
+  fig.savefig(image, format="png", dpi=120)
   plt.close(fig)
-  return os.path.basename(path)
+  storage.write_bytes(path, image.getvalue())
+  return storage.path(path).name
 
 
 def _power_law(fit: dict[str, Any]) -> scaling.PowerLaw:
@@ -52,7 +54,7 @@ def _chinchilla(fit: dict[str, Any]) -> scaling.Chinchilla:
   return scaling.Chinchilla(**{k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "r2")})
 
 
-def plot_params(path: str, runs, sizes, fits: dict[str, Any]) -> str:
+def plot_params(path: storage.PathLike, runs, sizes, fits: dict[str, Any]) -> str:
   """Loss against N: every run, the best run per size, and L(N)."""
   fig, ax = plt.subplots(figsize=(7, 5))
   ax.scatter([r.params for r in runs], [r.loss for r in runs], s=14, color="0.6",
@@ -72,7 +74,7 @@ def plot_params(path: str, runs, sizes, fits: dict[str, Any]) -> str:
   return _finish(fig, ax, path, "Loss against model size")
 
 
-def plot_compute(path: str, runs, frontier, fits: dict[str, Any]) -> str:
+def plot_compute(path: storage.PathLike, runs, frontier, fits: dict[str, Any]) -> str:
   """Loss against C: each run's eval curve, the final points, the frontier, L(C) and the
   approach-3 frontier when there is one."""
   fig, ax = plt.subplots(figsize=(7, 5))
@@ -99,7 +101,7 @@ def plot_compute(path: str, runs, frontier, fits: dict[str, Any]) -> str:
   return _finish(fig, ax, path, "Loss against compute")
 
 
-def plot_isoflop(path: str, runs, fits: dict[str, Any]) -> str:
+def plot_isoflop(path: storage.PathLike, runs, fits: dict[str, Any]) -> str:
   """Approach 2: loss against N per budget with its parabola (left); N_opt and D_opt against
   C with their power laws (right)."""
   iso = fits["approach2"]
@@ -155,8 +157,9 @@ def plot_isoflop(path: str, runs, fits: dict[str, Any]) -> str:
 def plot_all(workdir: str, runs: Sequence, sizes: Sequence, frontier: Sequence,
              fits: dict[str, Any]) -> list[str]:
   """Writes every plot the fits allow into `workdir`; returns the file names."""
-  names = [plot_params(os.path.join(workdir, "loss_vs_params.png"), runs, sizes, fits),
-           plot_compute(os.path.join(workdir, "loss_vs_compute.png"), runs, frontier, fits)]
+  root = storage.path(workdir)
+  names = [plot_params(root / "loss_vs_params.png", runs, sizes, fits),
+           plot_compute(root / "loss_vs_compute.png", runs, frontier, fits)]
   if "approach2" in fits:
-    names.append(plot_isoflop(os.path.join(workdir, "isoflop.png"), runs, fits))
+    names.append(plot_isoflop(root / "isoflop.png", runs, fits))
   return names

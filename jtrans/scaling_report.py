@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import numpy as np
 
-from jtrans import planner, scaling, scaling_plots
+from jtrans import planner, scaling, scaling_plots, storage
 
 
 @dataclasses.dataclass
@@ -33,20 +32,17 @@ class Run:
 def collect(workdir: str) -> list[Run]:
   """The runs under `workdir` (each subdirectory with config.json and metrics.jsonl)."""
   runs = []
-  for name in sorted(os.listdir(workdir)):
-    path = os.path.join(workdir, name)
-    if not (os.path.isfile(os.path.join(path, "config.json"))
-            and os.path.isfile(os.path.join(path, "metrics.jsonl"))):
+  for path in sorted(storage.path(workdir).iterdir(), key=lambda p: p.name):
+    name = path.name
+    if not ((path / "config.json").is_file() and (path / "metrics.jsonl").is_file()):
       continue
-    with open(os.path.join(path, "config.json")) as f:
-      config = json.load(f)
+    config = json.loads((path / "config.json").read_text())
     plan = planner.plan_config(config, name)
     evals: dict[int, float] = {}
-    with open(os.path.join(path, "metrics.jsonl")) as f:
-      for line in f:
-        record = json.loads(line)
-        if record.get("split") == "eval" and "nll" in record:
-          evals[record["step"]] = record["nll"]  # A resumed run may repeat a step: keep the last.
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+      record = json.loads(line) if line.strip() else {}
+      if record.get("split") == "eval" and "nll" in record:
+        evals[record["step"]] = record["nll"]  # A resumed run may repeat a step: keep the last.
     tokens_per_step = plan.batch_size * plan.seq_len
     curve = [(plan.flops_per_token * tokens_per_step * step, nll)
              for step, nll in sorted(evals.items())]
@@ -199,9 +195,9 @@ def analyze(workdir: str, bootstrap_samples: int = 200) -> str:
   plots = scaling_plots.plot_all(workdir, finished, best_per_size(finished),
                                  compute_frontier(finished), fits)
   report = markdown(runs, fits, notes) + "\nPlots: " + ", ".join(plots) + "\n"
-  with open(os.path.join(workdir, "scaling.json"), "w") as f:
-    json.dump({"runs": [dataclasses.asdict(r) for r in runs], "fits": fits, "notes": notes,
-               "plots": plots}, f, indent=2)
-  with open(os.path.join(workdir, "scaling.md"), "w") as f:
-    f.write(report)
+  root = storage.path(workdir)
+  storage.write_text(root / "scaling.json", json.dumps(
+      {"runs": [dataclasses.asdict(r) for r in runs], "fits": fits, "notes": notes,
+       "plots": plots}, indent=2))
+  storage.write_text(root / "scaling.md", report)
   return report

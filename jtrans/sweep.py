@@ -23,6 +23,9 @@ import traceback
 from typing import Any, Callable, Sequence
 
 import ml_collections
+from etils import epath
+
+from jtrans import storage
 
 Override = dict[str, Any]
 STATUS_FILE = "sweep_status.json"
@@ -115,22 +118,17 @@ def load(path: str) -> Sweep:
 # ---------------------------------------------------------------- status files
 
 
-def _write_json(path: str, value: Any) -> None:
-  """Writes atomically (temp file + rename): a kill never leaves half a status file."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
+def _write_json(path: epath.Path, value: Any) -> None:
+  """Writes the whole file at once (`storage.write_text`): a kill never leaves half a status file."""
+  storage.write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_point(workdir: str, name: str) -> dict[str, Any]:
   """The point's recorded status, `{"state": "pending"}` when it never started."""
-  path = os.path.join(workdir, name, POINT_FILE)
-  if not os.path.exists(path):
+  path = storage.path(workdir) / name / POINT_FILE
+  if not path.exists():
     return {"state": "pending"}
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def write_summary(sweep: Sweep, workdir: str) -> dict[str, Any]:
@@ -144,7 +142,7 @@ def write_summary(sweep: Sweep, workdir: str) -> dict[str, Any]:
   for p in points:
     counts[p["state"]] = counts.get(p["state"], 0) + 1
   summary = {"sweep": sweep.path, "counts": counts, "points": points}
-  _write_json(os.path.join(workdir, STATUS_FILE), summary)
+  _write_json(storage.path(workdir) / STATUS_FILE, summary)
   return summary
 
 
@@ -168,20 +166,23 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
     raise IndexError(f"--sweep_index={index}: {sweep.path} has points 0..{len(sweep.points) - 1}.")
   records = jax.process_index() == 0  # On a multi-host job every host trains; one records.
 
-  def record(point_dir: str, status: dict[str, Any]) -> None:
+  def record(point_dir: epath.Path, status: dict[str, Any]) -> None:
     if records:
-      _write_json(os.path.join(point_dir, POINT_FILE), status)
+      _write_json(point_dir / POINT_FILE, status)
       write_summary(sweep, workdir)
 
-  os.makedirs(workdir, exist_ok=True)
+  root = storage.path(workdir)
+  if records:
+    root.mkdir(parents=True, exist_ok=True)
   for i in range(len(sweep.points)) if index is None else [index]:
     name = sweep.name(i)
-    point_dir = os.path.join(workdir, name)
+    point_dir = root / name
     previous = read_point(workdir, name)
     if previous["state"] == "done":
       log(f"[sweep] point {i} ({name}): done, skipped")
       continue
-    os.makedirs(point_dir, exist_ok=True)
+    if records:
+      point_dir.mkdir(parents=True, exist_ok=True)
     status = {"index": i, "name": name, "overrides": sweep.points[i],
               "attempts": previous.get("attempts", 0) + 1, "state": "running",
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -192,7 +193,7 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
     try:
       # Built inside: a wrong override (a type the key does not take) fails this point only.
       config = sweep.config(i, extra)
-      state = train_fn(config, point_dir)
+      state = train_fn(config, os.fspath(point_dir))
     except Exception as error:  # pylint: disable=broad-except
       # Recorded, not raised: one bad point (NaN, a bad shape) must not cost the others.
       status.update(state="failed", error=f"{type(error).__name__}: {error}",
@@ -211,7 +212,7 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
       log(f"[sweep] point {i} ({name}) stopped at step {status['step']}; relaunch to resume.")
       break
   summary = write_summary(sweep, workdir) if records else {"counts": {}}
-  log(f"[sweep] {summary['counts']} in {os.path.join(workdir, STATUS_FILE)}")
+  log(f"[sweep] {summary['counts']} in {root / STATUS_FILE}")
   return summary["counts"]
 
 

@@ -67,9 +67,10 @@ class Layout(NamedTuple):
   abstract: Any  # ShapeDtypeStructs with the shardings: the target of checkpoint restores.
 
 
-def build_layout(config: ml_collections.ConfigDict) -> Layout:
-  """The validated mesh, model, optimizer and state layout of `config`."""
-  mesh = sharding.make_mesh(config.mesh)
+def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Layout:
+  """The validated mesh (default: `config.mesh` over this host's devices), model, optimizer
+  and state layout of `config`."""
+  mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
   model_cfg = validate(config, mesh)
   model = build_model(model_cfg)
   tx = optim.make_optimizer(config.optim, config.train.steps)

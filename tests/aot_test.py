@@ -1,4 +1,10 @@
-"""run.py --mode=compile: memory and FLOPs of a compiled step, without building the state."""
+"""run.py --mode=compile: memory and FLOPs of a compiled step, without building the state, on
+this host's devices or (with the libtpu wheel) for a Cloud TPU slice."""
+import importlib.util
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jtrans import aot
@@ -29,3 +35,53 @@ def test_compiled_flops_agree_with_the_model_count(reports):
 def test_report_reads(reports):
   text = aot.format_report(reports["fsdp"])
   assert "per device" in text and "total" in text and "FLOPs per step" in text
+
+
+# ---------------------------------------------------------------- every objective's batch
+
+def test_the_batch_spec_is_what_the_data_pipeline_yields(data_dir):
+  """`objectives.batch_spec` (what --mode=compile compiles for) against a real first batch."""
+  from configs import bert, lm, t5, vit
+  from jtrans import objectives, train
+  from jtrans.models import ModelConfig
+  cases = [lm.get_config("tiny"), bert.get_config("tiny"), t5.get_config("tiny"),
+           vit.get_config("tiny")]
+  cases[0].data.segment_ids = True
+  for c in cases:
+    c.data.data_dir = data_dir
+    c.train.batch_size = 4
+    batch = next(iter(train.make_dataset(c, train=True)))
+    spec = objectives.batch_spec(c, ModelConfig.from_config(c.model))
+    assert {k: (v.shape, str(v.dtype)) for k, v in batch.items()} == spec, c.loss.objective
+
+
+# ---------------------------------------------------------------- TPU pods, from this CPU
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def compile_for(topology: str, *args: str) -> str:
+  out = subprocess.run([sys.executable, "run.py", "--mode=compile", f"--topology={topology}", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs the libtpu wheel")
+def test_a_small_llama_compiles_for_a_v5p_slice_and_t5_for_v4():
+  llama = compile_for("v5p:2x2x1", "--config=configs/llama.py:tiny", "--config.mesh.fsdp=2",
+                      "--config.mesh.data=-1")
+  assert "lm train step compiled for TPU v5 x 4 (v5p:2x2x1), mesh {'data': 2, 'fsdp': 2" in llama
+  assert "device memory 95.000 GiB: the step fits" in llama
+  assert "tokens/s, MFU" in llama
+  t5 = compile_for("v4:2x2x1", "--config=configs/t5.py:tiny")
+  assert "seq2seq train step compiled for TPU v4 x 4 (v4:2x2x1)" in t5
+  assert "the step fits" in t5 and "MFU" in t5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs the libtpu wheel")
+def test_a_config_too_big_for_its_slice_says_so():
+  out = compile_for("v5e:2x2", "--config=configs/llama.py:7b", "--config.train.batch_size=8",
+                    "--config.data.seq_len=1024")
+  assert "the step does NOT fit: shard it further" in out

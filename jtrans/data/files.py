@@ -1,7 +1,8 @@
 """Local files as random-access sources: your own text, no TFDS build step.
 
 ``config.data.name = "files"`` selects them; ``config.data.train_files`` and
-``eval_files`` are globs (several may be joined with commas; ``**`` recurses), and
+``eval_files`` are globs, local or ``gs://`` (several may be joined with commas; ``**``
+recurses), and
 ``config.data.file_format`` says how a file holds documents:
 
 - ``text``: each file is one document, read as UTF-8 exactly (no newline changes);
@@ -14,12 +15,13 @@ Files are taken in sorted path order and lines in file order, so the order is fi
 
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from jtrans import storage
 
 FORMATS = ("text", "jsonl")
 
@@ -30,8 +32,9 @@ def expand(pattern: str, key: str) -> list[str]:
   if not globs:
     raise ValueError(f"config.data.{key} is empty; set it to a glob of your files, e.g. "
                      f"--config.data.{key}='/data/corpus/*.txt'.")
-  paths = sorted({p for g in globs for p in glob.glob(g, recursive=True)})
-  missing = [g for g in globs if not glob.glob(g, recursive=True)]
+  matches = {g: storage.glob(g) for g in globs}
+  paths = sorted({p for found in matches.values() for p in found})
+  missing = [g for g, found in matches.items() if not found]
   if missing:
     raise FileNotFoundError(f"config.data.{key}={pattern!r}: no file matches {missing[0]!r}; "
                             "fix the glob (relative globs start at the working directory).")
@@ -48,8 +51,7 @@ class TextFiles(Sequence):
     return len(self.paths)
 
   def __getitem__(self, i: int) -> dict[str, Any]:
-    with open(self.paths[i], "rb") as f:
-      return {self.text_key: f.read().decode("utf-8")}
+    return {self.text_key: storage.path(self.paths[i]).read_bytes().decode("utf-8")}
 
 
 class JsonLines(Sequence):
@@ -60,7 +62,7 @@ class JsonLines(Sequence):
     files, starts = [], []
     for n, path in enumerate(paths):
       offset = 0
-      with open(path, "rb") as f:
+      with storage.path(path).open("rb") as f:
         for line in f:
           if line.strip():
             files.append(n)
@@ -73,7 +75,7 @@ class JsonLines(Sequence):
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     path = self.paths[self._file[i]]
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
       f.seek(int(self._start[i]))
       line = f.readline()
     try:
@@ -89,7 +91,7 @@ class JsonLines(Sequence):
 
 def _has_text(path: str, chunk: int = 1 << 16) -> bool:
   """Whether the file holds anything but whitespace (read until the first such byte)."""
-  with open(path, "rb") as f:
+  with storage.path(path).open("rb") as f:
     while block := f.read(chunk):
       if block.strip():
         return True

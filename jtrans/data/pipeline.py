@@ -24,9 +24,9 @@ from typing import Any
 import grain
 import ml_collections
 import numpy as np
-from etils import epath
 from tensorflow_datasets.core import constants
 
+from jtrans import storage
 from jtrans.data import sources
 from jtrans.data.iterators import JsonState, PadToCount, ceil_div, check_shard
 from jtrans.data.tokenizers import Tokenizer, get_tokenizer
@@ -219,13 +219,10 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
     return compute()
   key = json.dumps([data.name, data.eval_split, data.text_key, data.tokenizer,
                     data.tokenizer_path, data.tokenizer_vocab_size, tokenizer.vocab_size])
-  root = epath.Path(data.data_dir or constants.get_default_data_dir()) / "jtrans_cache"
+  root = storage.path(data.data_dir or constants.get_default_data_dir()) / "jtrans_cache"
   path = root / f"entropy-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
   if path.exists():
     return json.loads(path.read_text())["entropy"]
   entropy = compute()
-  root.mkdir(parents=True, exist_ok=True)
-  tmp = root / f"{path.name}.tmp"
-  tmp.write_text(json.dumps({"key": key, "entropy": entropy}))
-  tmp.replace(path)  # Atomic: a reader never sees half a file.
+  storage.write_text(path, json.dumps({"key": key, "entropy": entropy}))  # Whole, never half.
   return entropy

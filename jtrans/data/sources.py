@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +15,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jtrans import storage
 from jtrans.data import files, pydoc_corpus, shakespeare, synthetic_images, synthetic_tasks
 
 # Builders of this project: they download nothing, so they are prepared on demand.
@@ -73,6 +76,21 @@ def from_config(data: ml_collections.ConfigDict, train: bool) -> Sequence[dict[s
   return load_source(data.name, split, data.data_dir or None, data.manual_dir or None)
 
 
+def _prepare(builder: tfds.core.DatasetBuilder, name: str, root: str,
+             manual_dir: str | None) -> None:
+  """Prepares a project builder into `root`. ArrayRecord writes local files only, so for a
+  `gs://` data_dir it is prepared in a local temporary folder and its files are copied up."""
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  if not storage.is_remote(root):
+    builder.download_and_prepare(file_format=FILE_FORMAT, download_config=config)
+    return
+  with tempfile.TemporaryDirectory() as local:
+    local_builder = tfds.builder(name, data_dir=local, file_format=FILE_FORMAT)
+    local_builder.download_and_prepare(file_format=FILE_FORMAT, download_config=config)
+    relative = os.path.relpath(os.fspath(local_builder.data_path), local)
+    storage.copy_tree(local_builder.data_path, storage.path(root) / relative)
+
+
 def load_source(name: str, split: str, data_dir: str | None,
                 manual_dir: str | None = None) -> Sequence[dict[str, Any]]:
   """Returns a random-access source of decoded records of ``name``'s ``split``.
@@ -96,9 +114,7 @@ def load_source(name: str, split: str, data_dir: str | None,
   root = str(builder.data_dir_root)
   if not builder.is_prepared():
     if builder.name in LOCAL_BUILDERS:
-      builder.download_and_prepare(
-          file_format=FILE_FORMAT,
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      _prepare(builder, name, root, manual_dir)
     else:
       raise DatasetNotPreparedError(
           f"TFDS data set {name!r} is not prepared in data_dir {root!r}. Prepare it"

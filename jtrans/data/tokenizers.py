@@ -15,12 +15,15 @@ picked by ``config.data.tokenizer`` and built by ``from_config``:
 
 from __future__ import annotations
 
-import os
+import json
 from typing import Protocol
 
 import ml_collections
 import numpy as np
 import numpy.typing as npt
+from etils import epath
+
+from jtrans import storage
 
 KINDS = ("byte", "sentencepiece", "gpt2_bpe")
 GPT2_EOS = "<|endoftext|>"
@@ -70,7 +73,7 @@ class SentencePieceTokenizer:
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
     self.path = path
-    self._sp = spm.SentencePieceProcessor(model_file=path)
+    self._sp = spm.SentencePieceProcessor(model_proto=storage.path(path).read_bytes())
     self.vocab_size = self._sp.vocab_size()
     self.pad_id, self.eos_id = self._sp.pad_id(), self._sp.eos_id()
     if self.pad_id < 0 or self.eos_id < 0:
@@ -99,11 +102,14 @@ class Gpt2BpeTokenizer:
     self.path = path
     files = _gpt2_files(path)
     if len(files) == 1:
-      self._tok = HfTokenizer.from_file(files[0])
+      self._tok = HfTokenizer.from_str(files[0].read_text())
     else:
       # What GPT2TokenizerFast builds from vocab.json + merges.txt.
-      self._tok = HfTokenizer(models.BPE.from_file(*files, continuing_subword_prefix="",
-                                                   end_of_word_suffix="", fuse_unk=False))
+      vocab = json.loads(files[0].read_text())
+      merges = [tuple(line.split(" ")) for line in files[1].read_text().splitlines()
+                if line and not line.startswith("#version")]
+      self._tok = HfTokenizer(models.BPE(vocab, merges, continuing_subword_prefix="",
+                                         end_of_word_suffix="", fuse_unk=False))
       self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
       self._tok.decoder = decoders.ByteLevel()
       self._tok.add_special_tokens([AddedToken(GPT2_EOS, special=True)])
@@ -125,15 +131,16 @@ class Gpt2BpeTokenizer:
     return self._tok.decode(flat.tolist(), skip_special_tokens=True)
 
 
-def _gpt2_files(path: str) -> list[str]:
+def _gpt2_files(path: str) -> list[epath.Path]:
   """[tokenizer.json] or [vocab.json, merges.txt] for a file or directory ``path``."""
-  if os.path.isfile(path):
-    return [path]
-  json_file = os.path.join(path, "tokenizer.json")
-  pair = [os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")]
-  if os.path.isfile(json_file):
+  root = storage.path(path)
+  if root.is_file():
+    return [root]
+  json_file = root / "tokenizer.json"
+  pair = [root / "vocab.json", root / "merges.txt"]
+  if json_file.is_file():
     return [json_file]
-  if all(os.path.isfile(f) for f in pair):
+  if all(f.is_file() for f in pair):
     return pair
   raise FileNotFoundError(
       f"No GPT-2 BPE files at {path!r} (config.data.tokenizer_path): expected a tokenizer.json "
@@ -169,7 +176,7 @@ def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True) 
     return Gpt2BpeTokenizer(path)
   if kind == "sentencepiece":
     if path:
-      if not os.path.isfile(path):
+      if not storage.path(path).is_file():
         raise FileNotFoundError(f"SentencePiece model {path!r} (config.data.tokenizer_path) does "
                                 "not exist; fix the path, or set it to '' to train one on the "
                                 "train split.")

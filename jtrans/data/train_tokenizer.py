@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 
 from absl import app, flags
@@ -27,6 +26,7 @@ import ml_collections
 import numpy as np
 from tensorflow_datasets.core import constants
 
+from jtrans import storage
 from jtrans.data import sources
 
 MAX_TRAINING_CHARS = 50_000_000  # A seeded sample of documents up to this size trains the model.
@@ -39,9 +39,9 @@ def cache_path(data: ml_collections.ConfigDict) -> str:
     dataset = f"files-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
   else:
     dataset = data.name.replace("/", "-")
-  root = data.data_dir or constants.get_default_data_dir()
-  return os.path.join(root, "jtrans_tokenizers",
-                      f"{dataset}_{data.train_split}_sp{data.tokenizer_vocab_size}.model")
+  root = storage.path(data.data_dir or constants.get_default_data_dir())
+  return os.fspath(root / "jtrans_tokenizers" /
+                   f"{dataset}_{data.train_split}_sp{data.tokenizer_vocab_size}.model")
 
 
 def training_texts(data: ml_collections.ConfigDict, seed: int = 0) -> Iterator[str]:
@@ -72,19 +72,13 @@ def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int) -> Non
   except RuntimeError as e:
     raise ValueError(f"SentencePiece training failed ({e}); the data may be too small for "
                      f"config.data.tokenizer_vocab_size={vocab_size}: lower it.") from e
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  # Write then rename, so that a reader never sees half a model.
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(model.getvalue())
-  os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data_dir needs it readable.
-  os.replace(tmp, path)
+  storage.write_bytes(path, model.getvalue())  # Whole: a reader never sees half a model.
 
 
 def cached_sentencepiece(data: ml_collections.ConfigDict, train_if_missing: bool = True) -> str:
   """Path of the cached model of ``config.data``, trained first if missing and allowed."""
   path = cache_path(data)
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     if not train_if_missing:
       raise FileNotFoundError(
           f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
@@ -103,7 +97,7 @@ def run(config: ml_collections.ConfigDict, overwrite: bool = False) -> str:
     raise app.UsageError(f"config.data.tokenizer={data.tokenizer!r}: this command trains "
                          "SentencePiece models; add --config.data.tokenizer=sentencepiece.")
   path = data.tokenizer_path or cache_path(data)
-  if os.path.isfile(path) and not overwrite:
+  if storage.path(path).is_file() and not overwrite:
     print(f"{path} exists; keeping it (--overwrite retrains it).")
   else:
     train_sentencepiece(training_texts(data), path, data.tokenizer_vocab_size)

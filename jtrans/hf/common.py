@@ -18,10 +18,15 @@ import ml_dtypes
 import numpy as np
 import safetensors
 import safetensors.numpy
+from etils import epath
 
+from jtrans import storage
 from jtrans.models import ModelConfig, build_model, example_inputs
 
 Flat = dict[str, np.ndarray]
+SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
+                      "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
+                      "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
 # Hugging Face activation names -> ours ("gelu_new" and friends are the tanh approximation).
 ACTIVATIONS = {"gelu": "gelu_exact", "gelu_python": "gelu_exact", "gelu_new": "gelu",
@@ -34,16 +39,28 @@ class ConversionError(ValueError):
 
 
 def read_config(directory: str) -> dict[str, Any]:
-  path = os.path.join(directory, "config.json")
-  if not os.path.isfile(path):
+  path = storage.path(directory) / "config.json"
+  if not path.is_file():
     raise ConversionError(f"{directory}: no config.json; point at a Hugging Face model directory "
                           "(the one save_pretrained writes).")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
-def _read_file(path: str) -> Flat:
+def _read_file(path: epath.Path) -> Flat:
   """One .safetensors file as float32 numpy arrays (bfloat16, which numpy lacks, included)."""
+  if storage.is_remote(path):  # gs://: one download into memory (safetensors maps local files only).
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    out = {}
+    for name, info in header.items():
+      if name != "__metadata__":
+        begin, end = info["data_offsets"]
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        raw = np.frombuffer(data, np.uint8, count=end - begin, offset=8 + header_len + begin)
+        out[name] = raw.view(dtype).reshape(info["shape"]).astype(np.float32)
+    return out
+  path = os.fspath(path)
   try:
     return {k: v.astype(np.float32) for k, v in safetensors.numpy.load_file(path).items()}
   except TypeError:  # numpy has no bfloat16: read those tensors' bytes ourselves.
@@ -68,18 +85,18 @@ def _read_file(path: str) -> Flat:
 
 def read_tensors(directory: str) -> Flat:
   """Every tensor of `model.safetensors`, or of the shards that its index lists."""
-  single = os.path.join(directory, "model.safetensors")
-  index = single + ".index.json"
-  if os.path.isfile(single):
+  root = storage.path(directory)
+  single = root / "model.safetensors"
+  index = root / "model.safetensors.index.json"
+  if single.is_file():
     return _read_file(single)
-  if os.path.isfile(index):
-    with open(index) as f:
-      shards = sorted(set(json.load(f)["weight_map"].values()))
+  if index.is_file():
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     tensors = {}
     for shard in shards:
-      path = os.path.join(directory, shard)
-      if not os.path.isfile(path):
-        raise ConversionError(f"{directory}: shard {shard} listed in {os.path.basename(index)} "
+      path = root / shard
+      if not path.is_file():
+        raise ConversionError(f"{directory}: shard {shard} listed in {index.name} "
                               "is missing; download every shard.")
       tensors.update(_read_file(path))
     return tensors
@@ -265,9 +282,8 @@ def unstack_layers(flat: Flat, cfg: ModelConfig) -> Flat:
 
 def write(directory: str, config: dict[str, Any], tensors: Flat):
   """`config.json` and `model.safetensors` (contiguous float32, as torch expects)."""
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
+  root = storage.path(directory)
+  storage.write_text(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
   tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
-  safetensors.numpy.save_file(tensors, os.path.join(directory, "model.safetensors"),
-                              metadata={"format": "pt"})
+  storage.write_bytes(root / "model.safetensors",
+                      safetensors.numpy.save(tensors, metadata={"format": "pt"}))

