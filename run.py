@@ -61,6 +61,11 @@ def main(argv):
     # On Cloud TPU and under SLURM, jax finds the coordinator itself; elsewhere name it.
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if FLAGS.mode == "compile":
+    if FLAGS.topology:
+      import jax
+      # The slice is described by libtpu alone; the host's own backend stays the CPU, so the
+      # check also runs beside a job that holds this machine's TPU (and libtpu's lock file).
+      jax.config.update("jax_platforms", "cpu")
     from jtrans import aot
     print(aot.format_report(aot.compile_report(FLAGS.config, FLAGS.topology)), flush=True)
     return

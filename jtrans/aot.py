@@ -33,7 +33,9 @@ def topology_devices(topology: str) -> Sequence[jax.Device]:
                      f"generation among {sorted(TPU_CHIPS)}, e.g. v5p:4x4x4 or v6e:4x4.")
   try:
     from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-    return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+    # v4 and v5p chips have two TensorCores that jax drives as one device ("megacore").
+    megacore = {"chip_config_name": "megacore"} if generation in ("v4", "v5p") else {}
+    return topologies.get_topology_desc(platform="tpu", topology_name=topology, **megacore).devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu missing, or a bad shape)
     raise RuntimeError(
         f"--topology={topology!r}: cannot describe that TPU slice ({type(e).__name__}: {e}). "
@@ -53,24 +55,32 @@ def compile_report(config: ml_collections.ConfigDict,
   spec = objectives.batch_spec(config, layout.model_cfg)
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
            for k, (shape, dtype) in spec.items()}
-  start = time.perf_counter()
-  with jax.set_mesh(mesh):
-    compiled = train_fn.lower(layout.abstract, batch).compile()
-  seconds = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   positions = objectives.positions_per_example(config, layout.model_cfg)
   tokens = config.train.batch_size * positions
-  params = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
   report = {
       "device": f"{mesh.devices.flat[0].device_kind} x {mesh.size}",
       "topology": topology or "",
       "objective": config.loss.objective,
       "mesh": str(dict(mesh.shape)),
-      "parameters": params,
+      "parameters": sum(x.size for x in jax.tree.leaves(layout.abstract.params)),
       "tokens_per_step": tokens,
-      "compile_seconds": seconds,
+  }
+  start = time.perf_counter()
+  try:
+    with jax.set_mesh(mesh):
+      compiled = train_fn.lower(layout.abstract, batch).compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    # The TPU compiler refuses a program that cannot fit; its message says by how much.
+    report["out_of_memory"] = str(e).split("RESOURCE_EXHAUSTED:", 1)[1].strip().split("\n")[0]
+    report["compile_seconds"] = time.perf_counter() - start
+    return report
+  report["compile_seconds"] = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  report |= {
       "argument_bytes": memory.argument_size_in_bytes,
       "output_bytes": memory.output_size_in_bytes,
       "temp_bytes": memory.temp_size_in_bytes,
@@ -86,7 +96,12 @@ def compile_report(config: ml_collections.ConfigDict,
                            - report["alias_bytes"])
   if topology:
     report["device_bytes_limit"], peak = TPU_CHIPS[topology.split(":")[0]]
-    if report["step_seconds"] > 0:
+    if report["step_seconds"] > 0 and report["compiled_flops_per_device"] > 0:
+      # XLA's cost analysis counts a loop body once (scanned layers, gradient accumulation),
+      # so its time covers one trip; scale it by the FLOPs the loops leave uncounted.
+      loops = report["model_flops_per_device"] / report["compiled_flops_per_device"]
+      report["loop_scale"] = loops if loops > 1.5 else 1.0
+      report["step_seconds"] *= report["loop_scale"]
       report["tokens_per_second"] = tokens / report["step_seconds"]
       report["mfu"] = report["model_flops_per_device"] / (report["step_seconds"] * peak)
   else:
@@ -97,10 +112,15 @@ def compile_report(config: ml_collections.ConfigDict,
 
 def format_report(report: dict) -> str:
   gib = lambda b: f"{b / 2**30:.3f} GiB"  # noqa: E731
-  lines = [f"{report['objective']} train step compiled for {report['device']}"
-           f"{' (' + report['topology'] + ')' if report['topology'] else ''}, mesh {report['mesh']}, "
-           f"{report['parameters']:,} parameters, {report['tokens_per_step']:,} tokens per step, "
-           f"in {report['compile_seconds']:.1f}s",
+  advice = ("shard it further (config.mesh.fsdp, config.mesh.tensor), turn on "
+            "config.model.remat, or lower config.train.batch_size")
+  head = (f"{report['objective']} train step for {report['device']}"
+          f"{' (' + report['topology'] + ')' if report['topology'] else ''}, mesh {report['mesh']}, "
+          f"{report['parameters']:,} parameters, {report['tokens_per_step']:,} tokens per step")
+  if "out_of_memory" in report:
+    return (f"{head}: the step does NOT fit. XLA: {report['out_of_memory']}\n"
+            f"To make it fit, {advice}.")
+  lines = [f"{head}: compiled in {report['compile_seconds']:.1f}s",
            "per device:",
            f"  arguments (state + batch) {gib(report['argument_bytes'])}",
            f"  outputs                   {gib(report['output_bytes'])}",
@@ -111,11 +131,11 @@ def format_report(report: dict) -> str:
            f"model (6N + attention) {report['model_flops_per_device']:.3e}"]
   limit = report["device_bytes_limit"]
   if limit:
-    verdict = ("fits" if report["total_bytes"] <= limit else
-               "does NOT fit: shard it further (config.mesh.fsdp, config.mesh.tensor) or lower "
-               "config.train.batch_size")
+    verdict = "fits" if report["total_bytes"] <= limit else f"does NOT fit: {advice}"
     lines.append(f"  device memory {gib(limit)}: the step {verdict}")
   if "mfu" in report:
-    lines.append(f"  estimated step {report['step_seconds'] * 1e3:.1f} ms (XLA's cost model): "
+    loops = report["loop_scale"]
+    source = "XLA's cost model" + (f", one loop trip x {loops:.0f}" if loops > 1 else "")
+    lines.append(f"  estimated step {report['step_seconds'] * 1e3:.1f} ms ({source}): "
                  f"{report['tokens_per_second']:,.0f} tokens/s, MFU {100 * report['mfu']:.1f}%")
   return "\n".join(lines)

@@ -69,19 +69,16 @@ def compile_for(topology: str, *args: str) -> str:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs the libtpu wheel")
-def test_a_small_llama_compiles_for_a_v5p_slice_and_t5_for_v4():
-  llama = compile_for("v5p:2x2x1", "--config=configs/llama.py:tiny", "--config.mesh.fsdp=2",
-                      "--config.mesh.data=-1")
-  assert "lm train step compiled for TPU v5 x 4 (v5p:2x2x1), mesh {'data': 2, 'fsdp': 2" in llama
-  assert "device memory 95.000 GiB: the step fits" in llama
-  assert "tokens/s, MFU" in llama
+def test_t5_compiles_for_a_v4_slice():
+  """A seq2seq step (source and target batches) on v4's megacore chips; the Llama one on v5p is
+  the README's command (tests/readme_test.py)."""
   t5 = compile_for("v4:2x2x1", "--config=configs/t5.py:tiny")
-  assert "seq2seq train step compiled for TPU v4 x 4 (v4:2x2x1)" in t5
-  assert "the step fits" in t5 and "MFU" in t5
+  assert "seq2seq train step for TPU v4 x 4 (v4:2x2x1), mesh {'data': 4" in t5
+  assert "device memory 32.000 GiB: the step fits" in t5 and "MFU" in t5
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs the libtpu wheel")
 def test_a_config_too_big_for_its_slice_says_so():
   out = compile_for("v5e:2x2", "--config=configs/llama.py:7b", "--config.train.batch_size=8",
                     "--config.data.seq_len=1024")
-  assert "the step does NOT fit: shard it further" in out
+  assert "the step does NOT fit. XLA: Ran out of memory" in out and "shard it further" in out

@@ -2,6 +2,9 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# With the libtpu wheel installed (for the TPU compile tests), jax would otherwise try to open
+# a TPU here and hold libtpu's lock file, which the --topology subprocesses then cannot take.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
