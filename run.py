@@ -156,7 +156,8 @@ flags.DEFINE_string("prompt_file", None, "--mode=generate: a file of prompts, on
 flags.DEFINE_string("hf_dir", None, "--mode=export: the directory to write. --mode=generate: a Hugging Face model directory (config.json "
                     "+ safetensors; jtrans.hf reads GPT-2, Llama, Marian, T5) instead of "
                     "--workdir's checkpoint. The model comes from its config.json, the tokenizer "
-                    "from its files (else bytes); --config supplies only config.sample.")
+                    "from its files (or --config.data.tokenizer); --config supplies only "
+                    "config.sample.")
 flags.DEFINE_integer("max_new_tokens", None, "--mode=generate: tokens to generate at most "
                      "(default config.sample.length).")
 flags.DEFINE_integer("num_beams", None, "--mode=generate: beam search with this many beams "
@@ -191,10 +192,10 @@ def generate_mode() -> None:
 
   config, prompts = FLAGS.config, read_prompts()
   if FLAGS.hf_dir:
-    from configs import hf as hf_config
     from jtrans import hf
     model_cfg, params = hf.load_pretrained(FLAGS.hf_dir)
-    config.data.tokenizer, config.data.tokenizer_path = hf_config.tokenizer_of(FLAGS.hf_dir)
+    if "data.tokenizer" not in config_flags.get_override_values(FLAGS["config"]):
+      config.data.tokenizer, config.data.tokenizer_path = "hf", FLAGS.hf_dir  # Its own.
   elif FLAGS.workdir:
     model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, FLAGS.workdir)
   else:

@@ -5,8 +5,9 @@ the weights from its safetensors (config.train.init_from), the objective from th
       --config.data.name=files --config.data.train_files='my/*.txt' --config.data.eval_files='val/*.txt'
 
 Reads GPT-2, Llama, BERT, Marian, T5 and ViT directories (jtrans/hf). The tokenizer is the
-directory's own when it has one (tokenizer.json or vocab.json + merges.txt: GPT-2 BPE;
-spiece.model or tokenizer.model: SentencePiece), else bytes. The recipe (lr 1e-4, 1000 steps,
+directory's own (tokenizer.json; Marian's source.spm/target.spm + vocab.json; vocab.json +
+merges.txt; vocab.txt), with AutoTokenizer's ids; without one the run fails naming the files
+looked for, unless --config.data.tokenizer says otherwise (e.g. byte). The recipe (lr 1e-4, 1000 steps,
 batch 16 x 256) is a starting point for fine-tuning; override any key with --config.<key>.
 Expected: the first evaluation equals the checkpoint's own loss on your data, and it falls from
 there (tests/pretrained_test.py checks that the weights arrive unchanged).
@@ -15,21 +16,11 @@ import dataclasses
 
 import ml_collections
 import numpy as np
-from etils import epath
 
 from configs import base
 
 OBJECTIVES = {"decoder": "lm", "encoder": "mlm", "encoder_decoder": "seq2seq",
               "vit": "classification"}
-
-
-def tokenizer_of(directory: str) -> tuple[str, str]:
-  """(config.data.tokenizer, tokenizer_path) for the tokenizer files the directory holds."""
-  for name, kind in (("tokenizer.json", "gpt2_bpe"), ("vocab.json", "gpt2_bpe"),
-                     ("spiece.model", "sentencepiece"), ("tokenizer.model", "sentencepiece")):
-    if (epath.Path(directory) / name).exists():
-      return kind, directory if kind == "gpt2_bpe" else str(epath.Path(directory) / name)
-  return "byte", ""
 
 
 def get_config(directory: str) -> ml_collections.ConfigDict:
@@ -41,7 +32,9 @@ def get_config(directory: str) -> ml_collections.ConfigDict:
     c.model[field.name] = value if field.name not in ("dtype", "param_dtype") else np.dtype(value).name
   c.loss.objective = OBJECTIVES[imported.family]
   c.train.init_from = directory
-  c.data.tokenizer, c.data.tokenizer_path = tokenizer_of(directory)
+  # The directory's own tokenizer (jtrans/data/hf_tokenizer.py); one it lacks fails at start-up
+  # naming the files looked for (--config.data.tokenizer=byte trains on bytes instead).
+  c.data.tokenizer, c.data.tokenizer_path = "hf", directory
   c.data.seq_len = min(256, imported.max_len)
   c.train.batch_size, c.train.steps, c.train.eval_every, c.train.checkpoint_every = 16, 1000, 200, 200
   c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 1e-4, 50, "linear"

@@ -27,6 +27,8 @@ def gpt2_dir(tmp_path_factory):
 
 def finetune_config(directory, data_dir, **overrides):
   config = hf_config.get_config(directory)
+  assert (config.data.tokenizer, config.data.tokenizer_path) == ("hf", directory)
+  config.data.tokenizer = "byte"  # These random directories have no tokenizer files.
   config.data.data_dir, config.data.seq_len = data_dir, 32
   config.train.batch_size, config.train.steps, config.train.eval_batches = 8, 1, 1
   config.train.log_every = config.train.eval_every = config.train.checkpoint_every = 1
@@ -40,7 +42,7 @@ def finetune_config(directory, data_dir, **overrides):
 def test_imported_weights_start_the_run_unchanged(gpt2_dir, data_dir, tmp_path, scan_layers):
   # lr 0: one step leaves the parameters where the import put them (AdamW's decay scales by lr).
   config = finetune_config(gpt2_dir, data_dir, **{"optim.lr": 0.0, "model.scan_layers": scan_layers})
-  assert config.loss.objective == "lm" and config.data.tokenizer == "byte"
+  assert config.loss.objective == "lm"
   train.train(config, str(tmp_path))
   step, got = final_params(str(tmp_path))
   assert step == 1

@@ -156,3 +156,166 @@ def test_gpt2_bpe_without_endoftext(tmp_path, bpe_dir):
   message = r"tokenizer\.json \(config\.data\.tokenizer_path\) has no '<\|endoftext\|>'"
   with pytest.raises(ValueError, match=message):
     tokenizers.Gpt2BpeTokenizer(str(tmp_path / "tokenizer.json"))
+
+
+# ---------------------------------------------------------------- Hugging Face directories
+
+HF_SAMPLES = SAMPLES + ["The Café's naïve résumé costs $3.50 (about 3,50 €).",
+                        "def f(x):\n\treturn [x ** 2 for x in range(10)]  # squares",
+                        "UPPER lower MiXeD   spaces\n\n\nand newlines", CORPUS[4][:2000]]
+
+
+def _spm(path, vocab_size, **ids) -> str:
+  import sentencepiece as spm
+  lines = [line for text in CORPUS for line in text.splitlines() if line.strip()]
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(path),
+                                 vocab_size=vocab_size, model_type="unigram", minloglevel=2,
+                                 hard_vocab_limit=False, **ids)
+  return f"{path}.model"
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory, bpe_dir):
+  """One directory per family, written the way transformers writes them (save_pretrained),
+  from tokenizers trained here."""
+  import json
+  import shutil
+
+  from tokenizers.implementations import BertWordPieceTokenizer
+  from transformers import AutoTokenizer, GPT2TokenizerFast
+
+  root = tmp_path_factory.mktemp("hf_tokenizers")
+  dirs = {}
+  GPT2TokenizerFast(os.path.join(bpe_dir, "vocab.json"), os.path.join(bpe_dir, "merges.txt")
+                    ).save_pretrained(root / "gpt2")
+  dirs["gpt2"] = root / "gpt2"
+  # Llama and T5 start from their SentencePiece files, as released; transformers converts them
+  # and save_pretrained writes the tokenizer.json that jtrans reads.
+  for name, cls, model, ids in (
+      ("llama", "LlamaTokenizer", "tokenizer.model",
+       dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True)),
+      ("t5", "T5Tokenizer", "spiece.model", dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1))):
+    raw = root / f"{name}_raw"
+    raw.mkdir()
+    shutil.copy(_spm(root / name, 700, **ids), raw / model)
+    (raw / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls, "extra_ids": 0}))
+    AutoTokenizer.from_pretrained(raw).save_pretrained(root / name)
+    shutil.copy(raw / model, root / name / model)
+  words = BertWordPieceTokenizer(lowercase=True)
+  words.train_from_iterator(CORPUS, vocab_size=600, show_progress=False)
+  for name in ("bert_vocab_txt", "bert"):
+    (root / name).mkdir()
+    words.save_model(str(root / name))
+    (root / name / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+  AutoTokenizer.from_pretrained(root / "bert_vocab_txt").save_pretrained(root / "bert")
+  marian = root / "marian"
+  marian.mkdir()
+  source, target = _spm(root / "source", 500), _spm(root / "target", 450)
+  shutil.copy(source, marian / "source.spm")
+  shutil.copy(target, marian / "target.spm")
+  import sentencepiece as spm
+  pieces = set()
+  for path in (source, target):
+    sp = spm.SentencePieceProcessor(model_file=path)
+    pieces |= {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
+  vocab = ["</s>", "<unk>"] + sorted(pieces - {"</s>", "<unk>", "<s>"}) + ["<pad>"]
+  (marian / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(vocab)}))
+  (marian / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+  dirs |= {name: root / name for name in ("llama", "t5", "bert_vocab_txt", "bert", "marian")}
+  return {name: str(path) for name, path in dirs.items()}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "bert", "bert_vocab_txt", "marian"])
+def test_hf_directory_ids_equal_autotokenizer(hf_dirs, family):
+  from transformers import AutoTokenizer
+
+  from jtrans.data import hf_tokenizer
+
+  directory = hf_dirs[family]
+  theirs = AutoTokenizer.from_pretrained(directory)
+  d = base.get_config().data
+  d.tokenizer, d.tokenizer_path = "hf", directory
+  ours = tokenizers.from_config(d)
+  assert isinstance(ours, hf_tokenizer.HfTokenizer)
+  expected_kind = {"bert_vocab_txt": "vocab.txt", "marian": "marian"}.get(family, "tokenizer.json")
+  assert ours.kind == expected_kind
+  assert ours.vocab_size == len(theirs)
+  for kind in ("eos", "pad", "bos", "mask", "unk", "sep", "cls"):
+    want = getattr(theirs, f"{kind}_token_id")
+    if want is not None:
+      assert ours.ids[kind] == want, kind
+  for text in HF_SAMPLES:
+    ids = ours.encode(text)
+    assert ids.dtype == np.int32
+    assert ids.tolist() == theirs(text, add_special_tokens=False)["input_ids"], (family, text)
+    assert ours.decode(ids) == theirs.decode(ids.tolist(), skip_special_tokens=True), (family, text)
+  # With the family's own special tokens around them, as AutoTokenizer frames a text:
+  framed = theirs("Hello world")["input_ids"]
+  assert ours.encode("Hello world").tolist() == [i for i in framed if i not in ours.ids.values()]
+
+
+def test_a_directory_without_tokenizer_files_names_what_it_looked_for(tmp_path):
+  from jtrans.data import hf_tokenizer
+
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(FileNotFoundError, match=r"looked for tokenizer\.json, source\.spm \+ "
+                     r"target\.spm \+ vocab\.json.*vocab\.txt.*--config\.data\.tokenizer=byte"):
+    hf_tokenizer.HfTokenizer(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "marian"])
+def test_generate_from_a_hugging_face_directory_continues_as_transformers_does(hf_dirs, family,
+                                                                              tmp_path):
+  """`run.py --mode=generate --hf_dir=` on a directory with weights and its own tokenizer:
+  greedy output text equals transformers' greedy generate on the same ids."""
+  import shutil
+  import subprocess
+  import sys
+
+  import torch
+  import transformers
+
+  from jtrans.data import hf_tokenizer
+  from tests.hf_parity_test import perturbed
+
+  directory = tmp_path / family
+  shutil.copytree(hf_dirs[family], directory)
+  tok = hf_tokenizer.HfTokenizer(str(directory))
+  torch.manual_seed(0)
+  small = dict(vocab_size=tok.vocab_size)
+  if family == "gpt2":
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        **small, n_positions=64, n_embd=32, n_layer=2, n_head=2, eos_token_id=tok.eos_id))
+  elif family == "llama":
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **small, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=64, eos_token_id=tok.eos_id,
+        bos_token_id=tok.bos_id))
+  else:
+    model = transformers.MarianMTModel(transformers.MarianConfig(
+        **small, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=64, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
+        decoder_start_token_id=tok.pad_id, forced_eos_token_id=None))
+  model = perturbed(model)
+  model.save_pretrained(directory, safe_serialization=True)
+  prompt = "The value of"
+  ids = tok.encode(prompt).tolist() + ([tok.eos_id] if family == "marian" else [])
+  with torch.no_grad():
+    out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, num_beams=1,
+                         eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, min_new_tokens=0)
+  new = out[0].tolist() if family == "marian" else out[0, len(ids):].tolist()
+  want = tok.decode(new)
+  assert want.strip(), new  # Some text to compare, not only special tokens.
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "run.py", "--mode=generate", f"--hf_dir={directory}",
+                           f"--prompt={prompt}", "--max_new_tokens=6",
+                           "--config.sample.temperature=0"],
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"--- 0: {prompt}\n" in result.stdout
+  got = result.stdout.split(f"--- 0: {prompt}\n", 1)[1].rstrip("\n")
+  assert got == want, (family, got, want)

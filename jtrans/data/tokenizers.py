@@ -8,6 +8,8 @@ picked by ``config.data.tokenizer`` and built by ``from_config``:
 - ``sentencepiece``: a SentencePiece ``.model`` at ``config.data.tokenizer_path``, or,
   with no path, one trained on the train split and cached next to the data
   (``train_tokenizer.py``). Ids follow T5: pad 0, eos 1, unk 2.
+- ``hf``: a Hugging Face model directory's own tokenizer (``hf_tokenizer.py``: GPT-2,
+  Llama, BERT, T5, Marian), with the ids ``AutoTokenizer`` gives.
 - ``gpt2_bpe``: GPT-2's byte-level BPE from ``tokenizer.json`` or ``vocab.json`` +
   ``merges.txt``. GPT-2 has no pad token, so ``pad_id = eos_id`` (``<|endoftext|>``):
   padding always carries weight 0 (and mask 0), so the id it holds never matters.
@@ -25,7 +27,7 @@ from etils import epath
 
 from jtrans import storage
 
-KINDS = ("byte", "sentencepiece", "gpt2_bpe")
+KINDS = ("byte", "sentencepiece", "gpt2_bpe", "hf")
 GPT2_EOS = "<|endoftext|>"
 
 
@@ -174,6 +176,12 @@ def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True) 
       raise ValueError("config.data.tokenizer='gpt2_bpe' needs config.data.tokenizer_path: a "
                        "directory with GPT-2's vocab.json + merges.txt, or a tokenizer.json.")
     return Gpt2BpeTokenizer(path)
+  if kind == "hf":
+    if not path:
+      raise ValueError("config.data.tokenizer='hf' needs config.data.tokenizer_path: a Hugging "
+                       "Face model directory with its tokenizer files.")
+    from jtrans.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+    return hf_tokenizer.HfTokenizer(path)
   if kind == "sentencepiece":
     if path:
       if not storage.path(path).is_file():
