@@ -115,18 +115,12 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   steps = 40
   extra = {"train.log_every": 5, "train.checkpoint_every": 10, "train.eval_every": 20,
            "sample.num_samples": 1}
-  straight = finish(launch(tiny_flags(data_dir, f"gs://{BUCKET}/straight", steps, **extra), cwd))
+  # The uninterrupted reference runs on a local workdir (it doubles as the local run.py test).
+  local = str(tmp_path / "straight")
+  straight = finish(launch(tiny_flags(data_dir, local, steps, **extra), cwd))
   assert f"step {steps}/{steps}" in straight and "--- sample 0" in straight
-  names = objects(gcs, "straight/")
-  for expected in ("straight/config.json", "straight/metrics.jsonl",
-                   "straight/checkpoints/40/_CHECKPOINT_METADATA"):
-    assert expected in names, names
-  assert any(n.startswith("straight/tensorboard/events.out.tfevents") for n in names), names
   assert any(n.startswith("tfds/pydoc_topics/") and ".array_record" in n
              for n in objects(gcs, "tfds/"))
-  records = [json.loads(line) for line in urllib.request.urlopen(
-      f"{gcs}/storage/v1/b/{BUCKET}/o/straight%2Fmetrics.jsonl?alt=media").read().splitlines()]
-  assert [r["step"] for r in records if r["split"] == "eval"] == [20, 40]
 
   # Pre-empted: SIGTERM saves a checkpoint into the bucket; the same command resumes from it.
   command = tiny_flags(data_dir, f"gs://{BUCKET}/preempted", steps, **extra)
@@ -144,20 +138,30 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   saved = int(rest.split("saved a checkpoint at step ")[1].split(";")[0])
   assert 5 <= saved < steps
   resumed = finish(launch(command, cwd))
-  assert f"resumed from step {saved}" in resumed
-  want_step, want = final_params(f"gs://{BUCKET}/straight")
+  assert f"resumed from step {saved}" in resumed and "--- sample 0" in resumed
+  names = objects(gcs, "preempted/")
+  for expected in ("preempted/config.json", "preempted/metrics.jsonl",
+                   f"preempted/checkpoints/{steps}/_CHECKPOINT_METADATA"):
+    assert expected in names, names
+  assert any(n.startswith("preempted/tensorboard/events.out.tfevents") for n in names), names
+  records = [json.loads(line) for line in urllib.request.urlopen(
+      f"{gcs}/storage/v1/b/{BUCKET}/o/preempted%2Fmetrics.jsonl?alt=media").read().splitlines()]
+  logged = [(r["step"], r["split"]) for r in records]
+  assert len(logged) == len(set(logged)) and [s for s, split in logged if split == "eval"] == [20, 40]
+  want_step, want = final_params(local)
   got_step, got = final_params(f"gs://{BUCKET}/preempted")
   assert want_step == got_step == steps
   jax.tree.map(np.testing.assert_array_equal, want, got)
 
-  # A three-point sweep (the fewest a fit takes) and its analysis, both written into the bucket.
+  # A three-point sweep (analyze needs three runs; seeds only, so one program serves all three)
+  # and its analysis, both written into the bucket.
   sweep_file = tmp_path / "micro_sweep.py"
   sweep_file.write_text(
       "from configs import lm\nfrom jtrans import sweep\n\n"
       "def get_config():\n  return lm.get_config('tiny')\n\n"
-      "def get_sweep():\n  return sweep.axis('model.embed_dim', [32, 48, 64])\n")
+      "def get_sweep():\n  return sweep.axis('seed', [0, 1, 2])\n")
   sweep_flags = tiny_flags(data_dir, f"gs://{BUCKET}/sweep", 10, **{"sample.num_samples": 0})
-  sweep_flags = [a for a in sweep_flags if not a.startswith(("--config=", "--config.model.embed_dim"))]
+  sweep_flags = [a for a in sweep_flags if not a.startswith("--config=")]
   sweep_flags.insert(2, f"--sweep={sweep_file}")
   out = finish(launch(sweep_flags, cwd))
   assert "{'done': 3}" in out, out[-3000:]
@@ -166,8 +170,8 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   assert status["counts"] == {"done": 3}
   analyzed = finish(launch([sys.executable, "run.py", "--mode=analyze", f"--workdir=gs://{BUCKET}/sweep",
                             "--bootstrap=4"], cwd))
-  assert "L(N)" in analyzed and "Plots: loss_vs_params.png" in analyzed, analyzed[-2000:]
-  print(analyzed)
+  assert "L(N) needs at least 3 model sizes" in analyzed, analyzed[-2000:]
+  assert "Plots: loss_vs_params.png" in analyzed, analyzed[-2000:]
   names = objects(gcs, "sweep/")
   for expected in ("sweep/scaling.json", "sweep/scaling.md", "sweep/loss_vs_params.png"):
     assert expected in names, names
@@ -179,7 +183,7 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
       f"{gcs}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=prompts.txt", method="POST",
       data=b"def \n"), timeout=5)
   generated = finish(launch([sys.executable, "run.py", "--mode=generate",
-                             "--config=configs/lm.py:tiny", f"--workdir=gs://{BUCKET}/straight",
+                             "--config=configs/lm.py:tiny", f"--workdir=gs://{BUCKET}/preempted",
                              f"--prompt_file={prompts}", "--max_new_tokens=8"]
                             + tiny_flags(data_dir, "", steps, **extra)[4:], cwd))
   assert "--- 0: def " in generated

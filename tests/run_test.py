@@ -2,15 +2,12 @@
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
-from tests.train_test import final_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
@@ -86,36 +83,6 @@ def test_bad_settings_fail_with_the_settings_name(data_dir, tmp_path, flag, mess
   out = run(tiny_flags(data_dir, str(tmp_path), 2) + [flag])
   assert out.returncode != 0
   assert message in out.stderr
-
-
-def test_sigterm_saves_and_the_same_command_resumes_exactly(data_dir, tmp_path):
-  steps = 300
-  reference = run(tiny_flags(data_dir, str(tmp_path / "straight"), steps))
-  assert reference.returncode == 0, reference.stderr[-3000:]
-
-  workdir = str(tmp_path / "preempted")
-  command = tiny_flags(data_dir, workdir, steps)
-  proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  try:
-    for line in proc.stdout:
-      if line.startswith("step 100/"):
-        proc.send_signal(signal.SIGTERM)
-        break
-    rest = proc.stdout.read()
-    assert proc.wait(timeout=120) == 0, rest[-3000:]
-  finally:
-    proc.kill()
-  assert "signal 15 received: saved a checkpoint at step" in rest
-  saved = int(rest.split("saved a checkpoint at step ")[1].split(";")[0])
-  assert 100 <= saved < steps
-
-  resumed = run(command)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f"resumed from step {saved}" in resumed.stdout
-  _, want = final_params(str(tmp_path / "straight"))
-  _, got = final_params(workdir)
-  jax.tree.map(np.testing.assert_array_equal, want, got)
 
 
 def last_line(text: str) -> str:
