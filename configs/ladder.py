@@ -102,11 +102,17 @@ def overrides(name: str, tokens_per_param: float | None = None, budget: float | 
           "train.checkpoint_every": evals, "train.log_every": min(50, evals)}
 
 
+# Evaluation split of the corpora a sweep can name, where it is not "validation".
+SPLITS = {"lm1b": "test"}
+
+
 def sweep_base(dataset: str = "pydoc_topics", async_checkpoints: bool = True) -> ml_collections.ConfigDict:
   """The base config of a ladder sweep: no samples; `async_checkpoints=False` on a CPU, where
   points run back to back and a background write has nothing to overlap with."""
   c = base.get_config()
   c.data.name = dataset
+  # TFDS's lm1b has only train and test splits (the 1B-word benchmark reports test).
+  c.data.eval_split = SPLITS.get(dataset, c.data.eval_split)
   c.sample.num_samples = 0
   c.train.async_checkpoints = async_checkpoints
   return c

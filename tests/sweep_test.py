@@ -47,6 +47,8 @@ def test_every_sweep_file_builds_all_its_points(path):
     config = loaded.config(i)
     ModelConfig.from_config(config.model)  # Validates the shape, naming a bad key.
     assert config.data.seq_len <= config.model.max_len and config.train.steps > 0
+    if config.data.name == "lm1b":  # TFDS's lm1b has train and test only.
+      assert config.data.eval_split == "test", path
 
 
 def micro_sweep(tiny_config):
