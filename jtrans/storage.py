@@ -32,23 +32,16 @@ def is_remote(p: PathLike) -> bool:
 
 
 def write_text(p: PathLike, text: str) -> None:
-  """Writes `text` to `p` whole: a reader sees the old file or the new one, never a part."""
-  p = path(p)
-  p.parent.mkdir(parents=True, exist_ok=True)
-  if is_remote(p):
-    p.write_text(text)  # One upload: the object appears complete or not at all.
-    return
-  tmp = p.parent / f".{p.name}.{uuid.uuid4().hex}.tmp"
-  tmp.write_text(text)
-  tmp.replace(p)
+  """Writes `text` (UTF-8) to `p` whole: a reader sees the old file or the new one, never a part."""
+  write_bytes(p, text.encode("utf-8"))
 
 
 def write_bytes(p: PathLike, data: bytes) -> None:
-  """`write_text` for bytes."""
+  """Writes `data` to `p` whole (see `write_text`)."""
   p = path(p)
   p.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(p):
-    p.write_bytes(data)
+    p.write_bytes(data)  # One upload: the object appears complete or not at all.
     return
   tmp = p.parent / f".{p.name}.{uuid.uuid4().hex}.tmp"
   tmp.write_bytes(data)
