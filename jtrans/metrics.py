@@ -40,14 +40,17 @@ class MetricsWriter:
       workdir = storage.path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
       self._path = workdir / "metrics.jsonl"
-      self._lines = self._path.read_text().splitlines(keepends=True) if self._path.exists() else []
-      if resumed_from is not None:
-        self._lines = [line for line in self._lines
-                       if line.strip() and json.loads(line)["step"] <= resumed_from]
-        storage.write_text(self._path, "".join(self._lines))
-      # Object stores (gs://) cannot append: there each write uploads the whole file again
-      # (small: one line per log step); a local file is appended to.
-      self._jsonl = None if storage.is_remote(workdir) else self._path.open("a")
+      # Object stores (gs://) cannot append: there the lines are kept and each write uploads
+      # the whole file again (small: one line per log step); a local file is appended to.
+      remote = storage.is_remote(workdir)
+      self._lines = []
+      if (remote or resumed_from is not None) and self._path.exists():
+        self._lines = self._path.read_text().splitlines(keepends=True)
+        if resumed_from is not None:
+          self._lines = [line for line in self._lines
+                         if line.strip() and json.loads(line)["step"] <= resumed_from]
+          storage.write_text(self._path, "".join(self._lines))
+      self._jsonl = None if remote else self._path.open("a")
       self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:

@@ -56,7 +56,8 @@ def glob(pattern: PathLike) -> list[str]:
   import fsspec  # pylint: disable=g-import-not-at-top  (epath's own glob refuses `**` on GCS)
   fs, _ = fsspec.core.url_to_fs(pattern)
   scheme = pattern.split("://", 1)[0]
-  return sorted(f"{scheme}://{p}" for p in fs.glob(pattern) if fs.isfile(p))
+  found = fs.glob(pattern, detail=True)  # One listing gives each match's type: no stat per file.
+  return sorted(f"{scheme}://{p}" for p, info in found.items() if info["type"] == "file")
 
 
 def _files(root: epath.Path) -> list[epath.Path]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
 import time
 import traceback
+import types
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -100,12 +100,13 @@ class Sweep:
 
 
 def load(path: str) -> Sweep:
-  """Imports a sweep file by path; it must define `get_config()` and `get_sweep()`."""
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  if spec is None or not os.path.exists(path):
+  """Runs a sweep file (local or `gs://`); it must define `get_config()` and `get_sweep()`."""
+  file = storage.path(path)
+  if not file.is_file():
     raise FileNotFoundError(f"--sweep={path}: no such file.")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = types.ModuleType(file.stem)
+  module.__file__ = path
+  exec(compile(file.read_text(), path, "exec"), module.__dict__)  # pylint: disable=exec-used
   for function in ("get_config", "get_sweep"):
     if not hasattr(module, function):
       raise AttributeError(f"--sweep={path}: the file defines no {function}().")

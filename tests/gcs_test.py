@@ -189,3 +189,52 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   assert "--- 0: def " in generated
 
   assert list(cwd.iterdir()) == []  # Nothing written where run.py was launched.
+
+
+def test_hugging_face_directories_text_files_and_sweep_files_read_from_the_bucket(gcs, tmp_path):
+  """The read paths a run takes besides the workdir: an HF directory (weights and tokenizer),
+  `data.train_files` globs with `**`, and a sweep file, each from gs:// equal to the same files
+  read locally."""
+  import torch
+  import transformers
+  from tokenizers import Tokenizer, models, pre_tokenizers
+
+  from jtrans import hf, storage, sweep
+  from jtrans.data import files, hf_tokenizer
+
+  local = tmp_path / "gpt2"
+  torch.manual_seed(0)
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=300, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(local)
+  bpe = Tokenizer(models.BPE({"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3}, [("a", "b")]))
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.add_special_tokens(["<|endoftext|>"])
+  bpe.save(str(local / "tokenizer.json"))
+  (local / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+  texts = tmp_path / "texts"
+  (texts / "deep" / "er").mkdir(parents=True)
+  for i, rel in enumerate(["a.txt", "deep/b.txt", "deep/er/c.txt", "deep/er/skip.md"]):
+    (texts / rel).write_text(f"document {i}: abab")
+  (tmp_path / "micro.py").write_text("def get_config():\n  from configs import lm\n"
+                                     "  return lm.get_config('tiny')\n\n"
+                                     "def get_sweep():\n  return [{'seed': 0}, {'seed': 1}]\n")
+  for name in ("gpt2", "texts"):
+    storage.copy_tree(tmp_path / name, f"gs://{BUCKET}/inputs/{name}")
+  storage.write_text(f"gs://{BUCKET}/inputs/micro.py", (tmp_path / "micro.py").read_text())
+
+  remote = f"gs://{BUCKET}/inputs/gpt2"
+  (want_cfg, want), (got_cfg, got) = hf.load_pretrained(str(local)), hf.load_pretrained(remote)
+  assert got_cfg == want_cfg
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  ours, theirs = hf_tokenizer.HfTokenizer(remote), hf_tokenizer.HfTokenizer(str(local))
+  assert ours.encode("abab ba").tolist() == theirs.encode("abab ba").tolist()
+  assert ours.eos_id == theirs.eos_id == 3
+
+  pattern = "texts/**/*.txt"
+  want_docs = files.load_files(str(tmp_path / pattern), "text", "text", "train_files")
+  got_docs = files.load_files(f"gs://{BUCKET}/inputs/{pattern}", "text", "text", "train_files")
+  assert [d["text"] for d in got_docs] == [d["text"] for d in want_docs]
+  assert len(got_docs) == 3  # The .md file left out, every depth reached.
+
+  loaded = sweep.load(f"gs://{BUCKET}/inputs/micro.py")
+  assert loaded.points == [{"seed": 0}, {"seed": 1}] and loaded.base.model.num_layers == 4

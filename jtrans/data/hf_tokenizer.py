@@ -60,6 +60,7 @@ class HfTokenizer:
     self.path = directory
     root = storage.path(directory)
     tokens = special_tokens(root)
+    settings = _config(root)
     self._marian = None
     if (root / "tokenizer.json").is_file():
       self.kind = "tokenizer.json"
@@ -69,16 +70,17 @@ class HfTokenizer:
       self._marian = _Marian(root)
       tokens = {"eos": "</s>", "unk": "<unk>", "pad": "<pad>", **tokens}
     elif all((root / f).is_file() for f in ("vocab.json", "merges.txt")):
-      from jtrans.data.tokenizers import Gpt2BpeTokenizer  # pylint: disable=g-import-not-at-top
+      from jtrans.data import tokenizers  # pylint: disable=g-import-not-at-top
       self.kind = "vocab.json + merges.txt"
-      self._tok = Gpt2BpeTokenizer(directory)._tok
+      self._tok = tokenizers.Gpt2BpeTokenizer(directory).backend
+      tokens = {"eos": tokenizers.GPT2_EOS, **tokens}
     elif (root / "vocab.txt").is_file():
       from tokenizers.implementations import BertWordPieceTokenizer  # pylint: disable=g-import-not-at-top
       self.kind = "vocab.txt"
       vocab = {t: i for i, t in enumerate((root / "vocab.txt").read_text().splitlines())}
       self._tok = BertWordPieceTokenizer(
-          vocab, lowercase=_config(root).get("do_lower_case", True),
-          strip_accents=_config(root).get("strip_accents"))._tokenizer
+          vocab, lowercase=settings.get("do_lower_case", True),
+          strip_accents=settings.get("strip_accents"))._tokenizer
       tokens = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]",
                 **tokens}
     else:
@@ -86,8 +88,8 @@ class HfTokenizer:
           f"{directory} (config.data.tokenizer_path): no tokenizer found; looked for "
           f"{', '.join(LOOKED_FOR)}. Copy the model's tokenizer files there, or set "
           "--config.data.tokenizer=byte (or sentencepiece) to train with another tokenizer.")
-    self.ids = {kind: self._token_id(token) for kind, token in tokens.items()}
-    self.ids = {kind: i for kind, i in self.ids.items() if i is not None}
+    self.ids = {kind: i for kind, token in tokens.items()
+                if (i := self._token_id(token)) is not None}
     eos = self.ids.get("eos", self.ids.get("sep"))
     if eos is None:
       raise ValueError(f"{directory}: its tokenizer names no eos (or sep) token in "

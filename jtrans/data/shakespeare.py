@@ -10,11 +10,12 @@ remainder for test. The three texts concatenate back to the file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from etils import epath
 import tensorflow_datasets as tfds
+
+from jtrans import storage
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 FILE = "input.txt"
@@ -42,13 +43,12 @@ class TinyShakespeareFile(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     # dl_manager.manual_dir asserts that the folder exists; name the file instead.
-    path = os.path.join(os.fspath(dl_manager._manual_dir), FILE)  # pylint: disable=protected-access
-    if not os.path.isfile(path):
+    path = storage.path(dl_manager._manual_dir) / FILE  # pylint: disable=protected-access
+    if not path.is_file():
       raise FileNotFoundError(
           f"Tiny Shakespeare needs {path}: download {URL} there (or point "
           "config.data.manual_dir at the folder that holds input.txt).")
-    with open(path, "rb") as f:
-      text = f.read().decode("utf-8")
+    text = path.read_bytes().decode("utf-8")
     return {split: self._generate_examples(split, t) for split, t in split_text(text).items()}
 
   def _generate_examples(self, split: str, text: str) -> Iterator[tuple[str, dict]]:

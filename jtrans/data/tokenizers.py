@@ -122,6 +122,11 @@ class Gpt2BpeTokenizer:
     self.eos_id = self.pad_id = eos
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
+  @property
+  def backend(self):
+    """The `tokenizers.Tokenizer` itself (hf_tokenizer.py wraps it with a directory's specials)."""
+    return self._tok
+
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids of shape [num_tokens]."""
     return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)

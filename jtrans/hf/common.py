@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import ml_dtypes
 import numpy as np
-import safetensors
 import safetensors.numpy
 from etils import epath
 
@@ -47,39 +46,26 @@ def read_config(directory: str) -> dict[str, Any]:
 
 
 def _read_file(path: epath.Path) -> Flat:
-  """One .safetensors file as float32 numpy arrays (bfloat16, which numpy lacks, included)."""
-  if storage.is_remote(path):  # gs://: one download into memory (safetensors maps local files only).
-    data = path.read_bytes()
-    header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
-    out = {}
-    for name, info in header.items():
-      if name != "__metadata__":
-        begin, end = info["data_offsets"]
-        dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        raw = np.frombuffer(data, np.uint8, count=end - begin, offset=8 + header_len + begin)
-        out[name] = raw.view(dtype).reshape(info["shape"]).astype(np.float32)
-    return out
-  path = os.fspath(path)
-  try:
-    return {k: v.astype(np.float32) for k, v in safetensors.numpy.load_file(path).items()}
-  except TypeError:  # numpy has no bfloat16: read those tensors' bytes ourselves.
-    pass
-  with open(path, "rb") as f:
-    header_len = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(header_len))
+  """One .safetensors file as float32 numpy arrays. Local files are memory-mapped, `gs://` ones
+  read into memory once; either way the tensors are views of that buffer until cast (the
+  header gives each one's dtype, shape and byte range; numpy lacks bfloat16, ml_dtypes has it)."""
+  if storage.is_remote(path):
+    buffer = np.frombuffer(path.read_bytes(), np.uint8)
+  else:
+    buffer = np.memmap(os.fspath(path), np.uint8, mode="r")
+  header_len = int(buffer[:8].view("<u8")[0])
+  header = json.loads(buffer[8:8 + header_len].tobytes())
   start = 8 + header_len
   out = {}
-  with safetensors.safe_open(path, "np") as f:
-    for name, info in header.items():
-      if name == "__metadata__":
-        continue
-      if info["dtype"] == "BF16":
-        begin, end = info["data_offsets"]
-        raw = np.fromfile(path, np.uint8, count=end - begin, offset=start + begin)
-        out[name] = raw.view(ml_dtypes.bfloat16).reshape(info["shape"]).astype(np.float32)
-      else:
-        out[name] = f.get_tensor(name).astype(np.float32)
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in SAFETENSORS_DTYPES:
+      raise ConversionError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which jtrans "
+                            f"does not read (it reads {sorted(SAFETENSORS_DTYPES)}).")
+    begin, end = info["data_offsets"]
+    raw = buffer[start + begin:start + end].view(SAFETENSORS_DTYPES[info["dtype"]])
+    out[name] = raw.reshape(info["shape"]).astype(np.float32)
   return out
 
 
