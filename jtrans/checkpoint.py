@@ -32,14 +32,25 @@ def directory(workdir: str | epath.Path) -> epath.Path:
   return storage.path(workdir) / "checkpoints"
 
 
-def make_manager(workdir: str, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """A manager that saves every `cfg.checkpoint_every` steps and keeps `cfg.keep_checkpoints`."""
-  options = ocp.CheckpointManagerOptions(
-      save_interval_steps=cfg.checkpoint_every,
-      max_to_keep=cfg.keep_checkpoints,
-      enable_async_checkpointing=cfg.async_checkpoints,
-      cleanup_tmp_directories=True,  # Remove what a crash mid-save left behind.
-  )
+def make_manager(workdir: str, cfg: ml_collections.ConfigDict, *,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager that saves every `cfg.checkpoint_every` steps and keeps `cfg.keep_checkpoints`.
+
+  `read_only` is for evaluation, sampling and export: such a manager writes, deletes and
+  creates nothing, so it can read the workdir of a run that is still training (whose
+  half-written step it must not remove) and it leaves no background clean-up running.
+  """
+  if read_only:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                           save_interval_steps=0,
+                                           cleanup_tmp_directories=False)
+  else:
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=cfg.checkpoint_every,
+        max_to_keep=cfg.keep_checkpoints,
+        enable_async_checkpointing=cfg.async_checkpoints,
+        cleanup_tmp_directories=True,  # Remove what a crash mid-save left behind.
+    )
   return ocp.CheckpointManager(
       directory(workdir),
       options=options,
@@ -174,13 +185,15 @@ def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any,
             data_iterator: Any | None = None,
-            log: Callable[[str], None] = print) -> tuple[Any, int] | None:
+            log: Callable[[str], None] = print,
+            quarantine: bool = True) -> tuple[Any, int] | None:
   """Restores the latest intact checkpoint into `abstract_state`'s shapes and shardings.
 
   `abstract_state` holds `jax.ShapeDtypeStruct`s with the shardings of the current mesh, so a
   checkpoint written on one mesh restores onto another. The data iterator, if given, is moved
   in place to its saved position. A step that fails to restore is reported through `log`,
-  moved aside and the previous step tried. Returns (state, step), or None when the directory
+  moved aside (left in place when `quarantine` is False, as a reader of another run's workdir
+  must) and the previous step tried. Returns (state, step), or None when the directory
   holds no checkpoint at all; raises `CheckpointError` when it holds some and none restores.
   """
   steps = sorted(manager.all_steps(), reverse=True)
@@ -197,10 +210,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
       problems.append(f"{path}: {reason}")
       log(f"checkpoint {path} cannot be restored ({reason}); trying the step before it.")
       continue
-    if problems:
+    if problems and quarantine:
       _quarantine(manager, steps[:len(problems)])
       log(f"damaged checkpoint steps {steps[:len(problems)]} moved to "
           f"{epath.Path(manager.directory).parent / DAMAGED_DIR}; resuming from step {step}.")
+    elif problems:
+      log(f"damaged checkpoint steps {steps[:len(problems)]} skipped; using step {step}.")
     return state, step
   raise CheckpointError(
       f"none of the {len(steps)} checkpoints in {manager.directory} can be restored: "

@@ -498,10 +498,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 
 def restore_latest(config: ml_collections.ConfigDict, workdir: str, abstract: Any) -> tuple[Any, int]:
-  """(state, step) of the workdir's latest intact checkpoint, for evaluation and export; the
-  manager is closed before any error, so the error is the last thing printed."""
-  with contextlib.closing(checkpoint.make_manager(workdir, config.train)) as manager:
-    restored = checkpoint.restore(manager, abstract)
+  """(state, step) of the workdir's latest intact checkpoint, for evaluation and export. The
+  manager only reads (a training run may be writing the same workdir) and is closed before any
+  error, so the error is the last thing printed."""
+  with contextlib.closing(checkpoint.make_manager(workdir, config.train, read_only=True)) as manager:
+    restored = checkpoint.restore(manager, abstract, quarantine=False)
     if restored is None:
       raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
                               "--config and --workdir (--mode=train), or pass --hf_dir.")

@@ -94,3 +94,19 @@ def test_no_intact_step_fails_naming_the_directory_and_each_problem(runs, tmp_pa
   assert f"none of the 2 checkpoints in {workdir / 'checkpoints'}" in message
   assert "checkpoints/4: " in message and "checkpoints/2: JSONDecodeError" in message
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # Nothing moved: no silent restart.
+
+
+def test_reading_a_workdir_that_is_training_moves_and_deletes_nothing(runs, tmp_path):
+  """Evaluation, sampling and export read a workdir whose run may still be writing it: the
+  half-written step in flight stays, a damaged step is skipped but left for the trainer."""
+  c, _, interrupted = runs
+  workdir = tmp_path / "run"
+  shutil.copytree(interrupted, workdir)
+  in_flight = workdir / "checkpoints" / "6.orbax-checkpoint-tmp"
+  shutil.copytree(workdir / "checkpoints" / "2", in_flight)
+  DAMAGE["state_metadata_missing"](str(workdir / "checkpoints" / "4"))
+  before = sorted(os.listdir(workdir / "checkpoints"))
+  state, step = train.restore_latest(c, str(workdir), train.build_layout(c).abstract)
+  assert step == 2 and int(state.step) == 2
+  assert sorted(os.listdir(workdir / "checkpoints")) == before
+  assert not (workdir / checkpoint.DAMAGED_DIR).exists()
