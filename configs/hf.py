@@ -25,7 +25,7 @@ OBJECTIVES = {"decoder": "lm", "encoder": "mlm", "encoder_decoder": "seq2seq",
 
 def get_config(directory: str) -> ml_collections.ConfigDict:
   from jtrans import hf  # Imported here: reading a config file should not load JAX otherwise.
-  imported, _ = hf.load_pretrained(directory)
+  imported = hf.load_config(directory)  # config.json and tensor shapes; no weights read.
   c = base.get_config()
   for field in dataclasses.fields(imported):
     value = getattr(imported, field.name)

@@ -36,29 +36,54 @@ def check_matches(imported: ModelConfig, ours: ModelConfig, directory: str) -> N
 
 
 def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
-  """Unrolled `<stack>/block_{i}/...` -> scanned `<stack>/layers/block/...` ([layers, ...])."""
+  """Unrolled `<stack>/block_{i}/...` -> scanned `<stack>/layers/block/...` ([layers, ...]).
+
+  Consumes `params`: each leaf's per-layer arrays are dropped once stacked, so stacking holds
+  one leaf twice, not the model."""
   out = {}
-  for name, sub in params.items():
+  for name in list(params):
+    sub = params.pop(name)
     blocks = sorted((k for k in sub if re.fullmatch(r"block_\d+", k)), key=lambda k: int(k[6:])) \
         if isinstance(sub, dict) else []
     if not blocks:
       out[name] = sub
       continue
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[sub[k] for k in blocks])
-    out[name] = {**{k: v for k, v in sub.items() if k not in blocks}, "layers": {"block": stacked}}
+    per_block = [jax.tree.flatten(sub.pop(k)) for k in blocks]
+    treedef, columns = per_block[0][1], [leaves for leaves, _ in per_block]
+    del per_block
+    stacked = []
+    for j in range(treedef.num_leaves):
+      stacked.append(np.stack([column[j] for column in columns]))
+      for column in columns:
+        column[j] = None
+    out[name] = {**sub, "layers": {"block": treedef.unflatten(stacked)}}
   return out
+
+
+def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
+                  shardings: Any) -> Any:
+  """The Hugging Face directory's parameters in the run's dtypes and shardings.
+
+  Read in the run's parameter dtype and placed one leaf at a time (each host array is dropped
+  once its device copy exists), so the peak is about one copy of the model."""
+  from jtrans import hf  # Imported only when used: it reads safetensors.
+  dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(abstract_params)}
+  imported, params = hf.load_pretrained(directory, dtypes.pop() if len(dtypes) == 1 else np.float32)
+  check_matches(imported, ours, directory)
+  if ours.scan_layers:
+    params = stack_layers(params)
+  leaves, treedef = jax.tree.flatten(params)
+  del params
+  for i, (abstract, sharding) in enumerate(zip(treedef.flatten_up_to(abstract_params),
+                                               treedef.flatten_up_to(shardings))):
+    leaves[i] = jax.device_put(np.asarray(leaves[i], abstract.dtype), sharding)
+  return treedef.unflatten(leaves)
 
 
 def initial_state(config: ml_collections.ConfigDict, ours: ModelConfig, init_opt_state: Callable,
                   abstract: TrainState, shardings: TrainState) -> TrainState:
   """Step 0 with the imported parameters, placed with the run's shardings and dtypes."""
-  from jtrans import hf  # Imported only when used: it reads safetensors.
-  directory = config.train.init_from
-  imported, params = hf.load_pretrained(directory)
-  check_matches(imported, ours, directory)
-  if ours.scan_layers:
-    params = stack_layers(params)
-  params = jax.tree.map(lambda x, a: np.asarray(x, a.dtype), params, abstract.params)
-  params = jax.device_put(params, shardings.params)
+  params = import_params(config.train.init_from, ours, abstract.params, shardings.params)
   return jax.jit(lambda p: TrainState(step=np.zeros((), np.int32), params=p,
-                                      opt_state=init_opt_state(p)), out_shardings=shardings)(params)
+                                      opt_state=init_opt_state(p)),
+                 out_shardings=shardings, donate_argnums=0)(params)

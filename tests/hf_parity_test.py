@@ -34,8 +34,12 @@ def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def import_saved(model: torch.nn.Module, tmp_path, **save_kwargs):
+  """The saved model imported; the architecture read without the weights (what
+  configs/hf.py does) must be the one the full import finds."""
   model.save_pretrained(tmp_path, safe_serialization=True, **save_kwargs)
-  return hf.load_pretrained(str(tmp_path))
+  cfg, params = hf.load_pretrained(str(tmp_path))
+  assert hf.load_config(str(tmp_path)) == cfg
+  return cfg, params
 
 
 def ours(cfg: ModelConfig, params, *args, **kwargs) -> np.ndarray:
@@ -225,3 +229,18 @@ def test_export_refuses_other_shapes(tmp_path):
   cfg = ModelConfig(family="encoder_decoder", positions="relative", norm="rmsnorm")
   with pytest.raises(hf.ConversionError, match="neither GPT-2 shaped"):
     hf.save_pretrained(str(tmp_path), cfg, {})
+
+
+def test_the_architecture_is_read_without_the_weights(tmp_path):
+  """load_config reads config.json and the safetensors header only: with every weight byte cut
+  off the file it still answers, while the import names the damage."""
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+  cfg, _ = import_saved(model, tmp_path)
+  path = tmp_path / "model.safetensors"
+  header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+  os.truncate(path, header)
+  assert hf.load_config(str(tmp_path)) == cfg and not cfg.tie_embeddings
+  with pytest.raises(hf.ConversionError, match="model.safetensors: tensor .* is cut short"):
+    hf.load_pretrained(str(tmp_path))

@@ -12,6 +12,8 @@ import dataclasses
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from jtrans.hf import bert, common, gpt2, llama, marian, t5, vit
 from jtrans.hf.common import ConversionError
 from jtrans.models import ModelConfig
@@ -25,22 +27,39 @@ HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "B
 EXPORTERS = (gpt2, llama)
 
 
-def load_pretrained(directory: str) -> tuple[ModelConfig, dict[str, Any]]:
-  """Reads a Hugging Face model directory (`config.json`, `model.safetensors` or its sharded
-  index) of a model type in `HF_CLASSES`.
-
-  Returns our ModelConfig, set to reproduce the HF model (dropout 0, unrolled layers), and the
-  parameter tree of `build_model(cfg).init` with float32 numpy leaves. Raises ConversionError
-  on an unknown model type, a missing file, or tensors that do not fit the model.
-  """
+def _converter(directory: str) -> tuple[dict[str, Any], ModuleType]:
   config = common.read_config(directory)
   model_type = config.get("model_type")
   if model_type not in ARCHITECTURES:
     supported = ", ".join(f"{k} ({v})" for k, v in HF_CLASSES.items())
     raise ConversionError(f"{directory}: config.json model_type={model_type!r} is not supported; "
                           f"jtrans.hf reads {supported}.")
-  arch = ARCHITECTURES[model_type]
-  ckpt = common.Checkpoint(directory, common.read_tensors(directory), arch.IGNORE)
+  return config, ARCHITECTURES[model_type]
+
+
+def load_config(directory: str) -> ModelConfig:
+  """Our ModelConfig of a Hugging Face directory, from `config.json` and the safetensors
+  headers (names and shapes) alone: no weight is read."""
+  config, arch = _converter(directory)
+  ckpt = common.Checkpoint(directory, common.read_tensors(directory), arch.IGNORE,
+                           shapes_only=True)
+  cfg, _ = arch.load(config, ckpt)
+  ckpt.finish()
+  return cfg
+
+
+def load_pretrained(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str, Any]]:
+  """Reads a Hugging Face model directory (`config.json`, `model.safetensors` or its sharded
+  index) of a model type in `HF_CLASSES`.
+
+  Returns our ModelConfig, set to reproduce the HF model (dropout 0, unrolled layers), and the
+  parameter tree of `build_model(cfg).init` with numpy leaves of `dtype`. Each tensor is read
+  from its file, cast and converted on its own, so the import holds the converted model plus
+  one tensor. Raises ConversionError on an unknown model type, a missing file, or tensors that
+  do not fit the model.
+  """
+  config, arch = _converter(directory)
+  ckpt = common.Checkpoint(directory, common.read_tensors(directory), arch.IGNORE, dtype)
   cfg, flat = arch.load(config, ckpt)
   ckpt.finish()
   common.check_tree(cfg, flat, directory)

@@ -3,10 +3,13 @@ taking tensors by name (so leftovers can be reported), reshaping torch Linear we
 head-shaped kernels, and checking a converted tree against the one our model initialises.
 
 Parameters travel between here and the per-architecture files as flat dicts keyed by our
-parameter path, e.g. "decoder/block_0/attention/query/kernel", of float32 numpy arrays.
+parameter path, e.g. "decoder/block_0/attention/query/kernel", of numpy arrays (float32
+unless the import asks for another dtype). Tensors are read from the files one at a time, when a
+converter takes them, so an import holds the converted model and one tensor, never the file twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -45,17 +48,42 @@ def read_config(directory: str) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
-def _read_file(path: epath.Path) -> Flat:
-  """One .safetensors file as float32 numpy arrays. Local files are memory-mapped, `gs://` ones
-  read into memory once; either way the tensors are views of that buffer until cast (the
-  header gives each one's dtype, shape and byte range; numpy lacks bfloat16, ml_dtypes has it)."""
-  if storage.is_remote(path):
-    buffer = np.frombuffer(path.read_bytes(), np.uint8)
-  else:
-    buffer = np.memmap(os.fspath(path), np.uint8, mode="r")
-  header_len = int(buffer[:8].view("<u8")[0])
-  header = json.loads(buffer[8:8 + header_len].tobytes())
-  start = 8 + header_len
+@dataclasses.dataclass(frozen=True)
+class StoredTensor:
+  """Where one tensor lies in a .safetensors file: read only when a converter takes it."""
+  path: epath.Path
+  name: str
+  dtype: np.dtype
+  shape: tuple[int, ...]
+  begin: int  # Absolute byte offsets in the file.
+  end: int
+
+  def read(self) -> np.ndarray:
+    """The tensor's bytes, read alone (a local file into a fresh buffer, no memory map whose
+    pages would stay resident; a `gs://` object by one ranged read)."""
+    size = self.end - self.begin
+    if storage.is_remote(self.path):
+      with self.path.open("rb") as f:
+        f.seek(self.begin)
+        data = f.read(size)
+      got, out = len(data), np.frombuffer(data, np.uint8)
+    else:
+      out = np.empty(size, np.uint8)
+      with open(os.fspath(self.path), "rb") as f:
+        f.seek(self.begin)
+        got = f.readinto(out)
+    if got != size:
+      raise ConversionError(f"{self.path}: tensor {self.name!r} is cut short ({got} of {size} "
+                            "bytes); the file is incomplete, download or copy it again.")
+    return out[:size].view(self.dtype).reshape(self.shape)
+
+
+def _index_file(path: epath.Path) -> dict[str, StoredTensor]:
+  """The header of one .safetensors file: each tensor's dtype, shape and byte range (numpy lacks
+  bfloat16, ml_dtypes has it)."""
+  with path.open("rb") as f:
+    header_len = int.from_bytes(f.read(8), "little")
+    header = json.loads(f.read(header_len))
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
@@ -64,18 +92,19 @@ def _read_file(path: epath.Path) -> Flat:
       raise ConversionError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which jtrans "
                             f"does not read (it reads {sorted(SAFETENSORS_DTYPES)}).")
     begin, end = info["data_offsets"]
-    raw = buffer[start + begin:start + end].view(SAFETENSORS_DTYPES[info["dtype"]])
-    out[name] = raw.reshape(info["shape"]).astype(np.float32)
+    out[name] = StoredTensor(path, name, np.dtype(SAFETENSORS_DTYPES[info["dtype"]]),
+                             tuple(info["shape"]), 8 + header_len + begin, 8 + header_len + end)
   return out
 
 
-def read_tensors(directory: str) -> Flat:
-  """Every tensor of `model.safetensors`, or of the shards that its index lists."""
+def read_tensors(directory: str) -> dict[str, StoredTensor]:
+  """Where every tensor of `model.safetensors`, or of the shards its index lists, lies; only
+  the headers are read here."""
   root = storage.path(directory)
   single = root / "model.safetensors"
   index = root / "model.safetensors.index.json"
   if single.is_file():
-    return _read_file(single)
+    return _index_file(single)
   if index.is_file():
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     tensors = {}
@@ -84,7 +113,7 @@ def read_tensors(directory: str) -> Flat:
       if not path.is_file():
         raise ConversionError(f"{directory}: shard {shard} listed in {index.name} "
                               "is missing; download every shard.")
-      tensors.update(_read_file(path))
+      tensors.update(_index_file(path))
     return tensors
   raise ConversionError(f"{directory}: neither model.safetensors nor model.safetensors.index.json "
                         "found; save the model with save_pretrained(..., safe_serialization=True).")
@@ -94,10 +123,22 @@ class Checkpoint:
   """The tensors of one directory, handed out once each, so that `finish` can name those that
   no converter took (a sign of an option we do not model)."""
 
-  def __init__(self, directory: str, tensors: Flat, ignore: Iterable[str] = ()):
+  def __init__(self, directory: str, tensors: dict[str, StoredTensor],
+               ignore: Iterable[str] = (), dtype: Any = np.float32,
+               shapes_only: bool = False):
+    """`shapes_only`: a pass that only works out the architecture. Tensors are then zero-stride
+    stand-ins that read and allocate nothing."""
     self.directory = directory
     self.tensors = dict(tensors)
     self.ignore = [re.compile(p) for p in ignore]  # Buffers HF keeps but nothing computes.
+    self.dtype = np.dtype(dtype)  # Each tensor is cast to it as it is read.
+    self.shapes_only = shapes_only
+
+  def _read(self, name: str) -> np.ndarray:
+    stored = self.tensors.pop(name)
+    if self.shapes_only:
+      return np.broadcast_to(np.zeros((), self.dtype), stored.shape)
+    return stored.read().astype(self.dtype, copy=False)
 
   def has(self, name: str) -> bool:
     return name in self.tensors
@@ -106,13 +147,20 @@ class Checkpoint:
     if name not in self.tensors:
       raise ConversionError(f"{self.directory}: tensor {name!r} is missing from the checkpoint; "
                             "is the config.json from the same model as the weights?")
-    return self.tensors.pop(name)
+    return self._read(name)
 
   def take_tied(self, name: str, source: np.ndarray) -> np.ndarray | None:
-    """A tensor HF ties to `source`: None if absent or equal (tied), else the tensor (untied)."""
+    """A tensor HF ties to `source`: None if tied, else the tensor. An output head
+    (`lm_head.*`) stored in the file is untied (save_pretrained leaves tied ones out, and
+    transformers 5 writes tie_word_embeddings=true for T5 v1.1's untied head), which the
+    headers alone tell; other ties are told by equal values."""
     if name not in self.tensors:
       return None
-    value = self.tensors.pop(name)
+    value = self._read(name)
+    if "lm_head" in name:
+      return value
+    if self.shapes_only:
+      return None
     return None if value.shape == source.shape and np.array_equal(value, source) else value
 
   def prefix(self, *candidates: str) -> str:
@@ -153,6 +201,8 @@ def require(ok: bool, directory: str, why: str):
 # Torch Linear weights are [out, in]; our kernels [in, out], split per head where they touch heads.
 
 def linear_kernel(weight: np.ndarray) -> np.ndarray:
+  if not any(weight.strides):  # A shapes-only stand-in stays a view: nothing to copy.
+    return weight.T
   return np.ascontiguousarray(weight.T)
 
 
@@ -196,9 +246,10 @@ def attention(ckpt: Checkpoint, names: tuple[str, str, str, str], cfg: ModelConf
     if cfg.use_bias:
       b = ckpt.take(f"{theirs}.bias") if qkv_bias else np.zeros(heads * cfg.head_dim, np.float32)
       out[f"{ours}/bias"] = b.reshape(heads, cfg.head_dim)
-  out["query/kernel"] = out["query/kernel"] * np.float32(query_scale)
-  if "query/bias" in out:
-    out["query/bias"] = out["query/bias"] * np.float32(query_scale)
+  if query_scale != 1.0:  # In the tensors' own dtype: no float32 copy of a bfloat16 import.
+    for name in ("query/kernel", "query/bias"):
+      if name in out:
+        out[name] = out[name] * out[name].dtype.type(query_scale)
   out["out/kernel"] = out_heads(linear_kernel(ckpt.take(f"{names[3]}.weight")), cfg.num_heads)
   if cfg.use_bias:
     out["out/bias"] = ckpt.take(f"{names[3]}.bias") if out_bias else np.zeros(cfg.embed_dim, np.float32)
