@@ -64,9 +64,11 @@ def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
                   shardings: Any) -> Any:
   """The Hugging Face directory's parameters in the run's dtypes and shardings.
 
-  Read in the run's parameter dtype and placed one leaf at a time (each host array is dropped
-  once its device copy exists), so the peak is about one copy of the model."""
+  Read in the run's parameter dtype and placed one leaf at a time from aligned host buffers
+  (which a CPU device adopts; an accelerator copies them and the host array is dropped), so
+  the peak is about one copy of the model."""
   from jtrans import hf  # Imported only when used: it reads safetensors.
+  from jtrans.hf import common
   dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(abstract_params)}
   imported, params = hf.load_pretrained(directory, dtypes.pop() if len(dtypes) == 1 else np.float32)
   check_matches(imported, ours, directory)
@@ -76,7 +78,7 @@ def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
   del params
   for i, (abstract, sharding) in enumerate(zip(treedef.flatten_up_to(abstract_params),
                                                treedef.flatten_up_to(shardings))):
-    leaves[i] = jax.device_put(np.asarray(leaves[i], abstract.dtype), sharding)
+    leaves[i] = jax.device_put(common.aligned(np.asarray(leaves[i], abstract.dtype)), sharding)
   return treedef.unflatten(leaves)
 
 
