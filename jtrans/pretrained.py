@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jtrans.hf import common
 from jtrans.models import ModelConfig
 from jtrans.steps import TrainState
 
@@ -38,8 +39,8 @@ def check_matches(imported: ModelConfig, ours: ModelConfig, directory: str) -> N
 def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
   """Unrolled `<stack>/block_{i}/...` -> scanned `<stack>/layers/block/...` ([layers, ...]).
 
-  Consumes `params`: each leaf's per-layer arrays are dropped once stacked, so stacking holds
-  one leaf twice, not the model."""
+  Consumes `params`: each layer's array is dropped once copied into the (aligned) stack, so
+  stacking adds about one layer's leaf, not a copy of the model."""
   out = {}
   for name in list(params):
     sub = params.pop(name)
@@ -53,9 +54,10 @@ def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
     del per_block
     stacked = []
     for j in range(treedef.num_leaves):
-      stacked.append(np.stack([column[j] for column in columns]))
-      for column in columns:
-        column[j] = None
+      first = columns[0][j]
+      stacked.append(common.aligned_empty((len(columns), *first.shape), first.dtype))
+      for b, column in enumerate(columns):
+        stacked[-1][b], column[j] = column[j], None
     out[name] = {**sub, "layers": {"block": treedef.unflatten(stacked)}}
   return out
 
@@ -68,7 +70,6 @@ def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
   (which a CPU device adopts; an accelerator copies them and the host array is dropped), so
   the peak is about one copy of the model."""
   from jtrans import hf  # Imported only when used: it reads safetensors.
-  from jtrans.hf import common
   dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(abstract_params)}
   imported, params = hf.load_pretrained(directory, dtypes.pop() if len(dtypes) == 1 else np.float32)
   check_matches(imported, ours, directory)

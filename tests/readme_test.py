@@ -62,3 +62,19 @@ def test_the_small_cloud_tpu_compile_runs_as_written():
   assert "lm train step for TPU v5 x 4 (v5p:2x2x1), mesh {'data': 2, 'fsdp': 2" in out.stdout
   assert "device memory 95.000 GiB: the step fits" in out.stdout
   assert re.search(r"estimated step [\d.]+ ms \(XLA's cost model\): [\d,]+ tokens/s, MFU", out.stdout)
+
+
+def test_the_import_memory_benchmark_runs_as_shown(tmp_path):
+  """The README's import-memory command (tiny size here: the 1.24B directory takes minutes)
+  prints its table row with the imported parameter count of the model it wrote."""
+  text = section("Hugging Face checkpoints")
+  command = re.search(r"`(PYTHONPATH=\. python benchmarks/import_memory\.py)`", text).group(1)
+  argv = shlex.split(command.replace("PYTHONPATH=. ", ""))
+  out = subprocess.run([sys.executable, *argv[1:], "--size=tiny", f"--dir={tmp_path}"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  row = out.stdout.strip().splitlines()[-1]
+  # vocab 512 x 64 tied, 2 layers of q,k,v,o (64x64, 32x64 twice, 64x64), 3 MLP 64x128, norms.
+  params = 512 * 64 + 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128 + 2 * 64) + 64
+  assert row.startswith(f"| Llama {params / 1e9:.2f}B | float32 | unrolled |"), row
