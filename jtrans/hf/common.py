@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from typing import Any, Iterable
 
@@ -81,19 +80,13 @@ class StoredTensor:
   end: int
 
   def read(self) -> np.ndarray:
-    """The tensor's bytes, read alone (a local file into a fresh buffer, no memory map whose
-    pages would stay resident; a `gs://` object by one ranged read)."""
+    """The tensor's bytes, read alone into a fresh aligned buffer (no memory map whose pages
+    would stay resident)."""
     size = self.end - self.begin
-    if storage.is_remote(self.path):
-      with self.path.open("rb") as f:
-        f.seek(self.begin)
-        data = f.read(size)
-      got, out = len(data), np.frombuffer(data, np.uint8)
-    else:
-      out = aligned_empty(size, np.uint8)
-      with open(os.fspath(self.path), "rb") as f:
-        f.seek(self.begin)
-        got = f.readinto(out)
+    out = aligned_empty(size, np.uint8)
+    with self.path.open("rb") as f:  # Local or gs:// (a ranged read), through epath.
+      f.seek(self.begin)
+      got = f.readinto(out)
     if got != size:
       raise ConversionError(f"{self.path}: tensor {self.name!r} is cut short ({got} of {size} "
                             "bytes); the file is incomplete, download or copy it again.")
