@@ -179,15 +179,15 @@ def read_prompts() -> list[str]:
 def restore_params(config, workdir: str):
   """The parameters of the workdir's latest checkpoint, on this host's mesh."""
   from jtrans import train
-  return train.restore_latest(config, workdir, train.build_layout(config).abstract)[0].params
+  layout = train.build_layout(config, data=False)  # Reads weights, not the data set.
+  return train.restore_latest(config, workdir, layout.abstract)[0].params
 
 
 def generate_mode() -> None:
   """Prints each prompt and its continuation (decoder) or output (encoder-decoder)."""
   import jax
   import numpy as np
-  from jtrans import beam_search, decoding
-  from jtrans.data import tokenizers
+  from jtrans import beam_search, decoding, train
   from jtrans.models import ModelConfig, build_model
 
   config, prompts = FLAGS.config, read_prompts()
@@ -200,7 +200,7 @@ def generate_mode() -> None:
     model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, FLAGS.workdir)
   else:
     raise app.UsageError("--mode=generate needs --workdir (its latest checkpoint) or --hf_dir.")
-  tok = tokenizers.from_config(config.data)
+  tok = train.make_tokenizer(config)
   if model_cfg.vocab_size < tok.vocab_size:
     raise ValueError(f"the {config.data.tokenizer!r} tokenizer has {tok.vocab_size} ids but the "
                      f"model {model_cfg.vocab_size}; set config.data.tokenizer (and tokenizer_path) "

@@ -72,10 +72,9 @@ def measure(directory: str) -> None:
   from configs import hf as hf_config
   from jtrans import pretrained, train
   config = hf_config.get_config(directory)
-  config.data.tokenizer = "byte"  # The random directory has no tokenizer files.
   config.model.param_dtype = FLAGS.dtype
   config.model.scan_layers = FLAGS.scan_layers
-  layout = train.build_layout(config)
+  layout = train.build_layout(config, data=False)  # The random directory has no tokenizer.
   jax.block_until_ready(jax.device_put(np.zeros(8)))
   before, start = rss_bytes(), time.perf_counter()
   params = pretrained.import_params(directory, layout.model_cfg, layout.abstract.params,

@@ -49,7 +49,7 @@ def compile_report(config: ml_collections.ConfigDict,
   estimated seconds, tokens/s and MFU of one compiled train step."""
   devices = topology_devices(topology) if topology else None
   mesh = sharding.make_mesh(config.mesh, devices)
-  layout = train.build_layout(config, mesh)
+  layout = train.build_layout(config, mesh, data=False)  # Compiles from shapes alone.
   train_fn = steps.jit_engine(layout.model, layout.tx, config, mesh, layout.shardings).train_step
   batch_sharding = sharding.batch_sharding(mesh)
   spec = objectives.batch_spec(config, layout.model_cfg)

@@ -67,11 +67,15 @@ class Layout(NamedTuple):
   abstract: Any  # ShapeDtypeStructs with the shardings: the target of checkpoint restores.
 
 
-def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Layout:
+def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+                 data: bool = True) -> Layout:
   """The validated mesh (default: `config.mesh` over this host's devices), model, optimizer
-  and state layout of `config`."""
+  and state layout of `config`. `data=False` skips the checks of config.data against the data
+  set and tokenizer, for what reads no data (an ahead-of-time compile, generation, export)."""
   mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
   model_cfg = validate(config, mesh)
+  if data:
+    validate_data(config)
   model = build_model(model_cfg)
   tx = optim.make_optimizer(config.optim, config.train.steps)
   return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh))
@@ -96,10 +100,6 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   if config.data.seq_len > config.model.max_len:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
                      f"{config.model.max_len}; raise max_len or shorten seq_len.")
-  vocab = make_tokenizer(config).vocab_size if config.loss.objective != "classification" else 0
-  if config.model.vocab_size < vocab:
-    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
-                     f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -115,6 +115,16 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   return model_cfg
 
 
+def validate_data(config: ml_collections.ConfigDict) -> None:
+  """config.data against the data set's own info (splits, fields, classes) and the tokenizer
+  (the model has a row for each of its ids); each failure names the setting and the fix."""
+  sources.check_config(config)
+  vocab = make_tokenizer(config).vocab_size if config.loss.objective != "classification" else 0
+  if config.model.vocab_size < vocab:
+    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+                     f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
+
+
 def prepare_data(config: ml_collections.ConfigDict) -> None:
   """With several processes, process 0 builds what the data needs on first use (a jtrans TFDS
   builder, a SentencePiece model) while the others wait, so that no two processes write it."""
@@ -124,7 +134,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
     try:
       if config.loss.objective != "classification":
-        tokenizers.from_config(config.data, train_if_missing=True)
+        tokenizers.from_config(config.data, True, sources.text_keys(config))
       sources.from_config(config.data, train=True)
       sources.from_config(config.data, train=False)
     except Exception as e:  # pylint: disable=broad-except
@@ -137,7 +147,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> None:
 def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
   """config.data's tokenizer. A missing SentencePiece model is trained only by a lone
   process: several would race to write it (run jtrans.data.train_tokenizer first)."""
-  return tokenizers.from_config(config.data, train_if_missing=jax.process_count() == 1)
+  return tokenizers.from_config(config.data, jax.process_count() == 1, sources.text_keys(config))
 
 
 def make_dataset(config: ml_collections.ConfigDict, train: bool):
@@ -165,7 +175,8 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool):
         **common, tokenizer=make_tokenizer(config), source_key=d.source_key, target_key=d.target_key,
         source_len=d.source_len or d.seq_len, seq_len=d.seq_len)
   if kind == "classification":
-    return images.make_image_dataset(**common, image_key=d.image_key, label_key=d.label_key)
+    return images.make_image_dataset(**common, image_key=d.image_key, label_key=d.label_key,
+                                     options=images.ImageOptions.from_config(config))
   raise ValueError(f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
                    "'seq2seq' or 'classification'.")
 

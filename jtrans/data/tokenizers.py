@@ -18,6 +18,7 @@ picked by ``config.data.tokenizer`` and built by ``from_config``:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Protocol
 
 import ml_collections
@@ -166,12 +167,15 @@ def get_tokenizer(name: str) -> Tokenizer:
                    f"{sorted(KINDS)}.")
 
 
-def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True) -> Tokenizer:
+def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True,
+                text_keys: Sequence[str] | None = None) -> Tokenizer:
   """The tokenizer that ``config.data`` describes (keys ``tokenizer``, ``tokenizer_path``, ...).
 
   SentencePiece with an empty ``tokenizer_path`` loads the model cached for this data
-  set, split and vocabulary size, training it first when it is missing and
-  ``train_if_missing`` (pass False where several processes would race to write it).
+  set, split, fields and vocabulary size, training it first on the records' ``text_keys``
+  (default: ``config.data.text_key``; ``sources.text_keys(config)`` gives both sides of a
+  seq2seq pair) when it is missing and ``train_if_missing`` (pass False where several
+  processes would race to write it).
   """
   kind, path = data.tokenizer, data.tokenizer_path
   if kind == "byte":
@@ -196,5 +200,6 @@ def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True) 
       return SentencePieceTokenizer(path)
     from jtrans.data import train_tokenizer  # pylint: disable=g-import-not-at-top
 
-    return SentencePieceTokenizer(train_tokenizer.cached_sentencepiece(data, train_if_missing))
+    keys = tuple(text_keys) if text_keys else (data.text_key,)
+    return SentencePieceTokenizer(train_tokenizer.cached_sentencepiece(data, train_if_missing, keys))
   return get_tokenizer(kind)  # Raises, naming the accepted kinds.

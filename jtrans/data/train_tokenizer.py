@@ -4,7 +4,8 @@
       --config.data.tokenizer=sentencepiece --config.data.tokenizer_vocab_size=8000
 
 writes ``<data_dir>/jtrans_tokenizers/<data set>_<split>_sp<vocab>.model`` (data_dir ""
-= TFDS's default data dir), the file that ``tokenizers.from_config`` loads when
+= TFDS's default data dir; fields other than ``text`` join the name, e.g. ``_en+de`` for a
+translation set, whose model trains on both sides), the file that ``tokenizers.from_config`` loads when
 ``config.data.tokenizer_path`` is "" (training it there on demand if it is missing).
 Run this first when training with several processes, so that they do not race to
 write it. With a ``tokenizer_path`` set, the model is written there instead.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from absl import app, flags
 import ml_collections
@@ -32,27 +33,31 @@ from jtrans.data import sources
 MAX_TRAINING_CHARS = 50_000_000  # A seeded sample of documents up to this size trains the model.
 
 
-def cache_path(data: ml_collections.ConfigDict) -> str:
-  """Where the SentencePiece model trained for ``config.data`` is cached."""
+def cache_path(data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",)) -> str:
+  """Where the SentencePiece model trained for ``config.data`` on fields ``keys`` is cached."""
   if data.name == sources.FILES:
     key = f"{data.train_files}|{data.file_format}|{data.text_key}"
     dataset = f"files-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
   else:
     dataset = data.name.replace("/", "-")
+  fields = "" if tuple(keys) == ("text",) else "_" + "+".join(keys)
   root = storage.path(data.data_dir or constants.get_default_data_dir())
   return os.fspath(root / "jtrans_tokenizers" /
-                   f"{dataset}_{data.train_split}_sp{data.tokenizer_vocab_size}.model")
+                   f"{dataset}_{data.train_split}{fields}_sp{data.tokenizer_vocab_size}.model")
 
 
-def training_texts(data: ml_collections.ConfigDict, seed: int = 0) -> Iterator[str]:
-  """Non-blank lines of a seeded sample of train documents, MAX_TRAINING_CHARS at most."""
+def training_texts(data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",),
+                   seed: int = 0) -> Iterator[str]:
+  """Non-blank lines of fields ``keys`` of a seeded sample of train records (both sides of a
+  translation pair, say), MAX_TRAINING_CHARS at most."""
   source = sources.from_config(data, train=True)
   total = 0
   for i in np.random.default_rng(seed).permutation(len(source)):
-    text = sources.record_text(source[int(i)], data.text_key)
-    total += len(text)
-    # SentencePiece trains on sentences of at most 4192 bytes: feed lines.
-    yield from (line for line in text.split("\n") if line.strip())
+    for key in keys:
+      text = sources.record_text(source[int(i)], key)
+      total += len(text)
+      # SentencePiece trains on sentences of at most 4192 bytes: feed lines.
+      yield from (line for line in text.split("\n") if line.strip())
     if total >= MAX_TRAINING_CHARS:
       return
 
@@ -75,16 +80,18 @@ def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int) -> Non
   storage.write_bytes(path, model.getvalue())  # Whole: a reader never sees half a model.
 
 
-def cached_sentencepiece(data: ml_collections.ConfigDict, train_if_missing: bool = True) -> str:
-  """Path of the cached model of ``config.data``, trained first if missing and allowed."""
-  path = cache_path(data)
+def cached_sentencepiece(data: ml_collections.ConfigDict, train_if_missing: bool = True,
+                         keys: Sequence[str] = ("text",)) -> str:
+  """Path of the cached model of ``config.data``'s fields ``keys``, trained first if missing
+  and allowed."""
+  path = cache_path(data, keys)
   if not storage.path(path).is_file():
     if not train_if_missing:
       raise FileNotFoundError(
           f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
           "before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
           "config and overrides>.")
-    train_sentencepiece(training_texts(data), path, data.tokenizer_vocab_size)
+    train_sentencepiece(training_texts(data, keys), path, data.tokenizer_vocab_size)
   return path
 
 
@@ -96,11 +103,12 @@ def run(config: ml_collections.ConfigDict, overwrite: bool = False) -> str:
   if data.tokenizer != "sentencepiece":
     raise app.UsageError(f"config.data.tokenizer={data.tokenizer!r}: this command trains "
                          "SentencePiece models; add --config.data.tokenizer=sentencepiece.")
-  path = data.tokenizer_path or cache_path(data)
+  keys = sources.text_keys(config)
+  path = data.tokenizer_path or cache_path(data, keys)
   if storage.path(path).is_file() and not overwrite:
     print(f"{path} exists; keeping it (--overwrite retrains it).")
   else:
-    train_sentencepiece(training_texts(data), path, data.tokenizer_vocab_size)
+    train_sentencepiece(training_texts(data, keys), path, data.tokenizer_vocab_size)
     print(f"wrote {path}")
   vocab = tokenizers.SentencePieceTokenizer(path).vocab_size
   print(f"vocab_size {vocab}: config.model.vocab_size must be at least that.")
