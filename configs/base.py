@@ -54,6 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   # TFDS data set name, or "files" for your own files (train_files below). jtrans builds its own
   # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97],
   # copy_strings, reverse_strings, synthetic_images, tiny_shakespeare_file (needs manual_dir).
+  # Any other name is a TFDS data set prepared as array_record in data_dir (e.g. lm1b,
+  # wmt14_translate/de-en, c4/en, imagenet2012: the README's "TFDS data sets" says how).
   d.name = "pydoc_topics"
   d.data_dir = ""  # TFDS data_dir (local or gs://); "" = TFDS's default (~/tensorflow_datasets).
   d.manual_dir = ""  # Local files a builder reads (tiny_shakespeare_file: input.txt); "" = <data_dir>/downloads/manual.
@@ -74,6 +76,17 @@ def get_config() -> ml_collections.ConfigDict:
   d.target_key = "target"  # seq2seq: feature that holds the target text.
   d.image_key = "image"  # classification: feature with uint8 [H, W, C] images.
   d.label_key = "label"  # classification: feature with integer labels.
+  # classification: pixels in [0, 1] are normalised per channel as (x - image_mean) / image_std
+  # (ViT's 0.5 and 0.5 give [-1, 1]; ImageNet's: (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+  d.image_mean = (0.5, 0.5, 0.5)  # Per-channel mean (see above).
+  d.image_std = (0.5, 0.5, 0.5)  # Per-channel standard deviation (see above).
+  # classification training: "none" or "inception_crop_flip" (a random 8-100% area crop of
+  # aspect 3/4 to 4/3 resized to model.image_size, flipped left-right half the time).
+  d.image_augment = "none"
+  # Evaluation, and training without augmentation: the shorter side is resized to
+  # model.image_size / crop_fraction and the centre square cut out (ImageNet's 0.875: 256 -> 224;
+  # 1.0 keeps an image that is already image_size square as it is).
+  d.crop_fraction = 1.0
   d.segment_ids = False  # Packed documents do not attend to each other; positions restart per document.
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).

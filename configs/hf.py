@@ -7,7 +7,8 @@ the weights from its safetensors (config.train.init_from), the objective from th
 Reads GPT-2, Llama, BERT, Marian, T5 and ViT directories (jtrans/hf). The tokenizer is the
 directory's own (tokenizer.json; Marian's source.spm/target.spm + vocab.json; vocab.json +
 merges.txt; vocab.txt), with AutoTokenizer's ids; without one the run fails naming the files
-looked for, unless --config.data.tokenizer says otherwise (e.g. byte). The recipe (lr 1e-4, 1000 steps,
+looked for, unless --config.data.tokenizer says otherwise (e.g. byte). A ViT directory's
+preprocessor_config.json gives the pixels' mean and std. The recipe (lr 1e-4, 1000 steps,
 batch 16 x 256) is a starting point for fine-tuning; override any key with --config.<key>.
 Expected: the first evaluation equals the checkpoint's own loss on your data, and it falls from
 there (tests/pretrained_test.py checks that the weights arrive unchanged).
@@ -36,6 +37,8 @@ def get_config(directory: str) -> ml_collections.ConfigDict:
   # naming the files looked for (--config.data.tokenizer=byte trains on bytes instead).
   c.data.tokenizer, c.data.tokenizer_path = "hf", directory
   c.data.seq_len = min(256, imported.max_len)
+  if imported.family == "vit":  # The directory's image processor: its mean and std.
+    c.data.update(hf.vit.image_processing(directory, imported.image_size))
   c.train.batch_size, c.train.steps, c.train.eval_every, c.train.checkpoint_every = 16, 1000, 200, 200
   c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 1e-4, 50, "linear"
   if imported.family != "decoder":

@@ -151,6 +151,22 @@ def test_vit(tmp_path):
   want = model(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).logits
   assert_close("vit", ours(cfg, params, images), want)
 
+  # From uint8 pixels: the directory's image processor (its own mean and std) then the model,
+  # against our pipeline configured from the same directory by configs/hf.py.
+  from configs import hf as hf_config
+  from jtrans.data.images import ImageOptions, make_image_dataset
+  transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.2, 0.4, 0.6],
+                                 image_std=[0.3, 0.2, 0.1]).save_pretrained(tmp_path)
+  config = hf_config.get_config(str(tmp_path))
+  assert tuple(config.data.image_mean) == (0.2, 0.4, 0.6)
+  pixels = np.random.default_rng(4).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+  processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+  want = model(**processor(list(pixels), return_tensors="pt")).logits
+  (batch,) = make_image_dataset(
+      source=[{"image": p, "label": 0} for p in pixels], image_key="image", label_key="label",
+      options=ImageOptions.from_config(config), batch_size=2, seed=0, train=False)
+  assert_close("vit from pixels", ours(cfg, params, batch["images"]), want)
+
 
 def test_bfloat16_base_model_without_prefix(tmp_path):
   """The hub's gpt2 layout: a GPT2Model (no "transformer." prefix, no lm_head), here bfloat16."""

@@ -1,7 +1,9 @@
-"""Tests of the image classification pipeline: values against the records, resumption, shards."""
+"""Tests of the image classification pipeline: values against the records and against Hugging
+Face's image processors, Inception crops, resumption, shards."""
 from __future__ import annotations
 
 import json
+import threading
 
 import jax
 import numpy as np
@@ -10,16 +12,18 @@ import pytest
 from configs import lm
 from jtrans import train
 from jtrans.data import synthetic_images
-from jtrans.data.images import make_image_dataset
+from jtrans.data import images as image_lib
+from jtrans.data.images import ImageOptions, make_image_dataset
 
 RNG = np.random.default_rng(0)
-RECORDS = [{"image": RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8), "label": i % 7, "id": i}
+RECORDS = [{"image": RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8), "label": i % 7, "id": i}
            for i in range(11)]
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def images(records=RECORDS, **kwargs):
   args = dict(source=records, image_key="image", label_key="label", batch_size=4, seed=0,
-              train=True)
+              train=True, options=ImageOptions(size=4))
   return make_image_dataset(**{**args, **kwargs})
 
 
@@ -37,8 +41,8 @@ def assert_same(a: list[dict], b: list[dict]) -> None:
 
 def record_of(image: np.ndarray) -> int:
   """Index of the record whose scaled image this is."""
-  scaled = [r["image"].astype(np.float32) / 127.5 - 1 for r in RECORDS]
-  (i,) = [i for i, s in enumerate(scaled) if np.array_equal(s, image)]
+  scaled = [r["image"].astype(np.float64) / 127.5 - 1 for r in RECORDS]
+  (i,) = [i for i, s in enumerate(scaled) if np.allclose(s, image, atol=1e-6)]
   return i
 
 
@@ -46,7 +50,7 @@ def test_eval_batches_equal_the_records():
   batches = list(images(train=False))
   assert len(batches) == 3
   for b in batches:
-    assert b["images"].shape == (4, 4, 5, 3) and b["images"].dtype == np.float32
+    assert b["images"].shape == (4, 4, 4, 3) and b["images"].dtype == np.float32
     assert b["targets"].shape == b["weights"].shape == (4,)
     assert b["targets"].dtype == np.int32 and b["weights"].dtype == np.float32
   got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
@@ -68,16 +72,18 @@ def test_train_epochs_are_seeded_permutations():
   assert again == order
 
 
+@pytest.mark.parametrize("augment", ["none", "inception_crop_flip"])
 @pytest.mark.parametrize("start", [1, 2, 3])  # Batch 2 straddles epochs 0 and 1.
-def test_resume_after_a_json_round_trip(start):
-  reference = take(iter(images()), start + 4)
-  it = iter(images())
+def test_resume_after_a_json_round_trip(start, augment):
+  options = ImageOptions(size=4, augment=augment)
+  reference = take(iter(images(options=options)), start + 4)
+  it = iter(images(options=options))
   take(it, start)
   state = json.loads(json.dumps(it.get_state()))
   take(it, 2)
-  fresh = iter(images())
+  fresh = iter(images(options=options))
   fresh.set_state(state)
-  assert_same(take(fresh, 4), reference[start:])
+  assert_same(take(fresh, 4), reference[start:])  # The same crops and flips, too.
 
 
 def test_shards_are_disjoint_and_cover():
@@ -106,3 +112,77 @@ def test_make_dataset_dispatches_classification(tmp_path):
   np.testing.assert_array_equal(labels, want)
   pixels = np.concatenate([b["images"] for b in batches])[:20]
   np.testing.assert_allclose(pixels, synthetic_images.draw(want, 2) / 127.5 - 1, atol=1e-6)
+
+
+def jpeg_records(shapes, seed=0):
+  """Records of decoded JPEGs of the given (height, width), as TFDS hands imagenet2012's."""
+  import io
+
+  from PIL import Image
+
+  from tests.tfds_mock import jpeg
+  rng = np.random.default_rng(seed)
+  return [{"image": np.asarray(Image.open(io.BytesIO(jpeg(h, w, rng)))), "label": i}
+          for i, (h, w) in enumerate(shapes)]
+
+
+def test_eval_view_equals_hugging_faces_imagenet_preprocessing():
+  """Resize the shorter side to 32 / 0.875 = 36, cut the centre 32, normalise with ImageNet's
+  mean and std: what transformers' ConvNextImageProcessor (crop_pct 0.875, bilinear) gives."""
+  import transformers
+
+  shapes = [(50, 70), (70, 50), (37, 37), (32, 90), (100, 33), (36, 36), (32, 32), (20, 28)]
+  records = jpeg_records(shapes)
+  processor = transformers.ConvNextImageProcessor(
+      size={"shortest_edge": 32}, crop_pct=0.875, resample=2, image_mean=list(IMAGENET["mean"]),
+      image_std=list(IMAGENET["std"]))
+  want = np.stack([processor(r["image"], return_tensors="np")["pixel_values"][0] for r in records])
+  options = ImageOptions(size=32, crop_fraction=0.875, **IMAGENET)
+  (got,) = list(images(records, train=False, batch_size=len(records), options=options))
+  np.testing.assert_allclose(got["images"], want.transpose(0, 2, 3, 1), atol=2e-6)
+  # Training without augmentation takes the same centre views.
+  train_batch = next(iter(images(records, batch_size=len(records), options=options)))
+  order = [int(t) for t in train_batch["targets"]]
+  np.testing.assert_allclose(train_batch["images"], got["images"][order], atol=1e-6)
+
+
+def test_inception_crops_draw_from_the_published_ranges(monkeypatch):
+  """Crops of 8% to 100% of the area with aspect ratio 3/4 to 4/3 (Szegedy et al. 2015), all
+  over the image, each resized to the square; the pipeline flips half of them."""
+  crops, real_resize = [], image_lib.resize
+
+  def recording_resize(x, h, w):  # Only this thread's: other tests' prefetch threads may linger.
+    if threading.current_thread() is threading.main_thread():
+      crops.append(x)
+    return real_resize(x, h, w)
+
+  monkeypatch.setattr(image_lib, "resize", recording_resize)
+  height, width = 60, 80
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  image = np.stack([rows, cols, rows], -1).astype(np.uint8)  # Each pixel holds its position.
+  rng = np.random.default_rng(0)
+  for _ in range(2000):
+    assert image_lib.inception_crop(image, 16, rng).shape == (16, 16, 3)
+  area = np.array([c.shape[0] * c.shape[1] for c in crops]) / (height * width)
+  aspect = np.array([c.shape[1] / c.shape[0] for c in crops])
+  assert area.min() >= 0.07 and area.max() <= 1.0
+  assert aspect.min() >= 3 / 4 - 0.06 and aspect.max() <= 4 / 3 + 0.06
+  # The reference: area and log aspect uniform on [0.08, 1] x [log 3/4, log 4/3], kept where the
+  # crop fits the image (area * aspect <= width / height, area / aspect <= height / width).
+  a, log_r = np.meshgrid(np.linspace(0.08, 1, 1000), np.linspace(np.log(3 / 4), np.log(4 / 3), 1000),
+                         indexing="ij")
+  fits = (a * np.exp(log_r) <= width / height) & (a / np.exp(log_r) <= height / width)
+  cdf = np.cumsum(fits.sum(1)) / fits.sum()
+  want = [a[np.searchsorted(cdf, q), 0] for q in (0.1, 0.25, 0.5, 0.75, 0.9)]
+  np.testing.assert_allclose(np.quantile(area, [0.1, 0.25, 0.5, 0.75, 0.9]), want, atol=0.03)
+  tops, lefts = [int(c[0, 0, 0]) for c in crops], [int(c[0, 0, 1]) for c in crops]
+  bottoms, rights = [int(c[-1, -1, 0]) for c in crops], [int(c[-1, -1, 1]) for c in crops]
+  assert min(tops) == 0 and max(bottoms) == height - 1
+  assert min(lefts) == 0 and max(rights) == width - 1
+
+  records = [{"image": image, "label": 0}] * 64
+  options = ImageOptions(size=16, augment="inception_crop_flip", mean=(0.0,) * 3, std=(1.0,) * 3)
+  (batch,) = take(iter(images(records, batch_size=64, options=options)), 1)
+  columns = batch["images"][:, 8, :, 1]  # Pixel columns along a row: rising unless flipped.
+  flipped = np.mean(columns[:, 0] > columns[:, -1])
+  assert 0.3 < flipped < 0.7, flipped

@@ -1,30 +1,145 @@
-"""grain pipeline for image classification: uint8 images and labels -> ViT batches."""
+"""grain pipeline for image classification: images of any size and labels -> ViT batches.
+
+Every image becomes an ``image_size`` square (``ImageOptions``), the ImageNet way:
+- evaluation, and training without augmentation: the shorter side is resized to
+  ``int(image_size / crop_fraction)`` and the centre cropped (ImageNet's 0.875: 256 -> 224, as
+  torchvision's Resize + CenterCrop and Hugging Face's ``crop_pct``; with 1.0, the default, an
+  image that is already an ``image_size`` square is kept as it is);
+- training with ``augment="inception_crop_flip"``: Inception's random crop (Szegedy et al.
+  2015; torchvision's RandomResizedCrop): a region of 8% to 100% of the area with aspect ratio
+  in [3/4, 4/3], resized to the square, then flipped left-right half the time. The randomness is
+  seeded by the record's position in the stream, so a resumed run sees the same crops.
+Pixels are then normalised per channel, ``(x / 255 - mean) / std`` (ViT's mean = std = 0.5
+maps [0, 255] to [-1, 1]; ImageNet's are (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+Resizing is bilinear, with PIL (what TFDS decodes JPEGs with when TensorFlow is absent).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import grain
+import ml_collections
 import numpy as np
+from PIL import Image
 
 from jtrans.data.iterators import Batch, record_batches
 
+AUGMENTS = ("none", "inception_crop_flip")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  """How records' images become model inputs (``config.data.image_*`` and ``crop_fraction``)."""
+  size: int  # config.model.image_size: the square side the model takes.
+  mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # Per channel, of [0, 1] pixels.
+  std: tuple[float, ...] = (0.5, 0.5, 0.5)
+  augment: str = "none"  # Training only: one of AUGMENTS.
+  crop_fraction: float = 1.0  # Of the resized shorter side, the centre crop keeps this much.
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ImageOptions":
+    d = config.data
+    return cls(size=config.model.image_size, mean=tuple(d.image_mean), std=tuple(d.image_std),
+               augment=d.image_augment, crop_fraction=d.crop_fraction)
+
+  def __post_init__(self):
+    if self.augment not in AUGMENTS:
+      raise ValueError(f"config.data.image_augment={self.augment!r} is not one of {AUGMENTS}.")
+    if not 0 < self.crop_fraction <= 1:
+      raise ValueError(f"config.data.crop_fraction={self.crop_fraction} must be in (0, 1].")
+    if len(self.mean) != len(self.std) or min(self.std) <= 0:
+      raise ValueError(f"config.data.image_mean={self.mean} and image_std={self.std} need one "
+                       "value per channel each, and positive stds.")
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 [h, w, C] -> uint8 [height, width, C], bilinear (PIL, with its antialiasing)."""
+  if image.shape[:2] == (height, width):
+    return image
+  channels = image.shape[2]
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  out = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
+  return out.reshape(height, width, channels)
+
+
+def centre_crop(image: np.ndarray, size: int, crop_fraction: float) -> np.ndarray:
+  """The evaluation view: shorter side resized to ``int(size / crop_fraction)``, the centre
+  ``size`` square cut out. uint8 [h, w, C] -> uint8 [size, size, C]."""
+  h, w = image.shape[:2]
+  short = int(size / crop_fraction)
+  if h <= w:
+    image = resize(image, short, int(short * w / h))
+  else:
+    image = resize(image, int(short * h / w), short)
+  h, w = image.shape[:2]
+  top, left = (h - size) // 2, (w - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def inception_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                   area: tuple[float, float] = (0.08, 1.0),
+                   ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """A random region of ``area`` of the image's area and aspect ratio (w / h) in ``ratio``
+  (log-uniform), resized to a ``size`` square; after 10 draws that do not fit, the centre
+  of the whole image at the nearest allowed ratio. uint8 [h, w, C] -> uint8 [size, size, C]."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    target = h * w * rng.uniform(*area)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+    if 0 < cw <= w and 0 < ch <= h:
+      top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+      break
+  else:
+    aspect = min(max(w / h, ratio[0]), ratio[1])
+    cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
+    cw, ch = min(cw, w), min(ch, h)
+    top, left = (h - ch) // 2, (w - cw) // 2
+  return resize(image[top:top + ch, left:left + cw], size, size)
+
+
+def _pixels(record: dict[str, Any], key: str) -> np.ndarray:
+  image = np.asarray(record[key])
+  if image.dtype != np.uint8 or image.ndim != 3:
+    raise ValueError(f"config.data.image_key={key!r} must name uint8 [H, W, C] images, got "
+                     f"{image.dtype} {image.shape}.")
+  return image
+
+
+class _Augment:
+  """Training view of a record's image (random crop and flip), before ``_ToExample``."""
+
+  def __init__(self, image_key: str, options: ImageOptions):
+    self.image_key, self.options = image_key, options
+
+  def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    image = inception_crop(_pixels(record, self.image_key), self.options.size, rng)
+    if rng.random() < 0.5:
+      image = image[:, ::-1]
+    return {**record, self.image_key: image}
+
 
 class _ToExample:
-  """Record -> ``{'images': float32 [H, W, C] in [-1, 1], 'targets': int32 [], 'weights': 1.0}``."""
+  """Record -> ``{'images': float32 [size, size, C], 'targets': int32 [], 'weights': 1.0}``."""
 
-  def __init__(self, image_key: str, label_key: str):
-    self.image_key, self.label_key = image_key, label_key
+  def __init__(self, image_key: str, label_key: str, options: ImageOptions):
+    self.image_key, self.label_key, self.options = image_key, label_key, options
+    # (x / 255 - mean) / std as one multiply-add.
+    self.scale = 1 / (255 * np.asarray(options.std, np.float64))
+    self.shift = -np.asarray(options.mean, np.float64) / np.asarray(options.std, np.float64)
 
   def __call__(self, record: dict[str, Any]) -> Batch:
-    image = np.asarray(record[self.image_key])
-    if image.dtype != np.uint8 or image.ndim != 3:
-      raise ValueError(f"config.data.image_key={self.image_key!r} must name uint8 [H, W, C] "
-                       f"images, got {image.dtype} {image.shape}.")
-    # ViT's preprocessing: mean 0.5, std 0.5 on [0, 1] pixels.
-    return {"images": image.astype(np.float32) / 127.5 - 1.0,
-            "targets": np.asarray(record[self.label_key], np.int32),
+    o = self.options
+    image = centre_crop(_pixels(record, self.image_key), o.size, o.crop_fraction)
+    if len(self.scale) not in (1, image.shape[-1]):
+      raise ValueError(f"config.data.image_mean/image_std give {len(self.scale)} channels, the "
+                       f"images have {image.shape[-1]}.")
+    images = (image * self.scale + self.shift).astype(np.float32)
+    return {"images": images, "targets": np.asarray(record[self.label_key], np.int32),
             "weights": np.float32(1.0)}
 
 
@@ -33,6 +148,7 @@ def make_image_dataset(
     source: Sequence[dict[str, Any]],
     image_key: str,
     label_key: str,
+    options: ImageOptions,
     batch_size: int,
     seed: int,
     train: bool,
@@ -42,13 +158,16 @@ def make_image_dataset(
 ) -> grain.IterDataset:
   """Returns a grain dataset of classification batches of the images in ``source``.
 
-  Each element (B = ``batch_size``, this process's share of the global batch):
-    ``images`` float32 [B, H, W, C]: pixels scaled from [0, 255] to [-1, 1];
+  Each element (B = ``batch_size``, this process's share of the global batch; S =
+  ``options.size``):
+    ``images`` float32 [B, S, S, C]: cropped, resized and normalised (module docstring);
     ``targets`` int32 [B]: the labels;
     ``weights`` float32 [B]: 1 per image, 0 on eval padding.
   Shuffling, shards, eval padding (all-zero rows) and resumable state are those of
-  ``iterators.record_batches``. No augmentation.
+  ``iterators.record_batches``; ``options.augment`` applies to training only.
   """
+  augment = _Augment(image_key, options) if train and options.augment != "none" else None
   return record_batches(
-      source, _ToExample(image_key, label_key), batch_size=batch_size, seed=seed, train=train,
-      shard_index=shard_index, shard_count=shard_count, worker_count=worker_count)
+      source, _ToExample(image_key, label_key, options), augment=augment,
+      batch_size=batch_size, seed=seed, train=train, shard_index=shard_index,
+      shard_count=shard_count, worker_count=worker_count)

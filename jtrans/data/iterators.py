@@ -104,6 +104,7 @@ def record_batches(
     source: Sequence[dict[str, Any]],
     to_example: Callable[[dict[str, Any]], Batch],
     *,
+    augment: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None,
     batch_size: int,
     seed: int,
     train: bool,
@@ -115,7 +116,9 @@ def record_batches(
 
   Process ``shard_index`` of ``shard_count`` reads records ``shard_index::shard_count``.
   train=True: a seeded shuffle with a new order every epoch, repeated forever, whole
-  batches only (they may straddle epochs); ``worker_count > 0`` runs ``to_example`` in
+  batches only (they may straddle epochs); ``augment(record, rng)`` transforms each record
+  first, with a generator seeded by ``seed`` and the record's position in the stream (so a
+  restored iterator repeats the same draws); ``worker_count > 0`` runs ``to_example`` in
   grain worker processes, each on its own slice of the records (so the order differs
   from worker_count=0, and a saved state fits the same worker_count only).
   train=False: one in-process pass in stored order; the last batch is padded with
@@ -132,7 +135,10 @@ def record_batches(
   # Read ahead two batches of examples (grain's default is 500 elements on 16 threads).
   read = grain.ReadOptions(num_threads=4, prefetch_buffer_size=2 * batch_size)
   if train:
-    examples = records.shuffle(seed=seed).repeat(None).map(to_example)
+    records = records.shuffle(seed=seed).repeat(None)
+    if augment is not None:
+      records = records.random_map(augment, seed=seed)
+    examples = records.map(to_example)
     batches = examples.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
     if worker_count > 0:
       batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

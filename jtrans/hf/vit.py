@@ -6,8 +6,10 @@ HF takes NCHW `pixel_values`; ours NHWC images.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from jtrans import storage
 from jtrans.hf import common
 from jtrans.models import ModelConfig
 
@@ -59,3 +61,29 @@ def load(config: dict[str, Any], ckpt: common.Checkpoint) -> tuple[ModelConfig, 
   common.put(flat, "encoder/final_norm", common.norm(ckpt, "vit.layernorm"))
   common.put(flat, "head", common.dense(ckpt, "classifier"))
   return cfg, flat
+
+
+def image_processing(directory: str, image_size: int) -> dict[str, Any]:
+  """config.data settings that reproduce the directory's image processor
+  (`preprocessor_config.json`, as ViTImageProcessor saves it): its mean and std, and
+  crop_fraction 1.0 (the processor resizes the whole image to the model's square, so a square
+  image is resized, not cropped). {} when the directory has none: ViT's defaults apply."""
+  path = storage.path(directory) / "preprocessor_config.json"
+  if not path.is_file():
+    return {}
+  processor = json.loads(path.read_text())
+  size = processor.get("size", image_size)
+  if isinstance(size, dict):
+    size = [size[k] for k in ("height", "width") if k in size] or [size.get("shortest_edge")]
+  common.require(_square(size, "preprocessor_config.json size", directory) == image_size,
+                 directory, f"preprocessor_config.json resizes to {size}, but config.json's "
+                 f"image_size is {image_size}.")
+  common.require(processor.get("do_rescale", True), directory, "preprocessor_config.json has "
+                 "do_rescale false: only processors that scale pixels to [0, 1] are supported.")
+  settings: dict[str, Any] = {"crop_fraction": 1.0}
+  if processor.get("do_normalize", True):
+    mean, std = processor.get("image_mean", [0.5] * 3), processor.get("image_std", [0.5] * 3)
+  else:
+    mean, std = [0.0], [1.0]
+  settings["image_mean"], settings["image_std"] = tuple(mean), tuple(std)
+  return settings
