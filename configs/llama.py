@@ -12,6 +12,14 @@ grouped-query attention, no biases, an untied output matrix.
 Expected for `tiny` (300 steps of 16 x 64 bytes, 2 CPU cores, about 3 minutes): validation
 loss 1.63 nats/byte, accuracy 0.55; configs/gpt2.py:tiny, the same size with GPT-2's options,
 reaches 2.16 in the same steps. Fine-tune a Hugging Face Llama directory with configs/hf.py.
+
+1b and 7b pre-train on TFDS's c4/en (the `text` of C4's 365M English documents; evaluated on its
+validation split) with a SentencePiece vocabulary of the model's size, trained on a sample of the
+train split and cached beside the data on first use (train it before a multi-host launch:
+python -m jtrans.data.train_tokenizer --config=configs/llama.py:7b --config.data.data_dir=...).
+Prepare c4/en once as the README's "TFDS data sets" says, then e.g.
+  python run.py --config=configs/llama.py:7b --workdir=gs://bucket/llama_7b \
+      --config.data.data_dir=gs://bucket/tensorflow_datasets
 """
 import ml_collections
 
@@ -40,6 +48,7 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     c.train.eval_every = c.train.checkpoint_every = 100
   else:
     m.dtype, m.scan_layers, m.remat = "bfloat16", True, "dots_with_no_batch_dims_saveable"
+    c.data.name, c.data.tokenizer, c.data.tokenizer_vocab_size = "c4/en", "sentencepiece", vocab
     c.data.seq_len, c.train.batch_size, c.train.steps = 4096, 1024, 250_000
     c.optim.lr, c.optim.warmup_steps, c.optim.final_lr_ratio = 3e-4, 2000, 0.1
     c.optim.b2, c.optim.weight_decay, c.optim.grad_clip = 0.95, 0.1, 1.0

@@ -8,9 +8,12 @@ class token, learned positions, pre-LN blocks with exact GELU, a linear classifi
 | b | 12 | 768 | 12 | 3072 | 86M |
 | l | 24 | 1024 | 16 | 4096 | 307M |
 
-Published sizes use 224x224 images in 16x16 patches and ImageNet's 1000 classes (prepare it
-with `tfds build imagenet2012` and the manual download TFDS asks for), e.g.
-  python run.py --config=configs/vit.py:b --workdir=runs/vit_b --config.data.name=imagenet2012
+Published sizes use 224x224 images in 16x16 patches and ImageNet's 1000 classes: TFDS's
+imagenet2012 (prepare it once from image-net.org's files as the README's "TFDS data sets" says),
+Inception crops with left-right flips for training, the centre 224 of the image resized to 256
+for evaluation (on its validation split), ImageNet's mean and std, e.g.
+  python run.py --config=configs/vit.py:b --workdir=gs://bucket/vit_b \
+      --config.data.data_dir=gs://bucket/tensorflow_datasets
 `tiny` (4 layers x 128, 32x32 images in 4x4 patches) learns the 10 classes of the generated
 synthetic_images set in about a minute on a CPU:
   python run.py --config=configs/vit.py:tiny --workdir=runs/vit_tiny
@@ -42,6 +45,8 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     c.train.eval_every = c.train.checkpoint_every = 100
   else:
     c.data.name, m.image_size, m.patch_size, m.num_classes = "imagenet2012", 224, 16, 1000
+    c.data.image_augment, c.data.crop_fraction = "inception_crop_flip", 0.875
+    c.data.image_mean, c.data.image_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     m.dropout_rate, m.dtype = 0.1, "bfloat16"
     c.train.batch_size, c.train.steps = 4096, 93_000  # 300 epochs of ImageNet-1k.
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay = 3e-3, 10_000, 0.3
