@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
-from jtrans import optim, sharding, steps, train  # noqa: E402
+from jtrans import optim, parts, sharding, steps  # noqa: E402
 from jtrans.models import ModelConfig, build_model  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def setup(config) -> Setup:
   model_cfg = ModelConfig.from_config(config.model)
   model = build_model(model_cfg)
   tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, shardings, abstract = train.state_layout(model, tx, config, mesh)
+  _, shardings, abstract = parts.state_layout(model, tx, config, mesh)
   train_step = steps.jit_engine(model, tx, config, mesh, shardings).train_step
   shape = (config.train.batch_size, config.data.seq_len)
   rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ from absl import app, flags
 
 import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 from configs import lm  # noqa: E402
-from jtrans import train  # noqa: E402
+from jtrans import parts  # noqa: E402
 
 flags.DEFINE_list("depths", ["4", "32"], "Layer counts to compile.")
 flags.DEFINE_integer("width", 128, "Model width for the compile measurements.")
@@ -38,7 +38,7 @@ def tokens_per_second(dtype: str) -> float:
   c.model.dtype = dtype
   c.train.batch_size = max(1, 4096 // c.data.seq_len)
   s = common.setup(c)
-  state, _, _ = train.init_state(s.model, s.tx, c, s.mesh)
+  state, _, _ = parts.init_state(s.model, s.tx, c, s.mesh)
   with jax.set_mesh(s.mesh):
     seconds, _ = common.seconds_per_step(s.train_step, state, s.batch, FLAGS.steps)
   return c.train.batch_size * c.data.seq_len / seconds

@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
-from jtrans import train  # noqa: E402
+from jtrans import parts  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/lm.py", "Config whose training data to read.")
 flags.DEFINE_integer("batches", 300, "Batches to time (after one warm-up batch).")
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   config = FLAGS.config
-  iterator = iter(train.make_dataset(config, train=True))
+  iterator = iter(parts.make_dataset(config, train=True))
   next(iterator)
   start = time.perf_counter()
   tokens = 0

@@ -70,11 +70,12 @@ def measure(directory: str) -> None:
   import jax
   import numpy as np
   from configs import hf as hf_config
-  from jtrans import pretrained, train
+  from jtrans import parts
+  from jtrans.hf import pretrained
   config = hf_config.get_config(directory)
   config.model.param_dtype = FLAGS.dtype
   config.model.scan_layers = FLAGS.scan_layers
-  layout = train.build_layout(config, data=False)  # The random directory has no tokenizer.
+  layout = parts.build_layout(config)  # Reads no data: the random directory has no tokenizer.
   jax.block_until_ready(jax.device_put(np.zeros(8)))
   before, start = rss_bytes(), time.perf_counter()
   params = pretrained.import_params(directory, layout.model_cfg, layout.abstract.params,

@@ -16,7 +16,7 @@ from absl import app, flags
 
 import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 from configs import lm  # noqa: E402
-from jtrans import flops, train  # noqa: E402
+from jtrans import flops, parts  # noqa: E402
 
 flags.DEFINE_list("sizes", ["tiny", "small"], "configs/lm.py sizes to measure.")
 flags.DEFINE_integer("steps", 20, "Timed steps per size (after one warm-up step).")
@@ -34,7 +34,7 @@ def measure(size: str, peak: float) -> dict:
     config.train.batch_size //= 2
   s = common.setup(config)
   model_cfg, mesh, train_fn, batch = s.model_cfg, s.mesh, s.train_step, s.batch
-  state, _, _ = train.init_state(s.model, s.tx, config, mesh)
+  state, _, _ = parts.init_state(s.model, s.tx, config, mesh)
   shape = (config.train.batch_size, config.data.seq_len)
   with jax.set_mesh(mesh):
     start = time.perf_counter()

@@ -7,7 +7,7 @@ there; rows of 1024 tokens). Pre-LN GELU blocks with biases, learned positions, 
 embeddings. A rung is named by its non-embedding parameter count N (Kaplan et al. 2020: the
 token/position tables left out; biases and norms kept). Each config is the compute-optimal
 run of its rung: D = 20 N tokens (Chinchilla), batch and learning rate from the planner
-(jtrans/planner.py: DeepSeek LLM's rules in the compute C; the CPU rungs' batch is capped at
+(jtrans/scaling/planner.py: DeepSeek LLM's rules in the compute C; the CPU rungs' batch is capped at
 16 rows, see CPU_BATCH_LIMITS).
 
 Run (the 793k rung is configs/lm.py:tiny's shape; about 30 minutes on a 2-core CPU):
@@ -42,7 +42,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import base
-from jtrans import planner, sweep
+from jtrans.scaling import planner, sweep
 from jtrans.models.config import ModelConfig
 
 # name: n_layer. Every other size follows from the rule in the docstring.

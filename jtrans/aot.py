@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
-from jtrans import flops, objectives, sharding, steps, train
+from jtrans import flops, objectives, parts, sharding, steps
 
 # Per chip: HBM bytes and peak dense bf16 FLOP/s, from Google's Cloud TPU system architecture
 # pages (v4: 32 GiB, 275 TFLOP/s; v5e: 16 GiB, 197; v5p: 95 GiB, 459; v6e: 32 GiB, 918).
@@ -49,7 +49,7 @@ def compile_report(config: ml_collections.ConfigDict,
   estimated seconds, tokens/s and MFU of one compiled train step."""
   devices = topology_devices(topology) if topology else None
   mesh = sharding.make_mesh(config.mesh, devices)
-  layout = train.build_layout(config, mesh, data=False)  # Compiles from shapes alone.
+  layout = parts.build_layout(config, mesh)  # Compiles from shapes alone: reads no data.
   train_fn = steps.jit_engine(layout.model, layout.tx, config, mesh, layout.shardings).train_step
   batch_sharding = sharding.batch_sharding(mesh)
   spec = objectives.batch_spec(config, layout.model_cfg)

@@ -13,6 +13,7 @@ step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -58,12 +59,27 @@ def mask_tokens(batch: Batch, rng: jax.Array, *, rate: float, mask_id: int,
           "weights": chosen.astype(jnp.float32)}
 
 
-def prepare(batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict) -> Batch:
-  """The batch the model and loss see: masked for "mlm", unchanged otherwise."""
-  if config.loss.objective != "mlm":
+@dataclasses.dataclass(frozen=True)
+class Masking:
+  """BERT's corruption settings (config.loss.mask_rate, mask_token_id; the model's vocabulary)."""
+  rate: float
+  mask_id: int
+  vocab_size: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Masking | None":
+    """The masked-LM objective's settings; None for every other objective."""
+    if config.loss.objective != "mlm":
+      return None
+    return cls(config.loss.mask_rate, config.loss.mask_token_id, config.model.vocab_size)
+
+
+def prepare(batch: Batch, rng: jax.Array, masking: Masking | None) -> Batch:
+  """The batch the model and loss see: masked for "mlm" (`masking` given), else unchanged."""
+  if masking is None:
     return batch
-  return mask_tokens(batch, rng, rate=config.loss.mask_rate, mask_id=config.loss.mask_token_id,
-                     vocab_size=config.model.vocab_size)
+  return mask_tokens(batch, rng, rate=masking.rate, mask_id=masking.mask_id,
+                     vocab_size=masking.vocab_size)
 
 
 def logits(model: nn.Module, params: Any, batch: Batch, objective: str, deterministic: bool,

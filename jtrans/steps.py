@@ -6,6 +6,7 @@ A batch is a dict of arrays: `targets` and `weights` plus the objective's inputs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -31,14 +32,38 @@ class TrainState:
   opt_state: Any
 
 
-def forward(model: nn.Module, params: Any, batch: Batch, config: ml_collections.ConfigDict,
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+  """What the steps read of a config (`from_config`): the objective and its loss options,
+  accumulation, the NaN policy, the seeds and the mesh's logical-axis rules."""
+  objective: str
+  masking: objectives.Masking | None = None  # mlm: how inputs are corrupted.
+  label_smoothing: float = 0.0
+  z_loss: float = 0.0
+  grad_accum_steps: int = 1
+  skip_nonfinite: bool = False  # config.train.nan_policy == "skip".
+  draws_randomness: bool = False  # Dropout or masking: per-row keys (`_row_loss_sums`).
+  seed: int = 0
+  rules: tuple = ()  # Logical axis -> mesh axes (config.mesh.rules).
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "StepSettings":
+    return cls(objective=config.loss.objective, masking=objectives.Masking.from_config(config),
+               label_smoothing=config.loss.label_smoothing, z_loss=config.loss.z_loss,
+               grad_accum_steps=config.train.grad_accum_steps,
+               skip_nonfinite=config.train.nan_policy == "skip",
+               draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
+               seed=config.seed, rules=sharding.rules(config.mesh))
+
+
+def forward(model: nn.Module, params: Any, batch: Batch, settings: StepSettings,
             mesh: Mesh | None, deterministic: bool, rngs: dict | None = None,
             rows_vmapped: bool = False) -> jax.Array:
   """Logits `[batch, length, vocab]` (or `[batch, classes]`); over a mesh, the config's
   logical-axis rules constrain the activations (under pmap there is no mesh and so no rules).
   `rows_vmapped`: called per row under a vmap that shards the rows over the batch mesh axes
   itself, so the activations' constraints leave those axes out."""
-  rules = sharding.rules(config.mesh) if mesh is not None else ()
+  rules = settings.rules if mesh is not None else ()
   if rows_vmapped:  # The vmap owns the batch mesh axes: no activation constraint may name them.
     def without_batch_axes(axes):
       kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ())
@@ -46,30 +71,22 @@ def forward(model: nn.Module, params: Any, batch: Batch, config: ml_collections.
       return kept or None
     rules = tuple((name, without_batch_axes(axes)) for name, axes in rules)
   with nn.logical_axis_rules(rules):
-    return objectives.logits(model, params, batch, config.loss.objective, deterministic, rngs)
-
-
-def draws_randomness(config: ml_collections.ConfigDict) -> bool:
-  """Whether a train step draws random numbers (dropout, masked-LM corruption)."""
-  return config.model.dropout_rate > 0 or config.loss.objective == "mlm"
+    return objectives.logits(model, params, batch, settings.objective, deterministic, rngs)
 
 
 def _loss_sums(params: Any, batch: Batch, key: jax.Array, *, model: nn.Module,
-               config: ml_collections.ConfigDict, mesh: Mesh | None,
-               rows_vmapped: bool = False) -> Metrics:
+               settings: StepSettings, mesh: Mesh | None, rows_vmapped: bool = False) -> Metrics:
   """Loss and metric sums of `batch` with its dropout and masking drawn from `key`."""
   dropout_key, mask_key = jax.random.split(key)
-  batch = objectives.prepare(batch, mask_key, config)
-  logits = forward(model, params, batch, config, mesh, False, {"dropout": dropout_key},
+  batch = objectives.prepare(batch, mask_key, settings.masking)
+  logits = forward(model, params, batch, settings, mesh, False, {"dropout": dropout_key},
                    rows_vmapped)
   return losses.cross_entropy(logits, batch["targets"], batch["weights"],
-                              label_smoothing=config.loss.label_smoothing,
-                              z_loss=config.loss.z_loss)
+                              label_smoothing=settings.label_smoothing, z_loss=settings.z_loss)
 
 
 def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array, *,
-                   model: nn.Module, config: ml_collections.ConfigDict,
-                   mesh: Mesh | None) -> Metrics:
+                   model: nn.Module, settings: StepSettings, mesh: Mesh | None) -> Metrics:
   """`_loss_sums` with each row's randomness drawn from `fold_in(rng, global row index)`.
 
   So the masks of a row do not depend on which device, process, engine or micro-batch holds
@@ -78,7 +95,7 @@ def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array
   """
   keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(row_ids)
   rows = jax.tree.map(lambda x: x[:, None], batch)  # [batch, 1, ...]: one-row batches.
-  one_row = functools.partial(_loss_sums, model=model, config=config, mesh=mesh,
+  one_row = functools.partial(_loss_sums, model=model, settings=settings, mesh=mesh,
                               rows_vmapped=True)
   sums = jax.vmap(one_row, in_axes=(None, 0, 0),
                   spmd_axis_name=sharding.BATCH_AXES if mesh is not None else None)(
@@ -87,16 +104,16 @@ def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array
 
 
 def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
-              config: ml_collections.ConfigDict, mesh: Mesh | None,
+              settings: StepSettings, mesh: Mesh | None,
               row_offset: jax.Array | int = 0) -> tuple[Any, Metrics]:
   """Gradient of the summed (not averaged) loss, and the metric sums, over `batch`.
 
   `row_offset` is the global index of the batch's first row (pmap: this device's share).
-  With `config.train.grad_accum_steps = k`, the batch is split into k micro-batches (rows
+  With `settings.grad_accum_steps = k`, the batch is split into k micro-batches (rows
   strided, so each keeps its share of every device) and their sums are added in a scan:
   the result equals the one-batch result, at 1/k of the activation memory.
   """
-  per_row = draws_randomness(config)
+  per_row = settings.draws_randomness
   if per_row:
     rows = next(iter(batch.values())).shape[0]
     batch = {**batch, "row_ids": row_offset + jnp.arange(rows, dtype=jnp.int32)}
@@ -105,15 +122,15 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
     def loss_sum(p):
       if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
         rest = {k: v for k, v in micro.items() if k != "row_ids"}
-        sums = _row_loss_sums(p, rest, rng, micro["row_ids"], model=model, config=config,
+        sums = _row_loss_sums(p, rest, rng, micro["row_ids"], model=model, settings=settings,
                               mesh=mesh)
       else:
-        sums = _loss_sums(p, micro, key, model=model, config=config, mesh=mesh)
+        sums = _loss_sums(p, micro, key, model=model, settings=settings, mesh=mesh)
       return sums["loss"], sums
     (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
     return grads, sums
 
-  k = config.train.grad_accum_steps
+  k = settings.grad_accum_steps
   if k == 1:
     return micro_step(batch, rng)
 
@@ -161,29 +178,29 @@ def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def dropout_rng(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+def dropout_rng(settings: StepSettings, step: jax.Array) -> jax.Array:
   """A key for `step` alone, so any step can be replayed."""
-  return jax.random.fold_in(jax.random.key(config.seed + 1), step)
+  return jax.random.fold_in(jax.random.key(settings.seed + 1), step)
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
-               config: ml_collections.ConfigDict, mesh: Mesh | None) -> tuple[TrainState, Metrics]:
+               settings: StepSettings, mesh: Mesh | None) -> tuple[TrainState, Metrics]:
   """One optimizer step on the global batch (the jit engine's step)."""
-  grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
-                          config=config, mesh=mesh)
+  grads, sums = gradients(state.params, batch, dropout_rng(settings, state.step), model=model,
+                          settings=settings, mesh=mesh)
   return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
-                         skip_nonfinite=config.train.nan_policy == "skip")
+                         skip_nonfinite=settings.skip_nonfinite)
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module,
-              config: ml_collections.ConfigDict, mesh: Mesh | None) -> Metrics:
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, settings: StepSettings,
+              mesh: Mesh | None) -> Metrics:
   """Weighted metric sums (not means) of one eval batch, so batches can be added.
 
   Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
   """
-  batch = objectives.prepare(batch, jax.random.key(config.seed + 2), config)
-  logits = forward(model, params, batch, config, mesh, True)
+  batch = objectives.prepare(batch, jax.random.key(settings.seed + 2), settings.masking)
+  logits = forward(model, params, batch, settings, mesh, True)
   return losses.cross_entropy(logits, batch["targets"], batch["weights"])
 
 
@@ -202,13 +219,15 @@ def jit_engine(model: nn.Module, tx: optax.GradientTransformation,
                state_shardings: TrainState) -> Engine:
   """Steps compiled once by jit with the state's shardings; the state is donated."""
   schedule = optim.make_schedule(config.optim, config.train.steps)
+  settings = StepSettings.from_config(config)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   train_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, settings=settings,
+                        mesh=mesh),
       in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
       donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, config=config, mesh=mesh),
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, settings=settings, mesh=mesh),
                     in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
   return Engine(train_step=train_fn, eval_step=lambda state, batch: eval_fn(state.params, batch),
                 place_state=lambda state: state, global_state=lambda state: state,
@@ -225,20 +244,21 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
     raise ValueError("config.train.engine='pmap' is pure data parallelism; set config.mesh.fsdp "
                      "and config.mesh.tensor to 1, or use engine='jit'.")
   schedule = optim.make_schedule(config.optim, config.train.steps)
+  settings = StepSettings.from_config(config)
   devices = jax.local_devices()
 
   def step(state, batch):
     # Each device holds rows [i * b, (i + 1) * b) of the global batch: their randomness is
     # that of those global rows (see `_row_loss_sums`), as under jit.
     offset = jax.lax.axis_index("batch") * next(iter(batch.values())).shape[0]
-    grads, sums = gradients(state.params, batch, dropout_rng(config, state.step), model=model,
-                            config=config, mesh=None, row_offset=offset)
+    grads, sums = gradients(state.params, batch, dropout_rng(settings, state.step), model=model,
+                            settings=settings, mesh=None, row_offset=offset)
     grads, sums = jax.lax.psum((grads, sums), "batch")
     return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
-                           skip_nonfinite=config.train.nan_policy == "skip")
+                           skip_nonfinite=settings.skip_nonfinite)
 
   def evaluate(state, batch):
-    return jax.lax.psum(eval_step(state.params, batch, model=model, config=config, mesh=None),
+    return jax.lax.psum(eval_step(state.params, batch, model=model, settings=settings, mesh=None),
                         "batch")
 
   train_fn = jax.pmap(step, axis_name="batch", donate_argnums=0)

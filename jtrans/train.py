@@ -1,184 +1,48 @@
-"""The one training loop: the sharded train state, and `train(config, workdir)`."""
+"""The training loop: `train(config, workdir)` takes a run's parts (`parts.build`) from its
+latest intact checkpoint (or its initial state) to its last step, and every exit leaves the
+workdir resumable.
+
+One screen: `_open` restores or initialises the state and opens the workdir; `_loop` dispatches
+each step and reads the previous one back, with the cadences (report, save, evaluate, stop) as
+small functions over a `_Progress` record.
+"""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import time
 from typing import Any, Callable, Iterable, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from etils import epath
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
 
-from jtrans import (checkpoint, decoding, flops, losses, objectives, optim, pretrained, sharding,
-                    steps)
-from jtrans.steps import Engine, Metrics, TrainState
-from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
+from jtrans import checkpoint, decoding, flops, losses, objectives, parts
+from jtrans.data import pipeline
+from jtrans.hf import pretrained
 from jtrans.metrics import MetricsWriter, progress_line
-from jtrans.models import ModelConfig, build_model, example_inputs
-
-# ---------------------------------------------------------------- state and its shardings
+from jtrans.steps import Engine, Metrics, TrainState
 
 
-def state_layout(model: nn.Module, tx: optax.GradientTransformation,
-                 config: ml_collections.ConfigDict, mesh: Mesh) -> tuple[Callable, TrainState, Any]:
-  """(init function of an rng, the state's shardings, its abstract shapes carrying them).
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+  """What the loop reads of config.train: its length and cadences, and the NaN policy."""
+  steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  eval_batches: int  # 0 = the whole eval split.
+  nan_policy: str  # "stop" or "skip".
+  max_skipped_steps: int
 
-  Shapes come from `eval_shape`, shardings from the parameters' logical axis names; the
-  optimizer state is sharded like the parameters it mirrors.
-  """
-  axis_rules = sharding.rules(config.mesh)
-  example = example_inputs(ModelConfig.from_config(config.model), config.data.seq_len,
-                           config.data.source_len)
-
-  def init(rng):
-    params = nn.meta.unbox(model.init(rng, *example)["params"])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  rng = jax.random.key(config.seed)
-  boxed_params = jax.eval_shape(lambda r: model.init(r, *example)["params"], rng)
-  param_shardings = sharding.logical_shardings(boxed_params, mesh, axis_rules)
-  shapes = jax.eval_shape(init, rng)
-  replicated = sharding.replicated(mesh)
-  opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, shapes.opt_state, param_shardings,
-      transform_non_params=lambda _: replicated)
-  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          shapes, shardings)
-  return init, shardings, abstract
-
-
-class Layout(NamedTuple):
-  """What a run builds from its config before any state exists (built once, handed on)."""
-  mesh: Mesh
-  model_cfg: ModelConfig
-  model: nn.Module
-  tx: optax.GradientTransformation
-  init: Callable  # rng -> TrainState
-  shardings: TrainState
-  abstract: Any  # ShapeDtypeStructs with the shardings: the target of checkpoint restores.
-
-
-def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
-                 data: bool = True) -> Layout:
-  """The validated mesh (default: `config.mesh` over this host's devices), model, optimizer
-  and state layout of `config`. `data=False` skips the checks of config.data against the data
-  set and tokenizer, for what reads no data (an ahead-of-time compile, generation, export)."""
-  mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
-  model_cfg = validate(config, mesh)
-  if data:
-    validate_data(config)
-  model = build_model(model_cfg)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh))
-
-
-def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               mesh: Mesh) -> tuple[TrainState, TrainState, Any]:
-  """The train state built directly sharded (`jit(init, out_shardings=...)`): nothing is ever
-  whole on one host. Returns (state, shardings, abstract state for checkpoint restores)."""
-  init, shardings, abstract = state_layout(model, tx, config, mesh)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
-  return state, shardings, abstract
-
-
-# ---------------------------------------------------------------- the loop
-
-
-def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
-  """Checks that need more than one key; each failure names the setting and the fix."""
-  model_cfg = ModelConfig.from_config(config.model)
-  objectives.check(config)
-  if config.data.seq_len > config.model.max_len:
-    raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
-                     f"{config.model.max_len}; raise max_len or shorten seq_len.")
-  sharding.check_batch_size(config.train.batch_size, mesh)
-  k = config.train.grad_accum_steps
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if k < 1 or config.train.batch_size % (k * shards):
-    raise ValueError(f"config.train.grad_accum_steps={k} must split config.train.batch_size="
-                     f"{config.train.batch_size} into micro-batches that the {shards} batch shards "
-                     f"divide; use a batch size that is a multiple of {k * shards}.")
-  if config.train.nan_policy not in ("stop", "skip"):
-    raise ValueError(f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'.")
-  for key in ("steps", "log_every", "eval_every", "checkpoint_every", "max_skipped_steps"):
-    if config.train[key] <= 0:
-      raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")
-  return model_cfg
-
-
-def validate_data(config: ml_collections.ConfigDict) -> None:
-  """config.data against the data set's own info (splits, fields, classes) and the tokenizer
-  (the model has a row for each of its ids); each failure names the setting and the fix."""
-  sources.check_config(config)
-  vocab = make_tokenizer(config).vocab_size if config.loss.objective != "classification" else 0
-  if config.model.vocab_size < vocab:
-    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
-                     f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
-
-
-def prepare_data(config: ml_collections.ConfigDict) -> None:
-  """With several processes, process 0 builds what the data needs on first use (a jtrans TFDS
-  builder, a SentencePiece model) while the others wait, so that no two processes write it."""
-  if jax.process_count() == 1:
-    return
-  error = None
-  if jax.process_index() == 0:
-    try:
-      if config.loss.objective != "classification":
-        tokenizers.from_config(config.data, True, sources.text_keys(config))
-      sources.from_config(config.data, train=True)
-      sources.from_config(config.data, train=False)
-    except Exception as e:  # pylint: disable=broad-except
-      error = e  # Raised after the barrier, so that the other processes do not wait forever.
-  multihost_utils.sync_global_devices("jtrans: data prepared")
-  if error is not None:
-    raise error
-
-
-def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
-  """config.data's tokenizer. A missing SentencePiece model is trained only by a lone
-  process: several would race to write it (run jtrans.data.train_tokenizer first)."""
-  return tokenizers.from_config(config.data, jax.process_count() == 1, sources.text_keys(config))
-
-
-def make_dataset(config: ml_collections.ConfigDict, train: bool):
-  """The train or eval split as a grain dataset of global batches.
-
-  Every process reads the same stream (same seed, every document) and keeps the rows of its
-  own devices (`Engine.place_batch`): the global batch of a step is a function of the step
-  alone, so a run gives the same numbers on any number of hosts, and resumes on another.
-
-  The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
-  (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "classification"
-  images and labels (data/images.py).
-  """
-  d, kind = config.data, config.loss.objective
-  common = dict(source=sources.from_config(d, train),
-                batch_size=config.train.batch_size, seed=config.seed, train=train,
-                worker_count=d.worker_count)
-  if kind in ("lm", "mlm"):
-    return pipeline.make_lm_dataset(
-        **common, name=d.name, split=d.train_split if train else d.eval_split,
-        tokenizer=make_tokenizer(config), text_key=d.text_key, seq_len=d.seq_len,
-        shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
-  if kind == "seq2seq":
-    return seq2seq.make_seq2seq_dataset(
-        **common, tokenizer=make_tokenizer(config), source_key=d.source_key, target_key=d.target_key,
-        source_len=d.source_len or d.seq_len, seq_len=d.seq_len)
-  if kind == "classification":
-    return images.make_image_dataset(**common, image_key=d.image_key, label_key=d.label_key,
-                                     options=images.ImageOptions.from_config(config))
-  raise ValueError(f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
-                   "'seq2seq' or 'classification'.")
+  @classmethod
+  def from_config(cls, train: ml_collections.ConfigDict) -> "LoopSettings":
+    return cls(**{f.name: train[f.name] for f in dataclasses.fields(cls)})
 
 
 def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]],
@@ -251,19 +115,19 @@ def _record_health(health: dict[str, jax.Array], finite: jax.Array,
           "longest_run": jnp.maximum(health["longest_run"], run)}
 
 
-def _check_health(health: dict[str, jax.Array], step: int, train_cfg: ml_collections.ConfigDict,
+def _check_health(health: dict[str, jax.Array], step: int, settings: LoopSettings,
                   manager) -> int:
   """Reads the record (a host sync: done only before a save, a log line or an evaluation);
   raises as `config.train.nan_policy` says; returns the number of skipped steps."""
   h = {k: int(v) for k, v in jax.device_get(health).items()}
-  if train_cfg.nan_policy == "skip" and h["longest_run"] < train_cfg.max_skipped_steps:
+  if settings.nan_policy == "skip" and h["longest_run"] < settings.max_skipped_steps:
     return h["bad"]
   if h["first_bad"] == 0:
     return 0
   manager.wait_until_finished()
   what = (f"{h['longest_run']} consecutive steps had a non-finite loss or gradient (limit "
-          f"config.train.max_skipped_steps={train_cfg.max_skipped_steps})"
-          if train_cfg.nan_policy == "skip" else
+          f"config.train.max_skipped_steps={settings.max_skipped_steps})"
+          if settings.nan_policy == "skip" else
           f"the loss or gradient was not finite at step {h['first_bad']}")
   raise FloatingPointError(
       f"{what}; checked at step {step}, the run stopped without saving it. The last good "
@@ -356,140 +220,171 @@ class _Throughput:
                                          self.devices), elapsed / max(done, 1))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> TrainState:
+class _Session(NamedTuple):
+  """What one call of `train` has open: the workdir's manager and writer, the data position."""
+  manager: Any  # orbax CheckpointManager
+  writer: MetricsWriter
+  train_iter: Any  # The resumable train batch iterator.
+  stop: _StopSignal
+  speed: _Throughput
+  log: Callable[[str], None]
+  entropy: float  # The eval split's unigram entropy (token objectives), else NaN.
+
+
+@dataclasses.dataclass
+class _Progress:
+  """What the loop carries from step to step; the cadence functions read and update it."""
+  step: int
+  first: int  # The step this call started from.
+  last_saved: int
+  health: dict[str, jax.Array] | None = None  # Device-side record of non-finite steps.
+  pending: tuple | None = None  # (step, metrics, health) dispatched but not yet read back.
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None, *,
+          run: parts.Run | None = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest intact checkpoint; returns the
-  last state.
+  last state. `run`: the parts already built from `config` (else built here).
 
   `stop_at` ends this invocation (with a checkpoint) once that step is reached, as a
   pre-emption would: for jobs that run a long schedule in time slices. Everything the run
   opens (checkpoint manager, metrics writers, data iterators) is closed on every exit:
   success, exception or signal.
   """
+  run = parts.build(config) if run is None else run
   with contextlib.ExitStack() as stack:
-    return _train(config, workdir, stop_at, stack)
+    session, state = _open(run, workdir, stack)
+    return _loop(run, session, state, stop_at)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None,
-           stack: contextlib.ExitStack) -> TrainState:
+def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_Session, Any]:
+  """Opens the workdir (checkpoints, config.json, metrics) and returns the placed state: the
+  latest intact checkpoint's, the pretrained weights' or a fresh one."""
+  config, layout, t = run.config, run.layout, run.config.train
   log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
-  prepare_data(config)
-  mesh, model_cfg, model, tx, init, state_shardings, abstract = build_layout(config)
-  if config.sample.num_samples and model_cfg.family == "decoder":
-    # run.py samples at the end of training: a length that cannot work fails now, not then.
-    decoding.check_length(model, len(make_tokenizer(config).encode(config.sample.prompt)),
+  if config.sample.num_samples and layout.model_cfg.family == "decoder":
+    # Samples follow training: a length that cannot work fails now, not then.
+    decoding.check_length(layout.model, len(run.tokenizer.encode(config.sample.prompt)),
                           config.sample.length, "config.sample")
-  total, t = config.train.steps, config.train
   manager = checkpoint.make_manager(workdir, t)
   stack.callback(manager.close)
   stack.callback(manager.wait_until_finished)  # Runs first: a pending save completes.
-  check_resume(config, workdir, manager, abstract, log)
-  train_iter = iter(make_dataset(config, train=True))
+  check_resume(config, workdir, manager, layout.abstract, log)
+  train_iter = iter(run.train_data)
   stack.callback(train_iter.close)
-  eval_ds = make_dataset(config, train=False)
-  restored = checkpoint.restore(manager, abstract, train_iter, log=log)
+  restored = checkpoint.restore(manager, layout.abstract, train_iter, log=log)
   write_config(config, workdir)
   writer = stack.enter_context(contextlib.closing(
       MetricsWriter(workdir, resumed_from=None if restored is None else restored[1])))
   if restored is None and t.init_from:
-    state = pretrained.initial_state(config, model_cfg, tx.init, abstract, state_shardings)
+    state = pretrained.initial_state(config, layout.model_cfg, layout.tx.init, layout.abstract,
+                                     layout.shardings)
     log(f"initialised from the pretrained weights in {t.init_from}")
   elif restored is None:  # A resumed run never builds the initial state it would throw away.
-    state = jax.jit(init, out_shardings=state_shardings)(jax.random.key(config.seed))
+    state = jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(config.seed))
   else:
-    state, start = restored
-    log(f"resumed from step {start} (checkpoint in {manager.directory})")
-  start = int(state.step)
-  engine = steps.make_engine(model, tx, config, mesh, state_shardings)
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  state = engine.place_state(state)
-
-  positions = objectives.positions_per_example(config, model_cfg)
-  tokens_per_step = t.batch_size * positions
+    state = restored[0]
+    log(f"resumed from step {restored[1]} (checkpoint in {manager.directory})")
+  positions = objectives.positions_per_example(config, layout.model_cfg)
   # Exact for the decoder LM; for the other families the same 6N-per-position count is an
   # estimate (an encoder-decoder's encoder sees only source positions, for instance).
-  flops_per_token = flops.train_flops_per_token(model_cfg, positions)
-  speed = _Throughput(tokens_per_step, flops_per_token,
-                      flops.peak_flops_per_device(t.peak_flops_per_device), mesh.size)
+  flops_per_token = flops.train_flops_per_token(layout.model_cfg, positions)
+  speed = _Throughput(t.batch_size * positions, flops_per_token,
+                      flops.peak_flops_per_device(t.peak_flops_per_device), layout.mesh.size)
   entropy = float("nan")  # The unigram baseline only means something for token prediction.
   if config.loss.objective in ("lm", "mlm") and jax.process_index() == 0:  # Only it logs.
-    entropy = pipeline.cached_eval_entropy(config.data, make_tokenizer(config))
-  log(f"model: {n_params:,} parameters, {flops_per_token / 1e6:.1f} MFLOPs/token; "
-      f"mesh {dict(mesh.shape)}; {total} steps of {tokens_per_step} tokens")
-
-  health = None  # Built from the first step's metrics, on the devices where they live.
+    entropy = pipeline.cached_eval_entropy(config.data, run.tokenizer)
+  log(f"model: {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters, "
+      f"{flops_per_token / 1e6:.1f} MFLOPs/token; mesh {dict(layout.mesh.shape)}; "
+      f"{t.steps} steps of {t.batch_size * positions} tokens")
+  stack.enter_context(run.engine.context())
   stop = stack.enter_context(_StopSignal())
-  stack.enter_context(engine.context())
-  pending: tuple[int, Metrics] | None = None  # (step, metrics) not yet read back.
-  step = last_saved = start
-  end = total if stop_at is None else min(stop_at, total)
-  while step < end and not _should_stop(stop, step, t.log_every):
-    batch = engine.place_batch(next(train_iter))
+  return _Session(manager, writer, train_iter, stop, speed, log, entropy), run.engine.place_state(state)
+
+
+def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> TrainState:
+  """Steps until the last (or `stop_at`, or a signal); the previous step is read back while
+  the next one runs, and nothing is saved after a step whose loss or gradient was not finite."""
+  settings, engine = LoopSettings.from_config(run.config.train), run.engine
+  first = int(engine.global_state(state).step)
+  p = _Progress(step=first, first=first, last_saved=first)
+  end = settings.steps if stop_at is None else min(stop_at, settings.steps)
+  while p.step < end and not _should_stop(s.stop, p.step, settings.log_every):
+    batch = engine.place_batch(next(s.train_iter))
     began = time.perf_counter()
     state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
-    step += 1
-    if health is None:
-      health = _no_problems(metrics["finite"])
-    health = _record_health(health, metrics["finite"], step)
-    if step == start + 1:
-      jax.block_until_ready(metrics)
-      compile_seconds = time.perf_counter() - began
-      log(f"train step compiled and ran once in {compile_seconds:.1f}s")
-      writer.write(step, "train", {"compile_seconds": compile_seconds})
-      speed.restart(step)
-    if pending is not None:  # The previous logged step has finished by now: report it.
-      _report(writer, log, *pending, t, manager, speed, total)
-      pending = None
-    if step % t.log_every == 0 or step == total:
-      pending = (step, metrics, health)
-    due_save = step % t.checkpoint_every == 0 or step == total
-    due_eval = step % t.eval_every == 0 or step == total
-    if (due_save or due_eval) and pending is not None:
-      _report(writer, log, *pending, t, manager, speed, total)
-      pending = None
+    p.step += 1
+    p.health = _record_health(_no_problems(metrics["finite"]) if p.health is None else p.health,
+                              metrics["finite"], p.step)
+    if p.step == p.first + 1:
+      _first_step_ran(s, metrics, began, p.step)
+    _report_pending(p, s, settings)  # The previous logged step has finished by now.
+    if p.step % settings.log_every == 0 or p.step == settings.steps:
+      p.pending = (p.step, metrics, p.health)
+    due_save = p.step % settings.checkpoint_every == 0 or p.step == settings.steps
+    due_eval = p.step % settings.eval_every == 0 or p.step == settings.steps
+    if due_save or due_eval:
+      _report_pending(p, s, settings)
     if due_save:
-      _check_health(health, step, t, manager)  # Never save a state that followed a bad step.
-      checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
-      last_saved = step
+      _save(p, s, settings, engine.global_state(state))
     if due_eval:
-      _check_health(health, step, t, manager)
-      scalars = evaluate(engine, state, eval_ds, t.eval_batches)
-      writer.write(step, "eval", scalars)
-      log(f"eval at step {step}: loss {scalars['nll']:.4f} nats/token, accuracy "
-          f"{scalars['accuracy']:.3f}"
-          + (f" (unigram entropy {entropy:.4f} nats/token)" if np.isfinite(entropy) else ""))
-      speed.restart(step)  # Evaluation is not training time.
-  if pending is not None:
-    _report(writer, log, *pending, t, manager, speed, total)
-  if step < total and last_saved != step:
-    _check_health(health, step, t, manager)
-    checkpoint.save(manager, step, engine.global_state(state), train_iter, force=True)
-  if step < total:
-    why = f"signal {stop.received} received" if stop.received else f"stop_at={stop_at} reached"
-    log(f"{why}: saved a checkpoint at step {step}; launch the same command again to resume.")
+      _evaluate(p, s, settings, run, state)
+  _report_pending(p, s, settings)
+  if p.step < settings.steps:
+    if p.last_saved != p.step:
+      _save(p, s, settings, engine.global_state(state))
+    why = f"signal {s.stop.received} received" if s.stop.received else f"stop_at={stop_at} reached"
+    s.log(f"{why}: saved a checkpoint at step {p.step}; launch the same command again to resume.")
   return engine.global_state(state)
 
 
-def _report(writer: MetricsWriter, log: Callable[[str], None], step: int, metrics: Metrics,
-            health: dict[str, jax.Array], train_cfg: ml_collections.ConfigDict, manager,
-            speed: _Throughput, total: int) -> None:
-  """Reads back one step's metrics and health (as of that step): metrics.jsonl, TensorBoard
-  and the progress line."""
-  skipped = _check_health(health, step, train_cfg, manager)
+def _first_step_ran(s: _Session, metrics: Metrics, began: float, step: int) -> None:
+  """The first step of a call compiles: its time is reported apart, not as throughput."""
+  jax.block_until_ready(metrics)
+  compile_seconds = time.perf_counter() - began
+  s.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
+  s.writer.write(step, "train", {"compile_seconds": compile_seconds})
+  s.speed.restart(step)
+
+
+def _report_pending(p: _Progress, s: _Session, settings: LoopSettings) -> None:
+  """Reads back the pending step's metrics and health (as of that step): metrics.jsonl,
+  TensorBoard and the progress line."""
+  if p.pending is None:
+    return
+  step, metrics, health = p.pending
+  p.pending = None
+  skipped = _check_health(health, step, settings, s.manager)
   scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
-  tokens_per_second, mfu, seconds_per_step = speed.measure(step)
+  tokens_per_second, mfu, seconds_per_step = s.speed.measure(step)
   scalars |= {"tokens_per_second": tokens_per_second, "mfu": mfu, "skipped_steps": skipped}
-  writer.write(step, "train", scalars)
-  log(progress_line(step, total, scalars, tokens_per_second, mfu,
-                    (total - step) * seconds_per_step))
+  s.writer.write(step, "train", scalars)
+  s.log(progress_line(step, settings.steps, scalars, tokens_per_second, mfu,
+                      (settings.steps - step) * seconds_per_step))
 
 
-def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -> list[str]:
+def _save(p: _Progress, s: _Session, settings: LoopSettings, state: TrainState) -> None:
+  _check_health(p.health, p.step, settings, s.manager)  # Never save a state after a bad step.
+  checkpoint.save(s.manager, p.step, state, s.train_iter, force=True)
+  p.last_saved = p.step
+
+
+def _evaluate(p: _Progress, s: _Session, settings: LoopSettings, run: parts.Run,
+              state: Any) -> None:
+  _check_health(p.health, p.step, settings, s.manager)
+  scalars = evaluate(run.engine, state, run.eval_data, settings.eval_batches)
+  s.writer.write(p.step, "eval", scalars)
+  s.log(f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "
+        f"{scalars['accuracy']:.3f}"
+        + (f" (unigram entropy {s.entropy:.4f} nats/token)" if np.isfinite(s.entropy) else ""))
+  s.speed.restart(p.step)  # Evaluation is not training time.
+
+
+def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   """`config.sample.num_samples` continuations of `config.sample.prompt`."""
-  s = config.sample
-  tok = make_tokenizer(config)
+  s, tok = run.config.sample, run.tokenizer
   prompt = tok.encode(s.prompt)
-  model = build_model(config.model)
-  out = decoding.generate(model, params, np.tile(prompt, (s.num_samples, 1)),
+  out = decoding.generate(run.layout.model, params, np.tile(prompt, (s.num_samples, 1)),
                           np.full(s.num_samples, len(prompt)), jax.random.key(seed),
                           max_new_tokens=s.length, temperature=s.temperature,
                           top_k=s.top_k, top_p=s.top_p)
@@ -498,12 +393,10 @@ def sample_text(config: ml_collections.ConfigDict, params: Any, seed: int = 0) -
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Eval-split metrics of the workdir's latest checkpoint (writes nothing to the workdir)."""
-  prepare_data(config)
-  parts = build_layout(config)
-  state, step = restore_latest(config, workdir, parts.abstract)
-  engine = steps.make_engine(parts.model, parts.tx, config, parts.mesh, parts.shardings)
-  with engine.context():
-    scalars = evaluate(engine, engine.place_state(state), make_dataset(config, train=False),
+  run = parts.build(config, train_data=False)
+  state, step = restore_latest(config, workdir, run.layout.abstract)
+  with run.engine.context():
+    scalars = evaluate(run.engine, run.engine.place_state(state), run.eval_data,
                        config.train.eval_batches)
   return {"step": step, **scalars}
 

@@ -42,7 +42,7 @@ def test_report_reads(reports):
 def test_the_batch_spec_is_what_the_data_pipeline_yields(data_dir):
   """`objectives.batch_spec` (what --mode=compile compiles for) against a real first batch."""
   from configs import bert, lm, t5, vit
-  from jtrans import objectives, train
+  from jtrans import objectives, parts
   from jtrans.models import ModelConfig
   cases = [lm.get_config("tiny"), bert.get_config("tiny"), t5.get_config("tiny"),
            vit.get_config("tiny")]
@@ -50,7 +50,7 @@ def test_the_batch_spec_is_what_the_data_pipeline_yields(data_dir):
   for c in cases:
     c.data.data_dir = data_dir
     c.train.batch_size = 4
-    batch = next(iter(train.make_dataset(c, train=True)))
+    batch = next(iter(parts.make_dataset(c, train=True)))
     spec = objectives.batch_spec(c, ModelConfig.from_config(c.model))
     assert {k: (v.shape, str(v.dtype)) for k, v in batch.items()} == spec, c.loss.objective
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jtrans import checkpoint, train
+from jtrans import checkpoint, parts, train
 from tests.train_test import final_params
 
 
@@ -117,7 +117,7 @@ def test_reading_a_workdir_that_is_training_moves_and_deletes_nothing(runs, tmp_
   shutil.copytree(workdir / "checkpoints" / "2", in_flight)
   DAMAGE["state_metadata_missing"](str(workdir / "checkpoints" / "4"))
   before = sorted(os.listdir(workdir / "checkpoints"))
-  state, step = train.restore_latest(c, str(workdir), train.build_layout(c).abstract)
+  state, step = train.restore_latest(c, str(workdir), parts.build_layout(c).abstract)
   assert step == 2 and int(state.step) == 2
   assert sorted(os.listdir(workdir / "checkpoints")) == before
   assert not (workdir / checkpoint.DAMAGED_DIR).exists()

@@ -55,3 +55,18 @@ def test_base_declares_every_key_with_a_comment():
     if re.match(r"\s+\w+\.\w+ = (?!\w+ = ml_collections)", line):
       documented = "#" in line or previous.strip().startswith("#")
       assert documented, f"configs/base.py: undocumented key: {line.strip()}"
+
+
+def test_model_config_defaults_are_the_base_configs():
+  """One source of truth: a ModelConfig built without arguments is configs/base.py's model."""
+  import dataclasses
+
+  import numpy as np
+
+  from configs import base
+  declared, defaults = base.get_config().model, ModelConfig()
+  assert set(declared.keys()) == {f.name for f in dataclasses.fields(ModelConfig)}
+  for field in dataclasses.fields(ModelConfig):
+    value = getattr(defaults, field.name)
+    value = np.dtype(value).name if field.name in ("dtype", "param_dtype") else value
+    assert value == declared[field.name], field.name

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtrans import beam_search, decoding
+from jtrans import decoding
+from jtrans.decoding import beam_search, sampling
 from jtrans.models import ModelConfig, build_model
 
 STEPS = 32
@@ -246,7 +247,7 @@ def test_beam_reorder_moves_batch_rows_of_a_scanned_cache():
   rng = np.random.default_rng(0)
   cache = jax.tree.map(lambda s: rng.integers(0, 9, s.shape).astype(s.dtype), shapes)
   rows = np.array([2, 2, 0, 1])
-  moved = decoding._reorder_cache(cache, jnp.asarray(rows))
+  moved = sampling._reorder_cache(cache, jnp.asarray(rows))
   flat = dict(jax.tree_util.tree_flatten_with_path(moved)[0])
   for path, before in jax.tree_util.tree_flatten_with_path(cache)[0]:
     name = path[-1].key

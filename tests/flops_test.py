@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from configs import ladder
-from jtrans import flops, planner
+from jtrans import flops
+from jtrans.scaling import planner
 from jtrans.models import ModelConfig, build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -157,7 +157,7 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   # and its analysis, both written into the bucket.
   sweep_file = tmp_path / "micro_sweep.py"
   sweep_file.write_text(
-      "from configs import lm\nfrom jtrans import sweep\n\n"
+      "from configs import lm\nfrom jtrans.scaling import sweep\n\n"
       "def get_config():\n  return lm.get_config('tiny')\n\n"
       "def get_sweep():\n  return sweep.axis('seed', [0, 1, 2])\n")
   sweep_flags = tiny_flags(data_dir, f"gs://{BUCKET}/sweep", 10, **{"sample.num_samples": 0})
@@ -199,7 +199,8 @@ def test_hugging_face_directories_text_files_and_sweep_files_read_from_the_bucke
   import transformers
   from tokenizers import Tokenizer, models, pre_tokenizers
 
-  from jtrans import hf, storage, sweep
+  from jtrans import hf, storage
+  from jtrans.scaling import sweep
   from jtrans.data import files, hf_tokenizer
 
   local = tmp_path / "gpt2"

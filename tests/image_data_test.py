@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import lm
-from jtrans import train
+from jtrans import parts
 from jtrans.data import synthetic_images
 from jtrans.data import images as image_lib
 from jtrans.data.images import ImageOptions, make_image_dataset
@@ -105,7 +105,7 @@ def test_make_dataset_dispatches_classification(tmp_path):
   c.train.batch_size = 8 * jax.process_count()
   with pytest.MonkeyPatch.context() as mp:  # A small build; the real one has 11,000 images.
     mp.setattr(synthetic_images.SyntheticImages, "SPLITS", {"train": (40, 1), "validation": (20, 2)})
-    batches = list(train.make_dataset(c, train=False))
+    batches = list(parts.make_dataset(c, train=False))
   assert len(batches) == 3 and batches[0]["images"].shape == (8, 32, 32, 3)
   labels = np.concatenate([b["targets"] for b in batches])[:20]
   want = np.random.default_rng([2, 0]).permutation(np.arange(20) % 10)  # The builder's labels.

@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 
-from jtrans import checkpoint, optim, sharding, train
+from jtrans import checkpoint, optim, parts, sharding
 from jtrans.models import build_model
 from tests.sharding_test import config
 
@@ -64,7 +64,7 @@ def test_two_processes_match_one_process(tmp_path):
   # The checkpoint the two processes wrote together restores here, whole.
   c = config(**{"mesh.data": 1})
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
-  _, _, abstract = train.state_layout(build_model(c.model), optim.make_optimizer(c.optim, 10), c, mesh)
+  _, _, abstract = parts.state_layout(build_model(c.model), optim.make_optimizer(c.optim, 10), c, mesh)
   restored, step = checkpoint.restore(checkpoint.make_manager(str(tmp_path / "pair"), c.train), abstract)
   embedding = np.asarray(restored.params["embed"]["token_embed"]["embedding"])
   np.testing.assert_allclose(embedding, want["['embed']['token_embed']['embedding']"], atol=1e-5)

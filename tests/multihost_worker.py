@@ -23,7 +23,7 @@ if num_processes > 1:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id,
                              initialization_timeout=60)
 
-from jtrans import checkpoint, optim, sharding, steps, train  # noqa: E402
+from jtrans import checkpoint, optim, parts, sharding, steps  # noqa: E402
 from jtrans.models import build_model  # noqa: E402
 from tests.sharding_test import batches, config  # noqa: E402
 
@@ -40,7 +40,7 @@ mesh = sharding.make_mesh(c.mesh)
 assert mesh.size == 4 and jax.process_count() == num_processes
 model = build_model(c.model)
 tx = optim.make_optimizer(c.optim, c.train.steps)
-state, shardings, _ = train.init_state(model, tx, c, mesh)
+state, shardings, _ = parts.init_state(model, tx, c, mesh)
 engine = steps.make_engine(model, tx, c, mesh, shardings)
 losses = []
 with engine.context():

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jtrans import optim, sharding, steps, train
+from jtrans import optim, parts, sharding, steps
 from jtrans.data import pydoc_corpus
 from jtrans.data.pipeline import make_lm_dataset
 from jtrans.models import ModelConfig, build_model
@@ -72,7 +72,7 @@ def test_a_sharded_train_step_on_packed_rows_has_the_loss_of_each_document_alone
   mesh = sharding.make_mesh(c.mesh)
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
-  state, shardings, _ = train.init_state(model, tx, c, mesh)
+  state, shardings, _ = parts.init_state(model, tx, c, mesh)
   params = jax.device_get(state.params)  # The step donates the state.
   engine = steps.jit_engine(model, tx, c, mesh, shardings)
   batch = batches[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base, ladder
-from jtrans import scaling, scaling_report, sweep
+from jtrans.scaling import fits as scaling, report as scaling_report, sweep
 
 # Hoffmann et al. (2022), eq. 10: the published approach-3 fit.
 CHINCHILLA = scaling.Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, r2=1.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import lm
-from jtrans import train
+from jtrans import parts
 from jtrans.data.seq2seq import make_seq2seq_dataset
 from jtrans.data.tokenizers import ByteTokenizer
 
@@ -122,11 +122,11 @@ def test_make_dataset_dispatches_seq2seq(data_dir):
   c.loss.objective = "seq2seq"
   c.data.update({"name": "reverse_strings", "data_dir": data_dir, "seq_len": 40, "source_len": 0})
   c.train.batch_size = 4 * jax.process_count()
-  batch = next(iter(train.make_dataset(c, train=False)))
+  batch = next(iter(parts.make_dataset(c, train=False)))
   assert batch["encoder_inputs"].shape == batch["targets"].shape == (4, 40)
   tok = ByteTokenizer()
   for src, tgt in zip(batch["encoder_inputs"], batch["targets"]):
     assert tok.decode(tgt) == tok.decode(src)[::-1] != ""
   c.loss.objective = "ranking"
   with pytest.raises(ValueError, match=r"config\.loss\.objective='ranking'"):
-    train.make_dataset(c, train=True)
+    parts.make_dataset(c, train=True)

@@ -5,7 +5,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import lm
-from jtrans import checkpoint, optim, sharding, steps, train
+from jtrans import checkpoint, optim, parts, sharding, steps
 from jtrans.models import build_model
 
 TOL = 1e-5
@@ -45,7 +45,7 @@ def run(c, mesh, state=None):
   """(losses, final global state) of 3 steps on fixed batches."""
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
-  init_state, shardings, _ = train.init_state(model, tx, c, mesh)
+  init_state, shardings, _ = parts.init_state(model, tx, c, mesh)
   # A host copy: the engine donates its input, and the caller may use `state` again.
   state = init_state if state is None else jax.device_put(jax.device_get(state), shardings)
   engine = steps.make_engine(model, tx, c, mesh, shardings)
@@ -82,7 +82,7 @@ def test_fsdp_shards_parameters_and_optimizer_state():
   c = config(**{"mesh.data": 1, "mesh.fsdp": 8})
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
-  state, _, _ = train.init_state(model, tx, c, sharding.make_mesh(c.mesh))
+  state, _, _ = parts.init_state(model, tx, c, sharding.make_mesh(c.mesh))
   first = jax.devices()[0]
   total = held = replicated = 0
   for leaf in jax.tree.leaves((state.params, state.opt_state)):
@@ -138,7 +138,7 @@ def test_scan_over_layers_matches_unrolled(single_device):
   mesh = sharding.make_mesh(c.mesh, devices(1))
   tx = optim.make_optimizer(c.optim, c.train.steps)
   reference = config(**{"mesh.data": 1})
-  unrolled, _, _ = train.init_state(build_model(reference.model), tx, reference, mesh)
+  unrolled, _, _ = parts.init_state(build_model(reference.model), tx, reference, mesh)
   params = stack_layers(jax.device_get(unrolled.params), c.model.num_layers)
   start = steps.TrainState(step=unrolled.step, params=params, opt_state=tx.init(params))
   losses, state = run(c, mesh, start)
@@ -160,7 +160,7 @@ def test_checkpoint_from_fsdp8_restores_on_4_and_1_devices(tmp_path):
     mesh = sharding.make_mesh(c.mesh, devices(n))
     model = build_model(c.model)
     tx = optim.make_optimizer(c.optim, c.train.steps)
-    _, _, abstract = train.state_layout(model, tx, c, mesh)
+    _, _, abstract = parts.state_layout(model, tx, c, mesh)
     restored, step = checkpoint.restore(checkpoint.make_manager(str(tmp_path), c.train), abstract)
     assert step == 3 and int(restored.step) == 3
     assert {d.id for d in jax.tree.leaves(restored.params)[0].devices()} == {d.id for d in devices(n)}

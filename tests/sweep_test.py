@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from configs import base
-from jtrans import sweep, train
+from jtrans import train
+from jtrans.scaling import sweep
 from jtrans.models import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

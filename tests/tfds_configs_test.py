@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jtrans import sweep, train
+from jtrans import parts, train
+from jtrans.scaling import sweep
 from jtrans.data import sources
 from tests import tfds_mock
 from tests.configs_test import FILES, ROOT, load
@@ -116,7 +117,7 @@ def test_config_trains_and_evaluates_on_its_data_sets_spec(rel, arg, tfds_dir, t
   assert losses and np.isfinite(losses).all()
   assert len(evals) == 1 and np.isfinite(evals[0]["nll"]) and evals[0]["step"] == 2
 
-  batch = next(iter(train.make_dataset(config, train=True)))
+  batch = next(iter(parts.make_dataset(config, train=True)))
   if config.loss.objective == "classification":
     # Any-size JPEGs arrive as image_size squares, normalised with ImageNet's mean and std:
     # [0, 255] maps to [-0.485 / 0.229, (1 - 0.406) / 0.225] = [-2.12, 2.64].
@@ -124,7 +125,7 @@ def test_config_trains_and_evaluates_on_its_data_sets_spec(rel, arg, tfds_dir, t
     assert batch["images"].min() >= -2.118 - 1e-5 and batch["images"].max() <= 2.640 + 1e-5
     assert batch["images"].min() < -1.5 and batch["images"].max() > 1.5
   if config.data.tokenizer == "sentencepiece":
-    tok = train.make_tokenizer(config)
+    tok = parts.make_tokenizer(config)
     assert tok.vocab_size == SP_VOCAB
     if config.loss.objective == "seq2seq":
       # One vocabulary trained on both sides: the target language is cut as coarsely as the

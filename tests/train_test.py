@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jtrans import checkpoint, optim, sharding, steps, train
+from jtrans import checkpoint, optim, parts, sharding, steps, train
 from jtrans.models import build_model
 
 
@@ -26,9 +26,9 @@ def test_train_step_compiles_once_and_loss_falls(tiny_config):
   mesh = sharding.make_mesh(c.mesh)
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
-  state, shardings, _ = train.init_state(model, tx, c, mesh)
+  state, shardings, _ = parts.init_state(model, tx, c, mesh)
   train_fn = steps.jit_engine(model, tx, c, mesh, shardings).train_step
-  batches = iter(train.make_dataset(c, train=True))
+  batches = iter(parts.make_dataset(c, train=True))
   first = next(batches)
   losses = []
   with jax.set_mesh(mesh):
@@ -122,9 +122,9 @@ def test_resume_with_a_changed_model_fails_naming_the_key(tiny_config, tmp_path,
   other_lr = c.copy_and_resolve_references()
   other_lr.optim.lr = 0.5
   with checkpoint.make_manager(workdir, c.train) as manager:
-    train.check_resume(other_lr, workdir, manager, train.build_layout(c).abstract, print)  # Same shapes.
+    train.check_resume(other_lr, workdir, manager, parts.build_layout(c).abstract, print)  # Same shapes.
     with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.5"):
-      train.check_resume(other_lr, workdir, manager, train.build_layout(wider).abstract, print)
+      train.check_resume(other_lr, workdir, manager, parts.build_layout(wider).abstract, print)
   longer = c.copy_and_resolve_references()
   longer.train.steps = 8
   assert int(train.train(longer, workdir).step) == 8
@@ -165,7 +165,7 @@ def test_the_default_configs_first_steps_give_the_golden_metrics():
   mesh = sharding.make_mesh(c.mesh)
   model = build_model(c.model)
   tx = optim.make_optimizer(c.optim, c.train.steps)
-  state, shardings, _ = train.init_state(model, tx, c, mesh)
+  state, shardings, _ = parts.init_state(model, tx, c, mesh)
   engine = steps.jit_engine(model, tx, c, mesh, shardings)
   rows = np.random.default_rng(0).integers(3, 259, (c.train.batch_size, c.data.seq_len + 1))
   batch = {"inputs": rows[:, :-1].astype(np.int32), "targets": rows[:, 1:].astype(np.int32),
@@ -182,3 +182,16 @@ def test_the_default_configs_first_steps_give_the_golden_metrics():
             "optimizer or the default config is meant to move them, check the default run's "
             "loss (make demo, README) and update GOLDEN with the new values; otherwise the "
             "change altered the numbers by accident."))
+
+
+def test_a_training_start_builds_the_tokenizer_once(tiny_config, tmp_path, monkeypatch):
+  """--mode=train as run.py runs it (train, then samples): the run's parts are built once, so
+  config.data's tokenizer is constructed once, not by each part that needs it."""
+  from jtrans import modes
+  from jtrans.data import tokenizers
+  built, real = [], tokenizers.from_config
+  monkeypatch.setattr(tokenizers, "from_config", lambda *a, **k: built.append(1) or real(*a, **k))
+  c = tiny_config
+  c.sample.num_samples, c.sample.length, c.model.max_len = 2, 8, 64
+  samples = modes.train(c, str(tmp_path))
+  assert len(samples) == 2 and len(built) == 1, built

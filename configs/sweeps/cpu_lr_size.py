@@ -10,7 +10,7 @@ trails 793k in cpu_ladder at the planner's lr (6.8e-3), overtakes it at a lower 
 fits L(N) on the best lr of each size (scaling.md lists every run).
 """
 from configs import ladder
-from jtrans import sweep
+from jtrans.scaling import sweep
 
 RUNGS = ["336k", "793k", "1.5M"]
 LEARNING_RATES = [2.5e-3, 5e-3, 1e-2]

@@ -28,7 +28,7 @@ class ModelConfig:
   """Shape and options of a Transformer; see configs/base.py for each field's meaning."""
   family: str = "decoder"
   vocab_size: int = 259
-  num_layers: int = 2
+  num_layers: int = 4
   num_heads: int = 4
   num_kv_heads: int = 0  # 0: same as num_heads.
   embed_dim: int = 128

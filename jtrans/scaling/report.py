@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from jtrans import planner, scaling, scaling_plots, storage
+from jtrans import storage
+from jtrans.scaling import fits, planner, plots
 
 
 @dataclasses.dataclass
@@ -66,7 +67,7 @@ def compute_frontier(runs: list[Run]) -> list[Run]:
   one C), kept when it beats every cheaper budget's best."""
   flops = [r.flops for r in runs]
   best = [min((runs[i] for i in group), key=lambda r: r.loss)
-          for group in scaling.group_budgets(flops)]
+          for group in fits.group_budgets(flops)]
   frontier, lowest = [], np.inf
   for r in best:  # group_budgets orders the budgets by C.
     if r.loss < lowest:
@@ -75,67 +76,67 @@ def compute_frontier(runs: list[Run]) -> list[Run]:
   return frontier
 
 
-def _law_dict(law: Any, ci: scaling.Bootstrap) -> dict[str, Any]:
+def _law_dict(law: Any, ci: fits.Bootstrap) -> dict[str, Any]:
   return {**dataclasses.asdict(law), "ci95": ci.intervals, "resamples": [ci.succeeded, ci.samples]}
 
 
 def fit_all(runs: list[Run], bootstrap_samples: int = 200) -> tuple[dict[str, Any], list[str]]:
   """Every fit the runs support, with bootstrap intervals; and notes on the fits skipped."""
-  fits, notes = {}, []
+  laws, notes = {}, []
   sizes = best_per_size(runs)
   if len(runs) < 8:
     notes.append(f"Only {len(runs)} runs: a bootstrap resample of so few points often keeps 3 "
                  "distinct ones, which a 3-constant law fits exactly, so the intervals are wide.")
   if len({r.params for r in sizes}) >= 3:
     n, loss = np.array([r.params for r in sizes], float), np.array([r.loss for r in sizes])
-    law = scaling.fit_power_law(n, loss)
-    ci = scaling.bootstrap(lambda i: _power_law_values(n[i], loss[i]), len(n), bootstrap_samples)
-    fits["loss_vs_params"] = _law_dict(law, ci)
+    law = fits.fit_power_law(n, loss)
+    ci = fits.bootstrap(lambda i: _power_law_values(n[i], loss[i]), len(n), bootstrap_samples)
+    laws["loss_vs_params"] = _law_dict(law, ci)
   else:
     notes.append("L(N) needs at least 3 model sizes.")
   frontier = compute_frontier(runs)
   if len(frontier) >= 3:
     c, loss = np.array([r.flops for r in frontier]), np.array([r.loss for r in frontier])
-    law = scaling.fit_power_law(c, loss)
-    ci = scaling.bootstrap(lambda i: _power_law_values(c[i], loss[i]), len(c), bootstrap_samples)
-    fits["loss_vs_compute"] = _law_dict(law, ci)
+    law = fits.fit_power_law(c, loss)
+    ci = fits.bootstrap(lambda i: _power_law_values(c[i], loss[i]), len(c), bootstrap_samples)
+    laws["loss_vs_compute"] = _law_dict(law, ci)
   else:
     notes.append("L(C) needs at least 3 runs on the compute frontier.")
   n, d = np.array([r.params for r in runs], float), np.array([r.tokens for r in runs], float)
   c, loss = np.array([r.flops for r in runs]), np.array([r.loss for r in runs])
-  iso = scaling.fit_isoflop(n, d, c, loss)
+  iso = fits.fit_isoflop(n, d, c, loss)
   if iso is not None:
-    ci = scaling.bootstrap(lambda i: _isoflop_values(n[i], d[i], c[i], loss[i]), len(n),
+    ci = fits.bootstrap(lambda i: _isoflop_values(n[i], d[i], c[i], loss[i]), len(n),
                            bootstrap_samples)
-    fits["approach2"] = _law_dict(iso, ci)
+    laws["approach2"] = _law_dict(iso, ci)
   else:
     notes.append("Approach 2 (IsoFLOP) needs 2 budgets with 3 or more sizes each.")
   if len(runs) >= 6 and np.std(np.log(d) - np.polyval(np.polyfit(np.log(n), np.log(d), 1),
                                                        np.log(n))) > 0.1:
-    law = scaling.fit_chinchilla(n, d, loss)
-    ci = scaling.bootstrap(lambda i: _chinchilla_values(n[i], d[i], loss[i]), len(n),
+    law = fits.fit_chinchilla(n, d, loss)
+    ci = fits.bootstrap(lambda i: _chinchilla_values(n[i], d[i], loss[i]), len(n),
                            max(bootstrap_samples // 4, 2))
-    fits["approach3"] = _law_dict(law, ci)
+    laws["approach3"] = _law_dict(law, ci)
   else:
     notes.append("Approach 3 needs 6 or more runs whose D varies apart from N (a ladder fixes D "
                  "or ties it to N, so A/N^alpha and B/D^beta cannot be told apart).")
-  return fits, notes
+  return laws, notes
 
 
 def _power_law_values(x: np.ndarray, loss: np.ndarray) -> dict[str, float]:
   if len(np.unique(x)) < 3:
     raise ValueError("a resample with fewer than 3 distinct points")
-  law = scaling.fit_power_law(x, loss, starts=3)
+  law = fits.fit_power_law(x, loss, starts=3)
   return {"E": law.E, "A": law.A, "alpha": law.alpha}
 
 
 def _isoflop_values(n, d, c, loss) -> dict[str, float]:
-  iso = scaling.fit_isoflop(n, d, c, loss)
+  iso = fits.fit_isoflop(n, d, c, loss)
   return {} if iso is None else {"a": iso.a, "b": iso.b}
 
 
 def _chinchilla_values(n, d, loss) -> dict[str, float]:
-  law = scaling.fit_chinchilla(n, d, loss, starts=4)
+  law = fits.fit_chinchilla(n, d, loss, starts=4)
   return {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta}
 
 
@@ -145,7 +146,7 @@ def _with_ci(fit: dict[str, Any], key: str) -> str:
   return text + (f" [{low_high[0]:.3g}, {low_high[1]:.3g}]" if low_high else "")
 
 
-def markdown(runs: list[Run], fits: dict[str, Any], notes: list[str]) -> str:
+def markdown(runs: list[Run], laws: dict[str, Any], notes: list[str]) -> str:
   """The report: runs, then each fit's constants with 95% bootstrap intervals."""
   lines = ["# Scaling-law fits", "", "Loss: eval nats per token at the last step. N: non-embedding "
            "parameters. D: training tokens. C: training FLOPs (6 x matmul parameters + attention).",
@@ -157,22 +158,22 @@ def markdown(runs: list[Run], fits: dict[str, Any], notes: list[str]) -> str:
   lines += ["", "| fit | law | constants (95% bootstrap interval) | R^2 |", "|---|---|---|---:|"]
   for key, law in (("loss_vs_params", "L(N) = E + A N^-alpha"),
                    ("loss_vs_compute", "L(C) = E + A C^-alpha")):
-    if key in fits:
-      f = fits[key]
+    if key in laws:
+      f = laws[key]
       lines.append(f"| {key} | {law} | E={_with_ci(f, 'E')}, A={_with_ci(f, 'A')}, "
                    f"alpha={_with_ci(f, 'alpha')} | {f['r2']:.4f} |")
-  if "approach3" in fits:
-    f = fits["approach3"]
+  if "approach3" in laws:
+    f = laws["approach3"]
     lines.append(f"| approach 3 | L = E + A/N^alpha + B/D^beta | E={_with_ci(f, 'E')}, "
                  f"A={_with_ci(f, 'A')}, B={_with_ci(f, 'B')}, alpha={_with_ci(f, 'alpha')}, "
                  f"beta={_with_ci(f, 'beta')} | {f['r2']:.4f} |")
-  if "approach2" in fits:
-    f = fits["approach2"]
+  if "approach2" in laws:
+    f = laws["approach2"]
     lines.append(f"| approach 2 | N_opt = k C^a, D_opt = k' C^b | a={_with_ci(f, 'a')}, "
                  f"b={_with_ci(f, 'b')}, k={f['n_coef']:.3g}, k'={f['d_coef']:.3g} | |")
   resampled = [f"{key}: {ok} of {total} bootstrap resamples gave a fit"
                + ("" if ok >= 0.9 * total else "; fewer than 90%, so no interval is given")
-               for key, (ok, total) in ((k, f["resamples"]) for k, f in fits.items())]
+               for key, (ok, total) in ((k, f["resamples"]) for k, f in laws.items())]
   lines += [""] + [f"- {note}" for note in notes + resampled]
   return "\n".join(lines) + "\n"
 
@@ -189,15 +190,15 @@ def analyze(workdir: str, bootstrap_samples: int = 200) -> str:
     raise ValueError(f"{workdir}: the final eval loss of run(s) {', '.join(broken)} is not "
                      "finite; rerun them (relaunch the sweep with a lower optim.lr for those "
                      "points) or move their directories out of the sweep before fitting.")
-  fits, notes = fit_all(finished, bootstrap_samples)
+  laws, notes = fit_all(finished, bootstrap_samples)
   if len(finished) < len(runs):
     notes.append(f"{len(runs) - len(finished)} unfinished run(s) left out.")
-  plots = scaling_plots.plot_all(workdir, finished, best_per_size(finished),
-                                 compute_frontier(finished), fits)
-  report = markdown(runs, fits, notes) + "\nPlots: " + ", ".join(plots) + "\n"
+  figures = plots.plot_all(workdir, finished, best_per_size(finished),
+                                 compute_frontier(finished), laws)
+  report = markdown(runs, laws, notes) + "\nPlots: " + ", ".join(figures) + "\n"
   root = storage.path(workdir)
   storage.write_text(root / "scaling.json", json.dumps(
-      {"runs": [dataclasses.asdict(r) for r in runs], "fits": fits, "notes": notes,
-       "plots": plots}, indent=2))
+      {"runs": [dataclasses.asdict(r) for r in runs], "fits": laws, "notes": notes,
+       "plots": figures}, indent=2))
   storage.write_text(root / "scaling.md", report)
   return report

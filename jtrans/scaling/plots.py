@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jtrans import scaling, storage  # noqa: E402
+from jtrans import storage
+from jtrans.scaling import fits  # noqa: E402
 
 EXTRAPOLATE = 30.0  # The fitted curves continue this factor past the largest point.
 LOSS_LABEL = "eval loss (nats per token)"
@@ -46,23 +47,23 @@ def _finish(fig, ax, path: storage.PathLike, title: str) -> str:
   return storage.path(path).name
 
 
-def _power_law(fit: dict[str, Any]) -> scaling.PowerLaw:
-  return scaling.PowerLaw(E=fit["E"], A=fit["A"], alpha=fit["alpha"], r2=fit["r2"])
+def _power_law(fit: dict[str, Any]) -> fits.PowerLaw:
+  return fits.PowerLaw(E=fit["E"], A=fit["A"], alpha=fit["alpha"], r2=fit["r2"])
 
 
-def _chinchilla(fit: dict[str, Any]) -> scaling.Chinchilla:
-  return scaling.Chinchilla(**{k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "r2")})
+def _chinchilla(fit: dict[str, Any]) -> fits.Chinchilla:
+  return fits.Chinchilla(**{k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "r2")})
 
 
-def plot_params(path: storage.PathLike, runs, sizes, fits: dict[str, Any]) -> str:
+def plot_params(path: storage.PathLike, runs, sizes, laws: dict[str, Any]) -> str:
   """Loss against N: every run, the best run per size, and L(N)."""
   fig, ax = plt.subplots(figsize=(7, 5))
   ax.scatter([r.params for r in runs], [r.loss for r in runs], s=14, color="0.6",
              label="runs")
   ax.scatter([r.params for r in sizes], [r.loss for r in sizes], s=36, color="C0",
              label="best run per size", zorder=3)
-  if "loss_vs_params" in fits:
-    f = fits["loss_vs_params"]
+  if "loss_vs_params" in laws:
+    f = laws["loss_vs_params"]
     _law_curve(ax, _power_law(f), sizes[0].params, sizes[-1].params,
                f"L(N) = {f['E']:.3f} + {f['A']:.3g} N^-{f['alpha']:.3f}  (R^2 = {f['r2']:.3f})",
                "C1")
@@ -74,7 +75,7 @@ def plot_params(path: storage.PathLike, runs, sizes, fits: dict[str, Any]) -> st
   return _finish(fig, ax, path, "Loss against model size")
 
 
-def plot_compute(path: storage.PathLike, runs, frontier, fits: dict[str, Any]) -> str:
+def plot_compute(path: storage.PathLike, runs, frontier, laws: dict[str, Any]) -> str:
   """Loss against C: each run's eval curve, the final points, the frontier, L(C) and the
   approach-3 frontier when there is one."""
   fig, ax = plt.subplots(figsize=(7, 5))
@@ -86,12 +87,12 @@ def plot_compute(path: storage.PathLike, runs, frontier, fits: dict[str, Any]) -
   ax.plot([r.flops for r in frontier], [r.loss for r in frontier], "o", color="C0", markersize=6,
           label="compute frontier", zorder=3)
   lo, hi = frontier[0].flops, frontier[-1].flops
-  if "loss_vs_compute" in fits:
-    f = fits["loss_vs_compute"]
+  if "loss_vs_compute" in laws:
+    f = laws["loss_vs_compute"]
     _law_curve(ax, _power_law(f), lo, hi, f"L(C) = {f['E']:.3f} + {f['A']:.3g} C^-{f['alpha']:.3f}"
                f"  (R^2 = {f['r2']:.3f})", "C1")
-  if "approach3" in fits:
-    f = fits["approach3"]
+  if "approach3" in laws:
+    f = laws["approach3"]
     _law_curve(ax, _chinchilla(f).frontier, lo, hi, f"approach 3: {f['E']:.2f} + {f['A']:.3g}/N^"
                f"{f['alpha']:.2f} + {f['B']:.3g}/D^{f['beta']:.2f} at N_opt(C)", "C2")
   ax.set_xscale("log")
@@ -101,15 +102,15 @@ def plot_compute(path: storage.PathLike, runs, frontier, fits: dict[str, Any]) -
   return _finish(fig, ax, path, "Loss against compute")
 
 
-def plot_isoflop(path: storage.PathLike, runs, fits: dict[str, Any]) -> str:
+def plot_isoflop(path: storage.PathLike, runs, laws: dict[str, Any]) -> str:
   """Approach 2: loss against N per budget with its parabola (left); N_opt and D_opt against
   C with their power laws (right)."""
-  iso = fits["approach2"]
+  iso = laws["approach2"]
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
   n = np.array([r.params for r in runs], float)
   c, loss = np.array([r.flops for r in runs]), np.array([r.loss for r in runs])
   labelled = False
-  for k, group in enumerate(scaling.group_budgets(c)):
+  for k, group in enumerate(fits.group_budgets(c)):
     if len(group) < 3:
       continue
     g = np.array(group)
@@ -143,9 +144,9 @@ def plot_isoflop(path: storage.PathLike, runs, fits: dict[str, Any]) -> str:
   lo, hi = budgets.min(), budgets.max()
   _law_curve(right, n_law, lo, hi, f"N_opt = {iso['n_coef']:.3g} C^{iso['a']:.3f}", "C0")
   _law_curve(right, d_law, lo, hi, f"D_opt = {iso['d_coef']:.3g} C^{iso['b']:.3f}", "C3")
-  if "approach3" in fits:
+  if "approach3" in laws:
     xs = np.geomspace(budgets.min(), budgets.max() * EXTRAPOLATE, 50)
-    right.plot(xs, _chinchilla(fits["approach3"]).optimal_params(xs), color="C2", linestyle=":",
+    right.plot(xs, _chinchilla(laws["approach3"]).optimal_params(xs), color="C2", linestyle=":",
                label="N_opt from approach 3")
   right.set_xscale("log")
   right.set_yscale("log")
@@ -155,11 +156,11 @@ def plot_isoflop(path: storage.PathLike, runs, fits: dict[str, Any]) -> str:
 
 
 def plot_all(workdir: str, runs: Sequence, sizes: Sequence, frontier: Sequence,
-             fits: dict[str, Any]) -> list[str]:
+             laws: dict[str, Any]) -> list[str]:
   """Writes every plot the fits allow into `workdir`; returns the file names."""
   root = storage.path(workdir)
-  names = [plot_params(root / "loss_vs_params.png", runs, sizes, fits),
-           plot_compute(root / "loss_vs_compute.png", runs, frontier, fits)]
-  if "approach2" in fits:
-    names.append(plot_isoflop(root / "isoflop.png", runs, fits))
+  names = [plot_params(root / "loss_vs_params.png", runs, sizes, laws),
+           plot_compute(root / "loss_vs_compute.png", runs, frontier, laws)]
+  if "approach2" in laws:
+    names.append(plot_isoflop(root / "isoflop.png", runs, laws))
   return names

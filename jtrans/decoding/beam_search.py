@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jtrans import decoding
+from jtrans.decoding import sampling
 
 STYLES = ("gnmt", "hf")
 NEG = -1.0e9  # Hugging Face's "impossible" score; the same constant keeps ties the same.
@@ -69,7 +69,7 @@ class _State(NamedTuple):
   go_on: jax.Array  # Scalar: some source can still improve.
 
 
-def _search(stepper: decoding.Stepper, divisor: jax.Array, *, batch: int, num_beams: int,
+def _search(stepper: sampling.Stepper, divisor: jax.Array, *, batch: int, num_beams: int,
             max_new_tokens: int, eos_id: int | None, pad_id: int, early_stopping: bool | str,
             assume_longest: bool, forced_eos: bool) -> Beams:
   k, n = num_beams, max_new_tokens
@@ -144,7 +144,7 @@ _STATIC = ("model", "num_beams", "max_new_tokens", "eos_id", "pad_id", "early_st
 @functools.partial(jax.jit, static_argnames=_STATIC + ("start_id",))
 def _seq2seq(model, params, source, source_mask, divisor, *, start_id, num_beams, use_cache,
              max_new_tokens, **options):
-  stepper = decoding.seq2seq_stepper(model, params, source, source_mask, start_id, max_new_tokens,
+  stepper = sampling.seq2seq_stepper(model, params, source, source_mask, start_id, max_new_tokens,
                                      use_cache, beams=num_beams)
   return _search(stepper, divisor, batch=source.shape[0], num_beams=num_beams,
                  max_new_tokens=max_new_tokens, **options)
@@ -153,7 +153,7 @@ def _seq2seq(model, params, source, source_mask, divisor, *, start_id, num_beams
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _lm(model, params, prompts, prompt_lengths, divisor, *, num_beams, use_cache, max_new_tokens,
         **options):
-  stepper = decoding.lm_stepper(model, params, jnp.repeat(prompts, num_beams, 0),
+  stepper = sampling.lm_stepper(model, params, jnp.repeat(prompts, num_beams, 0),
                                 jnp.repeat(prompt_lengths, num_beams, 0), max_new_tokens, use_cache)
   return _search(stepper, divisor, batch=prompts.shape[0], num_beams=num_beams,
                  max_new_tokens=max_new_tokens, **options)
@@ -192,7 +192,7 @@ def beam_search_seq2seq(model: nn.Module, params: Any, source: jax.Array,
   Returns:
     `Beams(tokens [batch, beams, max_new_tokens], lengths, scores)`, best first.
   """
-  decoding.check_length(model, 1, max_new_tokens, "beam_search_seq2seq")
+  sampling.check_length(model, 1, max_new_tokens, "beam_search_seq2seq")
   divisor, options = _options(num_beams, max_new_tokens, length_penalty, length_penalty_style,
                               early_stopping, eos_id=eos_id, pad_id=pad_id, forced_eos=forced_eos,
                               use_cache=use_cache)
@@ -207,9 +207,9 @@ def beam_search(model: nn.Module, params: Any, prompts: jax.Array, prompt_length
                 early_stopping: bool | str = False, forced_eos: bool = False,
                 use_cache: bool = True) -> Beams:
   """Beam search of a decoder-only model continuing left-padded prompts `[batch, prompt_len]`
-  (`decoding.left_pad`); lengths and scores count generated tokens only. Arguments as
+  (`sampling.left_pad`); lengths and scores count generated tokens only. Arguments as
   `beam_search_seq2seq`."""
-  decoding.check_length(model, prompts.shape[1], max_new_tokens, "beam_search")
+  sampling.check_length(model, prompts.shape[1], max_new_tokens, "beam_search")
   divisor, options = _options(num_beams, max_new_tokens, length_penalty, length_penalty_style,
                               early_stopping, eos_id=eos_id, pad_id=pad_id, forced_eos=forced_eos,
                               use_cache=use_cache)

@@ -7,7 +7,7 @@ that read and extend the KV cache and stops once every row has emitted EOS.
 
 `use_cache=False` re-runs the full forward pass over a fixed-size token buffer at every step
 instead: the reference the cache is tested against, and the baseline of
-benchmarks/decode_throughput.py. Beam search (jtrans/beam_search.py) uses the same `Stepper`s.
+benchmarks/decode_throughput.py. Beam search (jtrans/decoding/beam_search.py) uses the same `Stepper`s.
 """
 from __future__ import annotations
 

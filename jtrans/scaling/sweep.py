@@ -228,7 +228,7 @@ def _duration(seconds: float) -> str:
 
 def dry_run_table(sweep: Sweep, extra: Override | None = None, workdir: str | None = None) -> str:
   """`--dry_run`: each point's N, D, C and estimated time on this machine (and its state)."""
-  from jtrans import planner  # Here: counting needs jax, building sweeps does not.
+  from jtrans.scaling import planner  # Here: counting needs jax, building sweeps does not.
   peak, mfu, how = planner.machine_speed()
   lines = [f"{sweep.path}: {len(sweep.points)} points", "",
            "| i | point | state | N (non-emb.) | D tokens | D/N | C FLOPs | est. time "
