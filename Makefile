@@ -11,6 +11,7 @@ demo: $(VENV)/.installed
 	$(PY) run.py --config=configs/lm.py:tiny --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -1,22 +1,19 @@
-"""jtrans entry point: flags and dispatch; each mode's work is in jtrans/modes.py.
+"""jtrans entry point: flags and dispatch; each mode's work is a function in jtrans/modes.py.
 
-  python run.py --config=configs/lm.py:tiny --workdir=runs/lm_tiny
   python run.py --config=configs/lm.py:tiny --workdir=runs/lm_tiny --config.train.steps=200
-  python run.py --mode=eval --config=configs/lm.py:tiny --workdir=runs/lm_tiny
-  python run.py --mode=plan --flops=1e18                      # ladder rungs for a FLOP budget
-  python run.py --sweep=configs/sweeps/cpu_ladder.py --workdir=runs/cpu_ladder   # all points
-  python run.py --mode=analyze --workdir=runs/cpu_ladder       # scaling-law fits and plots
   python run.py --mode=generate --config=configs/lm.py:tiny --workdir=runs/lm_tiny --prompt="def "
-  python run.py --mode=generate --hf_dir=path/to/marian --prompt="Hello" --num_beams=4
-  python run.py --mode=export --config=configs/llama.py:tiny --workdir=runs/llama_tiny --hf_dir=out/
+  python run.py --sweep=configs/sweeps/cpu_ladder.py --workdir=runs/cpu_ladder
 
-Launching the same command again on the same workdir resumes from its latest checkpoint.
+Every mode is in the README. The same command on the same workdir resumes from its checkpoint.
 """
+
 import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# fmt: off
+# (A table of flags reads best one definition to a line.)
 config_flags.DEFINE_config_file(
     # The default is found beside run.py, so that commands work from any working directory.
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "lm.py"),
@@ -58,6 +55,7 @@ flags.DEFINE_string("hf_dir", None, "--mode=export: the directory to write. --mo
 flags.DEFINE_integer("max_new_tokens", None, "--mode=generate: at most this many new tokens "
                      "(default config.sample.length).")
 flags.DEFINE_integer("num_beams", None, "--mode=generate: beams (default config.sample.num_beams).")
+# fmt: on
 FLAGS = flags.FLAGS
 
 
@@ -65,51 +63,56 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
-    # Library INFO logs (Orbax reports every file it writes) drown the progress lines; -v=0 shows them.
+    # Library INFO logs (Orbax reports each file it writes) drown the progress lines; -v=0 shows them.
     logging.set_verbosity(logging.WARNING)
   if FLAGS.coordinator_address or FLAGS.distributed:
     import jax
+
     # On Cloud TPU and under SLURM, jax finds the coordinator itself; elsewhere name it.
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  from jtrans import modes  # Here, so that --help answers at once, without loading JAX.
-  config, workdir, overrides = FLAGS.config, FLAGS.workdir, config_flags.get_override_values(
-      FLAGS["config"])
-  needs_workdir = FLAGS.sweep is None and FLAGS.mode not in ("plan", "compile", "generate")
-  if (needs_workdir or (FLAGS.sweep and not FLAGS.dry_run)) and workdir is None:
+  without_workdir = (FLAGS.sweep and FLAGS.dry_run) or FLAGS.mode in ("plan", "compile")
+  if FLAGS.workdir is None and not without_workdir and not FLAGS.hf_dir:
     raise app.UsageError(f"{'--sweep' if FLAGS.sweep else '--mode=' + FLAGS.mode} needs --workdir.")
-  if FLAGS.sweep is not None:
-    if FLAGS["config"].present:
-      logging.warning("--config is ignored: a sweep's base config is its file's get_config(); "
-                      "--config.<key> overrides still apply.")
-    text, failed = modes.sweep(FLAGS.sweep, workdir, FLAGS.sweep_index, dict(overrides),
-                               FLAGS.dry_run)
-    if text:
-      print(text, flush=True)
-    if failed:
-      raise SystemExit(1)  # A job array sees the failure; sweep_status.json says which and why.
-  elif FLAGS.mode == "generate":
+  if FLAGS.sweep and FLAGS["config"].present:
+    logging.warning("--config is ignored: a sweep's base config is its file's get_config().")
+  for text in filter(None, dispatch()):
+    print(text, flush=True)
+
+
+def dispatch() -> list[str]:
+  """Runs the mode (or sweep) the flags ask for; returns what to print."""
+  from jtrans import modes  # Here, so that --help answers at once, without loading JAX.
+
+  config, workdir, mode = FLAGS.config, FLAGS.workdir, FLAGS.mode
+  overrides = dict(config_flags.get_override_values(FLAGS["config"]))
+  if FLAGS.sweep:
+    text, failed = modes.sweep(FLAGS.sweep, workdir, FLAGS.sweep_index, overrides, FLAGS.dry_run)
+    if failed:  # A job array sees the failure; sweep_status.json says which and why.
+      raise SystemExit(1)
+    return [text]
+  if mode == "generate":
     prompts = modes.read_prompts(FLAGS.prompt, FLAGS.prompt_file)
-    if not prompts or not (workdir or FLAGS.hf_dir):
-      raise app.UsageError("--mode=generate needs --prompt=TEXT (repeatable, or 'a|b') or "
-                           "--prompt_file=PATH, and --workdir (its latest checkpoint) or --hf_dir.")
+    if not prompts:
+      raise app.UsageError("--mode=generate needs --prompt=TEXT (or 'a|b') or --prompt_file.")
     if FLAGS.hf_dir and "data.tokenizer" not in overrides:
       config.data.tokenizer, config.data.tokenizer_path = "hf", FLAGS.hf_dir  # Its own.
-    texts = modes.generate(config, prompts, workdir=workdir, hf_dir=FLAGS.hf_dir,
-                           max_new_tokens=FLAGS.max_new_tokens, num_beams=FLAGS.num_beams)
-    for i, (prompt, text) in enumerate(zip(prompts, texts)):
-      print(f"--- {i}: {prompt}\n{text}\n", flush=True)
-  elif FLAGS.mode == "train":
-    for i, text in enumerate(modes.train(config, workdir)):
-      print(f"--- sample {i}:\n{text}\n", flush=True)
-  elif FLAGS.mode == "export" and not FLAGS.hf_dir:
-    raise app.UsageError("--mode=export needs --hf_dir (where to write config.json and "
-                         "model.safetensors).")
-  else:
-    print({"eval": lambda: modes.evaluate(config, workdir),
-           "compile": lambda: modes.compile_step(config, FLAGS.topology),
-           "plan": lambda: modes.plan(config, FLAGS.flops, FLAGS.tokens_per_param),
-           "analyze": lambda: modes.analyze(workdir, FLAGS.bootstrap),
-           "export": lambda: modes.export(config, workdir, FLAGS.hf_dir)}[FLAGS.mode](), flush=True)
+    texts = modes.generate(
+      config, prompts, workdir, FLAGS.hf_dir, FLAGS.max_new_tokens, FLAGS.num_beams
+    )
+    return [f"--- {i}: {prompt}\n{text}\n" for i, (prompt, text) in enumerate(zip(prompts, texts))]
+  if mode == "train":
+    return [f"--- sample {i}:\n{text}\n" for i, text in enumerate(modes.train(config, workdir))]
+  if mode == "export" and not (workdir and FLAGS.hf_dir):
+    raise app.UsageError("--mode=export needs --workdir and --hf_dir (where to write).")
+  return [
+    {
+      "eval": lambda: modes.evaluate(config, workdir),
+      "compile": lambda: modes.compile_step(config, FLAGS.topology),
+      "plan": lambda: modes.plan(config, FLAGS.flops, FLAGS.tokens_per_param),
+      "analyze": lambda: modes.analyze(workdir, FLAGS.bootstrap),
+      "export": lambda: modes.export(config, workdir, FLAGS.hf_dir),
+    }[mode]()
+  ]
 
 
 if __name__ == "__main__":

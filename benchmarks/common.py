@@ -1,4 +1,5 @@
 """What the benchmark scripts share: a compiled-step setup and synthetic batches."""
+
 import os
 import sys
 import time
@@ -32,9 +33,14 @@ def setup(config) -> Setup:
   train_step = steps.jit_engine(model, tx, config, mesh, shardings).train_step
   shape = (config.train.batch_size, config.data.seq_len)
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({"inputs": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "targets": rng.integers(3, 259, shape, dtype=np.int32),
-                                 "weights": np.ones(shape, np.float32)}, mesh)
+  batch = sharding.global_batch(
+    {
+      "inputs": rng.integers(3, 259, shape, dtype=np.int32),
+      "targets": rng.integers(3, 259, shape, dtype=np.int32),
+      "weights": np.ones(shape, np.float32),
+    },
+    mesh,
+  )
   return Setup(model_cfg, model, tx, mesh, shardings, abstract, train_step, batch)
 
 

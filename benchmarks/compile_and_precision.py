@@ -6,12 +6,13 @@
 Scanning the blocks compiles one block whatever the depth, so the 32-layer scanned step
 should cost at most 1.5x the 4-layer one; unrolled, compile time grows with depth.
 """
+
 import time
 
+import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 import jax
 from absl import app, flags
 
-import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 from configs import lm  # noqa: E402
 from jtrans import parts  # noqa: E402
 

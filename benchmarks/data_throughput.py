@@ -7,6 +7,7 @@ Iterates the training pipeline of --config (default configs/lm.py:tiny) alone, w
 and prints its tokens/s next to the default training's ~9k tokens/s on 2 CPU cores
 (benchmarks/train_throughput.py), so the pipeline's headroom is one ratio.
 """
+
 import os
 import sys
 import time
@@ -35,9 +36,11 @@ def main(argv):
   rate = tokens / (time.perf_counter() - start)
   print("| pipeline | tokens/s | training consumes | headroom |")
   print("|---|---|---|---|")
-  print(f"| {config.data.name}, {config.data.tokenizer}, seq {config.data.seq_len}, "
-        f"window {config.data.shuffle_window} | {rate:,.0f} | "
-        f"{FLAGS.training_tokens_per_second:,.0f} | {rate / FLAGS.training_tokens_per_second:.0f}x |")
+  print(
+    f"| {config.data.name}, {config.data.tokenizer}, seq {config.data.seq_len}, "
+    f"window {config.data.shuffle_window} | {rate:,.0f} | "
+    f"{FLAGS.training_tokens_per_second:,.0f} | {rate / FLAGS.training_tokens_per_second:.0f}x |"
+  )
 
 
 if __name__ == "__main__":

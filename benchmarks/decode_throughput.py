@@ -11,6 +11,7 @@ new_tokens) over the wall time of a whole call, prefill included, after a warm-u
 ms/step is that time per generated position; "compile s" is the first call's extra time (jit
 compilation; torch has none). EOS is disabled so every row runs the full length.
 """
+
 import os
 import sys
 import tempfile
@@ -23,13 +24,13 @@ if "--single_thread" in sys.argv:
   # per wall second); pinning the process to one core does hold both libraries to one.
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
+import common  # noqa: E402, F401  (benchmarks/common.py; puts the project root on sys.path)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import common  # noqa: E402, F401  (benchmarks/common.py; puts the project root on sys.path)
 from jtrans import decoding, hf  # noqa: E402
 from jtrans.models import build_model  # noqa: E402
 
@@ -40,8 +41,12 @@ flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after the warm-
 flags.DEFINE_integer("layers", 4, "GPT-2 blocks.")
 flags.DEFINE_integer("width", 256, "GPT-2 n_embd (heads: width / 64).")
 flags.DEFINE_integer("vocab", 50257, "Vocabulary size.")
-flags.DEFINE_bool("single_thread", False, "One CPU thread for XLA and torch: steadier numbers on "
-                  "a machine shared with other jobs (spinning thread pools suffer most there).")
+flags.DEFINE_bool(
+  "single_thread",
+  False,
+  "One CPU thread for XLA and torch: steadier numbers on "
+  "a machine shared with other jobs (spinning thread pools suffer most there).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -62,9 +67,15 @@ def main(argv):
   if FLAGS.single_thread:
     torch.set_num_threads(1)
   torch.manual_seed(0)
-  hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-      vocab_size=FLAGS.vocab, n_positions=1024, n_embd=FLAGS.width, n_layer=FLAGS.layers,
-      n_head=FLAGS.width // 64)).eval()
+  hf_model = transformers.GPT2LMHeadModel(
+    transformers.GPT2Config(
+      vocab_size=FLAGS.vocab,
+      n_positions=1024,
+      n_embd=FLAGS.width,
+      n_layer=FLAGS.layers,
+      n_head=FLAGS.width // 64,
+    )
+  ).eval()
   hf_model.generation_config.eos_token_id = None  # Every row runs the full length.
   hf_model.generation_config.pad_token_id = 0
   with tempfile.TemporaryDirectory() as directory:
@@ -73,10 +84,12 @@ def main(argv):
   model = build_model(cfg)
   params = jax.device_put(params)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  print(f"device: {jax.devices()[0].device_kind}; CPU cores: {len(os.sched_getaffinity(0))}; "
-        f"torch threads: {torch.get_num_threads()}; "
-        f"GPT-2 {FLAGS.layers} x {FLAGS.width}, vocab {FLAGS.vocab}: {n_params / 1e6:.1f}M "
-        f"parameters; prompt {FLAGS.prompt_len} + {FLAGS.new_tokens} new tokens, greedy\n")
+  print(
+    f"device: {jax.devices()[0].device_kind}; CPU cores: {len(os.sched_getaffinity(0))}; "
+    f"torch threads: {torch.get_num_threads()}; "
+    f"GPT-2 {FLAGS.layers} x {FLAGS.width}, vocab {FLAGS.vocab}: {n_params / 1e6:.1f}M "
+    f"parameters; prompt {FLAGS.prompt_len} + {FLAGS.new_tokens} new tokens, greedy\n"
+  )
 
   rows = []
   for batch in map(int, FLAGS.batch_sizes):
@@ -84,14 +97,21 @@ def main(argv):
     lengths = np.full(batch, FLAGS.prompt_len)
     outputs = {}
     for name, use_cache in (("jtrans, KV cache", True), ("jtrans, no cache", False)):
-      run = lambda: decoding.generate(model, params, prompts, lengths, max_new_tokens=FLAGS.new_tokens,
-                                      use_cache=use_cache).tokens
+      run = lambda prompts=prompts, lengths=lengths, use_cache=use_cache: (
+        decoding.generate(
+          model, params, prompts, lengths, max_new_tokens=FLAGS.new_tokens, use_cache=use_cache
+        ).tokens
+      )
       compile_s, seconds, outputs[name] = timed(run)
       rows.append((name, batch, batch * FLAGS.new_tokens / seconds, compile_s))
     with torch.inference_mode():
-      run = lambda: hf_model.generate(torch.tensor(prompts), attention_mask=torch.ones(prompts.shape),
-                                      do_sample=False, max_new_tokens=FLAGS.new_tokens,
-                                      use_cache=True)[:, FLAGS.prompt_len:]
+      run = lambda prompts=prompts: hf_model.generate(
+        torch.tensor(prompts),
+        attention_mask=torch.ones(prompts.shape),
+        do_sample=False,
+        max_new_tokens=FLAGS.new_tokens,
+        use_cache=True,
+      )[:, FLAGS.prompt_len :]
       _, seconds, outputs["hf"] = timed(run)
     rows.append(("HF PyTorch generate, use_cache", batch, batch * FLAGS.new_tokens / seconds, None))
     agree = all(np.array_equal(outputs["hf"], out) for out in outputs.values())
@@ -101,8 +121,10 @@ def main(argv):
   print("|---|---:|---:|---:|---:|")
   for name, batch, tokens_per_second, compile_s in rows:
     compile_cell = "-" if compile_s is None else f"{compile_s:.1f}"
-    print(f"| {name} | {batch} | {tokens_per_second:,.0f} | {1000 * batch / tokens_per_second:.2f} "
-          f"| {compile_cell} |")
+    print(
+      f"| {name} | {batch} | {tokens_per_second:,.0f} | {1000 * batch / tokens_per_second:.2f} "
+      f"| {compile_cell} |"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Not run by itself; recipes such as configs/lm.py start from `get_config()` and c
 values. Any key can be overridden on the command line as `--config.a.b=value`; a key that
 is not declared here fails at start-up with its name (the config is locked).
 """
+
 import ml_collections
 
 
@@ -23,7 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.mlp_dim = 512  # Hidden units of the feed-forward block (usually 4 x embed_dim).
   m.max_len = 256  # Longest sequence (size of the learned position table).
   m.dropout_rate = 0.0  # Dropout on embeddings and residual branches.
-  m.positions = "learned"  # "learned", "sinusoidal", "rotary" (RoPE), "relative" (T5 buckets) or "none".
+  # "learned", "sinusoidal", "rotary" (RoPE), "relative" (T5 buckets) or "none".
+  m.positions = "learned"
   m.rope_theta = 10_000.0  # Rotary base period.
   m.relative_buckets = 32  # T5 relative position buckets...
   m.relative_max_distance = 128  # ...and the distance beyond which they all share one.
@@ -36,15 +38,18 @@ def get_config() -> ml_collections.ConfigDict:
   m.norm = "layernorm"  # "layernorm" or "rmsnorm".
   m.norm_position = "pre"  # "pre": x + f(norm(x)), with a final norm; "post": norm(x + f(x)) (BERT, Vaswani et al.).
   m.norm_epsilon = 1e-5  # Added to the variance in norms.
-  m.activation = "gelu"  # Feed-forward nonlinearity: "gelu" (tanh form), "gelu_exact", "relu" or "silu".
-  m.gated_mlp = False  # act(x W_gate) * (x W_up): SwiGLU with silu (Llama), GeGLU with gelu (T5 v1.1).
+  # Feed-forward nonlinearity: "gelu" (tanh form), "gelu_exact", "relu" or "silu".
+  m.activation = "gelu"
+  # act(x W_gate) * (x W_up): SwiGLU with silu (Llama), GeGLU with gelu (T5 v1.1).
+  m.gated_mlp = False
   m.use_bias = True  # Biases in dense layers and LayerNorm.
   m.image_size = 32  # ViT: square images of image_size pixels a side...
   m.patch_size = 4  # ...cut into patch_size x patch_size patches...
   m.num_channels = 3  # ...of num_channels channels,
   m.num_classes = 10  # ...classified into num_classes classes,
   m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
-  m.attention_impl = "xla"  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU) or "cudnn".
+  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU) or "cudnn".
+  m.attention_impl = "xla"
   m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.
   m.remat = "none"  # Recompute activations: "none", "full", or a jax.checkpoint_policies name.
   m.dtype = "float32"  # Compute dtype of activations and matmuls ("bfloat16" on accelerators).
@@ -61,9 +66,11 @@ def get_config() -> ml_collections.ConfigDict:
   d.manual_dir = ""  # Local files a builder reads (tiny_shakespeare_file: input.txt); "" = <data_dir>/downloads/manual.
   d.train_files = ""  # name="files": glob(s) of training files, comma-separated; "**" recurses.
   d.eval_files = ""  # name="files": glob(s) of evaluation files.
-  d.file_format = "text"  # name="files": "text" (a document per file) or "jsonl" (a JSON object per line).
+  # name="files": "text" (a document per file) or "jsonl" (a JSON object per line).
+  d.file_format = "text"
   d.text_key = "text"  # Feature (or JSON field) that holds the text.
-  d.tokenizer = "byte"  # "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3), "sentencepiece" or "gpt2_bpe".
+  # "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3), "sentencepiece" or "gpt2_bpe".
+  d.tokenizer = "byte"
   # sentencepiece: a .model file, or "" = train one on the train split, cached in
   # <data_dir>/jtrans_tokenizers/; gpt2_bpe: a tokenizer.json, or a folder with it or vocab.json + merges.txt.
   d.tokenizer_path = ""
@@ -87,7 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
   # model.image_size / crop_fraction and the centre square cut out (ImageNet's 0.875: 256 -> 224;
   # 1.0 keeps an image that is already image_size square as it is).
   d.crop_fraction = 1.0
-  d.segment_ids = False  # Packed documents do not attend to each other; positions restart per document.
+  # Packed documents do not attend to each other; positions restart per document.
+  d.segment_ids = False
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).
 
@@ -109,7 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.nan_policy = "stop"
   t.max_skipped_steps = 10  # nan_policy="skip": stop once this many steps in a row were skipped.
   t.async_checkpoints = True  # Write checkpoints in the background.
-  t.peak_flops_per_device = 0.0  # Peak FLOP/s for MFU; 0 = known chip's bf16 peak, else measured float32 matmul peak.
+  # Peak FLOP/s for MFU; 0 = known chip's bf16 peak, else measured float32 matmul peak.
+  t.peak_flops_per_device = 0.0
 
   c.optim = o = ml_collections.ConfigDict()
   o.lr = 1e-3  # Peak learning rate.
@@ -124,8 +133,10 @@ def get_config() -> ml_collections.ConfigDict:
   o.grad_clip = 1.0  # Global-norm gradient clipping; 0 disables.
 
   c.loss = l = ml_collections.ConfigDict()
-  l.objective = "lm"  # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing) or "classification".
-  l.mask_rate = 0.15  # mlm: fraction of tokens predicted; of those 80% masked, 10% random, 10% kept.
+  # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing) or "classification".
+  l.objective = "lm"
+  # mlm: fraction of tokens predicted; of those 80% masked, 10% random, 10% kept.
+  l.mask_rate = 0.15
   l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
@@ -134,12 +145,21 @@ def get_config() -> ml_collections.ConfigDict:
   ms.data = -1  # Data-parallel axis size; -1 = the devices the other axes leave.
   ms.fsdp = 1  # Fully-sharded data-parallel axis size (parameters sharded, batch split).
   ms.tensor = 1  # Tensor-parallel axis size (heads and MLP units split).
-  ms.dcn_data = 1  # Slices along data over the data-centre network (multi-slice; a process off TPU).
+  # Slices along data over the data-centre network (multi-slice; a process off TPU).
+  ms.dcn_data = 1
   ms.dcn_fsdp = 1  # Slices along fsdp over the data-centre network.
   ms.dcn_tensor = 1  # Slices along tensor over the data-centre network (rarely wise).
   # Logical axis name -> mesh axes; parameters and activations name logical axes only.
-  ms.rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("vocab", "tensor"),
-              ("heads", "tensor"), ("mlp", "tensor"), ("kv", None), ("length", None), ("layers", None))
+  ms.rules = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+  )
 
   c.sample = s = ml_collections.ConfigDict()
   s.prompt = "The "  # Text the final samples continue.
@@ -149,6 +169,8 @@ def get_config() -> ml_collections.ConfigDict:
   s.top_k = 0  # Sample among the k most likely tokens only; 0 = all.
   s.top_p = 1.0  # Nucleus sampling: the smallest set of likeliest tokens with this mass; 1.0 = all.
   s.num_beams = 1  # --mode=generate: beam search with this many beams (deterministic); 1 = sample.
-  s.length_penalty = 0.6  # Beam search ranks log-probability / penalty(length) ** alpha, this alpha...
-  s.length_penalty_style = "gnmt"  # ...penalty "gnmt": (5 + length) / 6 (Wu et al. 2016); "hf": length.
+  # Beam search ranks log-probability / penalty(length) ** alpha, this alpha...
+  s.length_penalty = 0.6
+  # ...penalty "gnmt": (5 + length) / 6 (Wu et al. 2016); "hf": length.
+  s.length_penalty_style = "gnmt"
   return c

@@ -18,6 +18,7 @@ steps with lr 5e-4 and 400 warm-up steps reach 3.10, and pre-LN blocks 3.14 at s
 while the causal byte LM of configs/gpt2.py:tiny reaches 2.16 in 300 steps (each MLM row
 trains on 15% of its tokens, a causal row on all of them).
 """
+
 import ml_collections
 
 from configs import base
@@ -32,7 +33,13 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   layers, width, heads = SIZES[size]
   c = base.get_config()
   m = c.model
-  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = "encoder", layers, width, heads, 4 * width
+  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = (
+    "encoder",
+    layers,
+    width,
+    heads,
+    4 * width,
+  )
   m.norm_position, m.norm_epsilon, m.activation = "post", 1e-12, "gelu_exact"
   m.embed_norm, m.type_vocab_size, m.output_bias = True, 2, True
   c.loss.objective = "mlm"
@@ -45,7 +52,12 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     m.vocab_size, m.max_len, m.dropout_rate = 30522, 512, 0.1
     c.loss.mask_token_id = 103
     c.data.seq_len, c.train.batch_size, c.train.steps = 512, 256, 1_000_000
-    c.optim.lr, c.optim.warmup_steps, c.optim.schedule, c.optim.final_lr_ratio = 1e-4, 10_000, "linear", 0.0
+    c.optim.lr, c.optim.warmup_steps, c.optim.schedule, c.optim.final_lr_ratio = (
+      1e-4,
+      10_000,
+      "linear",
+      0.0,
+    )
     c.optim.weight_decay = 0.01
     c.train.eval_every = c.train.checkpoint_every = 10_000
   return c

@@ -28,13 +28,18 @@ trains in about a minute on a laptop CPU:
 Expected (300 steps of 16 x 64 bytes, 2 CPU cores, about 2 minutes): validation loss 2.16
 nats/byte, accuracy 0.40 (the split's unigram entropy is 3.25).
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (num_layers, embed_dim, num_heads)
-SIZES = {"small": (12, 768, 12), "medium": (24, 1024, 16), "large": (36, 1280, 20),
-         "xl": (48, 1600, 25)}
+SIZES = {
+  "small": (12, 768, 12),
+  "medium": (24, 1024, 16),
+  "large": (36, 1280, 20),
+  "xl": (48, 1600, 25),
+}
 
 
 def get_config(size: str = "small") -> ml_collections.ConfigDict:

@@ -13,6 +13,7 @@ batch 16 x 256) is a starting point for fine-tuning; override any key with --con
 Expected: the first evaluation equals the checkpoint's own loss on your data, and it falls from
 there (tests/pretrained_test.py checks that the weights arrive unchanged).
 """
+
 import dataclasses
 
 import ml_collections
@@ -20,17 +21,24 @@ import numpy as np
 
 from configs import base
 
-OBJECTIVES = {"decoder": "lm", "encoder": "mlm", "encoder_decoder": "seq2seq",
-              "vit": "classification"}
+OBJECTIVES = {
+  "decoder": "lm",
+  "encoder": "mlm",
+  "encoder_decoder": "seq2seq",
+  "vit": "classification",
+}
 
 
 def get_config(directory: str) -> ml_collections.ConfigDict:
   from jtrans import hf  # Imported here: reading a config file should not load JAX otherwise.
+
   imported = hf.load_config(directory)  # config.json and tensor shapes; no weights read.
   c = base.get_config()
   for field in dataclasses.fields(imported):
     value = getattr(imported, field.name)
-    c.model[field.name] = value if field.name not in ("dtype", "param_dtype") else np.dtype(value).name
+    c.model[field.name] = (
+      value if field.name not in ("dtype", "param_dtype") else np.dtype(value).name
+    )
   c.loss.objective = OBJECTIVES[imported.family]
   c.train.init_from = directory
   # The directory's own tokenizer (jtrans/data/hf_tokenizer.py); one it lacks fails at start-up
@@ -39,7 +47,12 @@ def get_config(directory: str) -> ml_collections.ConfigDict:
   c.data.seq_len = min(256, imported.max_len)
   if imported.family == "vit":  # The directory's image processor: its mean and std.
     c.data.update(hf.vit.image_processing(directory, imported.image_size))
-  c.train.batch_size, c.train.steps, c.train.eval_every, c.train.checkpoint_every = 16, 1000, 200, 200
+  c.train.batch_size, c.train.steps, c.train.eval_every, c.train.checkpoint_every = (
+    16,
+    1000,
+    200,
+    200,
+  )
   c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 1e-4, 50, "linear"
   if imported.family != "decoder":
     c.sample.num_samples = 0

@@ -37,18 +37,35 @@ the CPU rungs on the embedded corpus: configs/sweeps/cpu_ladder.py.
 | 26B | 128 | 4096 | 64 | 1024 | 25,776,627,712 | 25,781,882,880 | 1.58e+11 |
 | 98B | 200 | 6400 | 100 | 1024 | 98,320,652,800 | 98,328,864,000 | 5.98e+11 |
 """
+
 from __future__ import annotations
 
 import ml_collections
 
 from configs import base
-from jtrans.scaling import planner, sweep
 from jtrans.models.config import ModelConfig
+from jtrans.scaling import planner, sweep
 
 # name: n_layer. Every other size follows from the rule in the docstring.
-RUNGS = {"13k": 1, "100k": 2, "336k": 3, "793k": 4, "1.5M": 5, "2.7M": 6, "6.3M": 8, "12M": 10,
-         "21M": 12, "50M": 16, "170M": 24, "403M": 32, "1.4B": 48, "3.2B": 64, "11B": 96,
-         "26B": 128, "98B": 200}
+RUNGS = {
+  "13k": 1,
+  "100k": 2,
+  "336k": 3,
+  "793k": 4,
+  "1.5M": 5,
+  "2.7M": 6,
+  "6.3M": 8,
+  "12M": 10,
+  "21M": 12,
+  "50M": 16,
+  "170M": 24,
+  "403M": 32,
+  "1.4B": 48,
+  "3.2B": 64,
+  "11B": 96,
+  "26B": 128,
+  "98B": 200,
+}
 CPU_MAX_WIDTH = 256  # Up to this width: head dim 32 and 64-byte rows, trainable on a CPU.
 # The CPU rungs' batch: at most 16 rows, and fewer (down to 4) while a run would have < 200
 # steps. At this scale steps, not batch, limit the loss: 793k on 1.6M tokens reaches 2.48
@@ -64,18 +81,28 @@ def shape(name: str) -> dict[str, int | str]:
   width = 32 * layers
   cpu = width <= CPU_MAX_WIDTH
   seq_len = 64 if cpu else 1024
-  return {"model.num_layers": layers, "model.embed_dim": width,
-          "model.num_heads": width // (32 if cpu else 64), "model.mlp_dim": 4 * width,
-          "model.max_len": seq_len, "data.seq_len": seq_len,
-          "model.dtype": "float32" if cpu else "bfloat16"}
+  return {
+    "model.num_layers": layers,
+    "model.embed_dim": width,
+    "model.num_heads": width // (32 if cpu else 64),
+    "model.mlp_dim": 4 * width,
+    "model.max_len": seq_len,
+    "data.seq_len": seq_len,
+    "model.dtype": "float32" if cpu else "bfloat16",
+  }
 
 
 def rung(name: str, vocab_size: int = 259) -> planner.Rung:
   """Rung `name` as the planner sees it."""
   keys = shape(name)
-  model = ModelConfig(vocab_size=vocab_size, num_layers=keys["model.num_layers"],
-                      embed_dim=keys["model.embed_dim"], num_heads=keys["model.num_heads"],
-                      mlp_dim=keys["model.mlp_dim"], max_len=keys["model.max_len"])
+  model = ModelConfig(
+    vocab_size=vocab_size,
+    num_layers=keys["model.num_layers"],
+    embed_dim=keys["model.embed_dim"],
+    num_heads=keys["model.num_heads"],
+    mlp_dim=keys["model.mlp_dim"],
+    max_len=keys["model.max_len"],
+  )
   return planner.Rung(name, model, keys["data.seq_len"])
 
 
@@ -83,8 +110,13 @@ def rungs() -> list[planner.Rung]:
   return [rung(name) for name in RUNGS]
 
 
-def overrides(name: str, tokens_per_param: float | None = None, budget: float | None = None,
-              tokens: int | None = None, **batch_limits) -> dict[str, int | float | str]:
+def overrides(
+  name: str,
+  tokens_per_param: float | None = None,
+  budget: float | None = None,
+  tokens: int | None = None,
+  **batch_limits,
+) -> dict[str, int | float | str]:
   """Shape and schedule of rung `name`, as dotted keys for a sweep, trained on `tokens_per_param`
   x N tokens (default 20), on `budget` FLOPs' worth, or on `tokens`. `batch_limits` (max_rows,
   min_rows, min_steps; CPU rungs: CPU_BATCH_LIMITS) go to `planner.plan_tokens`."""
@@ -95,18 +127,26 @@ def overrides(name: str, tokens_per_param: float | None = None, budget: float | 
   elif tokens is not None:
     plan = planner.plan_tokens(rung(name), tokens, **batch_limits)
   else:
-    plan = planner.plan_ratio(rung(name), tokens_per_param or planner.CHINCHILLA_TOKENS_PER_PARAM,
-                              **batch_limits)
+    plan = planner.plan_ratio(
+      rung(name), tokens_per_param or planner.CHINCHILLA_TOKENS_PER_PARAM, **batch_limits
+    )
   evals = max(plan.steps // 4, 1)  # Four evaluations per run: points on the loss-vs-compute curve.
-  return {**shape(name), **plan.overrides(), "train.eval_every": evals,
-          "train.checkpoint_every": evals, "train.log_every": min(50, evals)}
+  return {
+    **shape(name),
+    **plan.overrides(),
+    "train.eval_every": evals,
+    "train.checkpoint_every": evals,
+    "train.log_every": min(50, evals),
+  }
 
 
 # Evaluation split of the corpora a sweep can name, where it is not "validation".
 SPLITS = {"lm1b": "test"}
 
 
-def sweep_base(dataset: str = "pydoc_topics", async_checkpoints: bool = True) -> ml_collections.ConfigDict:
+def sweep_base(
+  dataset: str = "pydoc_topics", async_checkpoints: bool = True
+) -> ml_collections.ConfigDict:
   """The base config of a ladder sweep: no samples; `async_checkpoints=False` on a CPU, where
   points run back to back and a background write has nothing to overlap with."""
   c = base.get_config()
@@ -123,8 +163,10 @@ def get_config(arg: str = "793k") -> ml_collections.ConfigDict:
   name, *options = arg.split(",")
   kwargs = dict(option.split("=", 1) for option in options)
   if set(kwargs) - {"tokens_per_param"}:
-    raise ValueError(f"configs/ladder.py: unknown option(s) {sorted(kwargs)} in {arg!r}; "
-                     "the only one is tokens_per_param=R.")
+    raise ValueError(
+      f"configs/ladder.py: unknown option(s) {sorted(kwargs)} in {arg!r}; "
+      "the only one is tokens_per_param=R."
+    )
   ratio = float(kwargs.get("tokens_per_param", 0)) or None
   c = sweep.apply(base.get_config(), overrides(name, ratio))
   c.sample.num_samples = 0
@@ -134,10 +176,16 @@ def get_config(arg: str = "793k") -> ml_collections.ConfigDict:
 def table() -> str:
   """The Markdown table of the docstring, computed (python -c 'from configs import ladder; ...')."""
   from jtrans import flops
-  lines = ["| rung | layers | d_model | heads | n_ctx | N non-embedding | total (vocab 259) | "
-           "train FLOP/token |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+  lines = [
+    "| rung | layers | d_model | heads | n_ctx | N non-embedding | total (vocab 259) | "
+    "train FLOP/token |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in rungs():
     m, counts = r.model, flops.param_counts(r.model)
-    lines.append(f"| {r.name} | {m.num_layers} | {m.embed_dim} | {m.num_heads} | {r.seq_len} | "
-                 f"{counts.non_embedding:,} | {counts.total:,} | {r.flops_per_token:.3g} |")
+    lines.append(
+      f"| {r.name} | {m.num_layers} | {m.embed_dim} | {m.num_heads} | {r.seq_len} | "
+      f"{counts.non_embedding:,} | {counts.total:,} | {r.flops_per_token:.3g} |"
+    )
   return "\n".join(lines)

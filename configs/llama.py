@@ -21,15 +21,16 @@ Prepare c4/en once as the README's "TFDS data sets" says, then e.g.
   python run.py --config=configs/llama.py:7b --workdir=gs://bucket/llama_7b \
       --config.data.data_dir=gs://bucket/tensorflow_datasets
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (num_layers, embed_dim, num_heads, num_kv_heads, mlp_dim, vocab_size, max_len, rope_theta)
 SIZES = {
-    "tiny": (4, 128, 4, 2, 352, 259, 256, 10_000.0),
-    "1b": (16, 2048, 32, 8, 8192, 128256, 8192, 500_000.0),
-    "7b": (32, 4096, 32, 32, 11008, 32000, 4096, 10_000.0),
+  "tiny": (4, 128, 4, 2, 352, 259, 256, 10_000.0),
+  "1b": (16, 2048, 32, 8, 8192, 128256, 8192, 500_000.0),
+  "7b": (32, 4096, 32, 32, 11008, 32000, 4096, 10_000.0),
 }
 
 
@@ -39,7 +40,13 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   layers, width, heads, kv_heads, mlp, vocab, max_len, theta = SIZES[size]
   c = base.get_config()
   m = c.model
-  m.num_layers, m.embed_dim, m.num_heads, m.num_kv_heads, m.mlp_dim = layers, width, heads, kv_heads, mlp
+  m.num_layers, m.embed_dim, m.num_heads, m.num_kv_heads, m.mlp_dim = (
+    layers,
+    width,
+    heads,
+    kv_heads,
+    mlp,
+  )
   m.vocab_size, m.max_len, m.rope_theta = vocab, max_len, theta
   m.positions, m.norm, m.norm_epsilon = "rotary", "rmsnorm", 1e-5
   m.activation, m.gated_mlp, m.use_bias, m.tie_embeddings = "silu", True, False, False

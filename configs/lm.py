@@ -12,16 +12,17 @@ Larger sizes, for accelerators (same recipe, width and depth from the table belo
   python run.py --config=configs/lm.py:medium --workdir=runs/lm_medium
   python run.py --config=configs/lm.py:large --workdir=runs/lm_large
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (num_layers, embed_dim, num_heads, seq_len, batch_size, steps, lr)
 SIZES = {
-    "tiny": (4, 128, 4, 64, 16, 1000, 3e-3),
-    "small": (6, 384, 6, 256, 64, 5000, 1e-3),
-    "medium": (12, 768, 12, 512, 128, 20000, 6e-4),
-    "large": (24, 1024, 16, 1024, 256, 50000, 3e-4),
+  "tiny": (4, 128, 4, 64, 16, 1000, 3e-3),
+  "small": (6, 384, 6, 256, 64, 5000, 1e-3),
+  "medium": (12, 768, 12, 512, 128, 20000, 6e-4),
+  "large": (24, 1024, 16, 1024, 256, 50000, 3e-4),
 }
 
 

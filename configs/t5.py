@@ -24,13 +24,19 @@ data set once as the README's "TFDS data sets" says:
   python run.py --config=configs/t5.py:base --workdir=gs://bucket/t5_base \
       --config.data.data_dir=gs://bucket/tensorflow_datasets
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (layers, embed_dim, num_heads, mlp_dim)
-SIZES = {"tiny": (2, 128, 4, 256), "small": (8, 512, 6, 1024), "base": (12, 768, 12, 2048),
-         "large": (24, 1024, 16, 2816), "xl": (24, 2048, 32, 5120)}
+SIZES = {
+  "tiny": (2, 128, 4, 256),
+  "small": (8, 512, 6, 1024),
+  "base": (12, 768, 12, 2048),
+  "large": (24, 1024, 16, 2816),
+  "xl": (24, 2048, 32, 5120),
+}
 
 
 def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
@@ -39,7 +45,13 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   layers, width, heads, mlp = SIZES[size]
   c = base.get_config()
   m = c.model
-  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = "encoder_decoder", layers, width, heads, mlp
+  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = (
+    "encoder_decoder",
+    layers,
+    width,
+    heads,
+    mlp,
+  )
   m.positions, m.norm, m.norm_epsilon, m.use_bias = "relative", "rmsnorm", 1e-6, False
   m.activation, m.gated_mlp, m.tie_embeddings = "gelu", True, False
   c.loss.objective = "seq2seq"

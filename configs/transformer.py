@@ -22,13 +22,17 @@ cached beside the data on first use:
   python run.py --config=configs/transformer.py:base --workdir=gs://bucket/transformer_base \
       --config.data.data_dir=gs://bucket/tensorflow_datasets
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (layers, embed_dim, num_heads, mlp_dim, dropout)
-SIZES = {"tiny": (2, 128, 4, 512, 0.0), "base": (6, 512, 8, 2048, 0.1),
-         "big": (6, 1024, 16, 4096, 0.3)}
+SIZES = {
+  "tiny": (2, 128, 4, 512, 0.0),
+  "base": (6, 512, 8, 2048, 0.1),
+  "big": (6, 1024, 16, 4096, 0.3),
+}
 
 
 def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
@@ -37,13 +41,19 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   layers, width, heads, mlp, dropout = SIZES[size]
   c = base.get_config()
   m = c.model
-  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = "encoder_decoder", layers, width, heads, mlp
+  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = (
+    "encoder_decoder",
+    layers,
+    width,
+    heads,
+    mlp,
+  )
   m.dropout_rate, m.positions, m.norm_position, m.activation = dropout, "sinusoidal", "post", "relu"
   m.scale_embeddings, m.tie_embeddings = True, True
   c.loss.objective, c.loss.label_smoothing = "seq2seq", 0.1
   c.optim.b1, c.optim.b2, c.optim.eps, c.optim.weight_decay = 0.9, 0.98, 1e-9, 0.0
   c.optim.schedule, c.optim.warmup_steps = "rsqrt", 4000
-  c.optim.lr = width ** -0.5 * 4000 ** -0.5  # The paper's peak: d^-0.5 * warmup^-0.5.
+  c.optim.lr = width**-0.5 * 4000**-0.5  # The paper's peak: d^-0.5 * warmup^-0.5.
   c.sample.num_samples = 0
   if size == "tiny":
     c.data.name, c.data.seq_len = "reverse_strings", 40  # Up to 32 letters + EOS.

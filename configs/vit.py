@@ -20,13 +20,19 @@ synthetic_images set in about a minute on a CPU:
 Expected: validation accuracy 1.000 (loss 0.0035) from step 200 on (chance: 0.1), about 4 minutes
 on 2 CPU cores, most of it preparing the 11,000 images on first use.
 """
+
 import ml_collections
 
 from configs import base
 
 # name: (layers, embed_dim, num_heads)
-SIZES = {"tiny": (4, 128, 4), "ti": (12, 192, 3), "s": (12, 384, 6), "b": (12, 768, 12),
-         "l": (24, 1024, 16)}
+SIZES = {
+  "tiny": (4, 128, 4),
+  "ti": (12, 192, 3),
+  "s": (12, 384, 6),
+  "b": (12, 768, 12),
+  "l": (24, 1024, 16),
+}
 
 
 def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
@@ -35,7 +41,13 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
   layers, width, heads = SIZES[size]
   c = base.get_config()
   m = c.model
-  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = "vit", layers, width, heads, 4 * width
+  m.family, m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = (
+    "vit",
+    layers,
+    width,
+    heads,
+    4 * width,
+  )
   m.activation, m.norm_epsilon, m.pool = "gelu_exact", 1e-6, "cls"
   c.loss.objective = "classification"
   c.sample.num_samples = 0

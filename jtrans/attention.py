@@ -5,6 +5,7 @@ Layout everywhere: queries `[batch, q_length, heads, head_dim]`, keys and values
 attention when `kv_heads < heads`). Masks are boolean, True where a query may attend,
 shaped to broadcast against `[batch, heads, q_length, kv_length]`.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -27,7 +28,7 @@ def causal_mask(q_length: int, kv_length: int | None = None, offset: int = 0) ->
 def padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
   """`[batch, 1, q_length, kv_length]` from validity flags `[batch, length]` (True = real token)."""
   kv_valid = q_valid if kv_valid is None else kv_valid
-  return (q_valid.astype(bool)[:, None, :, None] & kv_valid.astype(bool)[:, None, None, :])
+  return q_valid.astype(bool)[:, None, :, None] & kv_valid.astype(bool)[:, None, None, :]
 
 
 def segment_mask(q_segments: jax.Array, kv_segments: jax.Array | None = None) -> jax.Array:
@@ -52,13 +53,13 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
 
 
 def dot_product_attention(
-    query: jax.Array,
-    key: jax.Array,
-    value: jax.Array,
-    mask: jax.Array | None = None,
-    bias: jax.Array | None = None,
-    *,
-    implementation: Implementation = "xla",
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  mask: jax.Array | None = None,
+  bias: jax.Array | None = None,
+  *,
+  implementation: Implementation = "xla",
 ) -> jax.Array:
   """softmax(q k^T / sqrt(head_dim) + bias, masked) v, the softmax always in float32.
 
@@ -75,23 +76,28 @@ def dot_product_attention(
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(
-        f"attention implementation {implementation!r} is unknown; set "
-        f"config.model.attention_impl to one of {IMPLEMENTATIONS}.")
+      f"attention implementation {implementation!r} is unknown; set "
+      f"config.model.attention_impl to one of {IMPLEMENTATIONS}."
+    )
   if implementation != "xla":
     if mask is not None:
       mask = jnp.broadcast_to(mask, (query.shape[0], query.shape[2], query.shape[1], key.shape[1]))
     return jax.nn.dot_product_attention(
-        query, key, value, bias=bias, mask=mask,
-        implementation=None if implementation == "jax" else "cudnn")
+      query,
+      key,
+      value,
+      bias=bias,
+      mask=mask,
+      implementation=None if implementation == "jax" else "cudnn",
+    )
 
   batch, q_length, heads, head_dim = query.shape
   kv_heads = key.shape[2]
   groups = heads // kv_heads
   # Grouped-query attention: each key/value head serves `groups` query heads.
   query = query.reshape(batch, q_length, kv_heads, groups, head_dim)
-  logits = jnp.einsum("bqhgd,bkhd->bhgqk", query, key,
-                      preferred_element_type=jnp.float32)
-  logits = logits * (head_dim ** -0.5)
+  logits = jnp.einsum("bqhgd,bkhd->bhgqk", query, key, preferred_element_type=jnp.float32)
+  logits = logits * (head_dim**-0.5)
   logits = logits.reshape(batch, heads, q_length, key.shape[1])
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)

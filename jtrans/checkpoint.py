@@ -7,11 +7,13 @@ files, an unparseable iterator state, array bytes that no longer match the finge
 at save time) is reported with its path, moved to `workdir/checkpoints_damaged/`, and the step
 before it is tried; when none reads back, the error names the directory and each problem.
 """
+
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -32,8 +34,9 @@ def directory(workdir: str | epath.Path) -> epath.Path:
   return storage.path(workdir) / "checkpoints"
 
 
-def make_manager(workdir: str, cfg: ml_collections.ConfigDict, *,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+def make_manager(
+  workdir: str, cfg: ml_collections.ConfigDict, *, read_only: bool = False
+) -> ocp.CheckpointManager:
   """A manager that saves every `cfg.checkpoint_every` steps and keeps `cfg.keep_checkpoints`.
 
   `read_only` is for evaluation, sampling and export: such a manager writes, deletes and
@@ -41,26 +44,32 @@ def make_manager(workdir: str, cfg: ml_collections.ConfigDict, *,
   half-written step it must not remove) and it leaves no background clean-up running.
   """
   if read_only:
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                           save_interval_steps=0,
-                                           cleanup_tmp_directories=False)
+    options = ocp.CheckpointManagerOptions(
+      read_only=True,
+      create=False,
+      max_to_keep=None,
+      save_interval_steps=0,
+      cleanup_tmp_directories=False,
+    )
   else:
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=cfg.checkpoint_every,
-        max_to_keep=cfg.keep_checkpoints,
-        enable_async_checkpointing=cfg.async_checkpoints,
-        cleanup_tmp_directories=True,  # Remove what a crash mid-save left behind.
+      save_interval_steps=cfg.checkpoint_every,
+      max_to_keep=cfg.keep_checkpoints,
+      enable_async_checkpointing=cfg.async_checkpoints,
+      cleanup_tmp_directories=True,  # Remove what a crash mid-save left behind.
     )
   return ocp.CheckpointManager(
-      directory(workdir),
-      options=options,
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     # The data iterator's position: one JSON file, written by process 0. The
-                     # global batch of a step is the same on any number of processes, so a
-                     # run resumes on more or fewer hosts than it was saved from.
-                     "data_state": ocp.JsonCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler(),  # Older checkpoints only.
-                     "fingerprint": ocp.JsonCheckpointHandler()},
+    directory(workdir),
+    options=options,
+    item_handlers={
+      "state": ocp.StandardCheckpointHandler(),
+      # The data iterator's position: one JSON file, written by process 0. The
+      # global batch of a step is the same on any number of processes, so a
+      # run resumes on more or fewer hosts than it was saved from.
+      "data_state": ocp.JsonCheckpointHandler(),
+      "data": grain.checkpoint.CheckpointHandler(),  # Older checkpoints only.
+      "fingerprint": ocp.JsonCheckpointHandler(),
+    },
   )
 
 
@@ -74,12 +83,14 @@ def _leaf_fingerprint(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   weights make any single changed element change it.
   """
   size = np.dtype(x.dtype).itemsize
-  bits = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32,
-                                          8: jnp.uint32}[size]).astype(jnp.uint32)
+  bits = jax.lax.bitcast_convert_type(
+    x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
+  ).astype(jnp.uint32)
   weights = jax.lax.broadcasted_iota(jnp.uint32, bits.shape, 0) if bits.ndim else jnp.uint32(0)
   for axis in range(1, bits.ndim):
     weights = weights * jnp.uint32(bits.shape[axis]) + jax.lax.broadcasted_iota(
-        jnp.uint32, bits.shape, axis)
+      jnp.uint32, bits.shape, axis
+    )
   digest = jnp.sum(bits * (weights * jnp.uint32(2654435761) + jnp.uint32(1)), dtype=jnp.uint32)
   finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
   return digest, finite
@@ -92,7 +103,7 @@ def _fingerprints_of(state: Any) -> tuple[Any, jax.Array]:
   return jax.tree.unflatten(treedef, [d for d, _ in pairs]), finite
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fingerprints(replicated: jax.sharding.Sharding | None) -> Callable:
   """The compiled fingerprint pass, its scalars replicated on the state's mesh, so that every
   process (several on a pod) reads them."""
@@ -104,8 +115,11 @@ def fingerprint(state: Any) -> tuple[dict[str, int], bool]:
   devices where the state lives: only one integer per leaf comes back to the host (to every
   host: the results are replicated)."""
   first = jax.tree.leaves(state)[0].sharding
-  replicated = (jax.sharding.NamedSharding(first.mesh, jax.sharding.PartitionSpec())
-                if isinstance(first, jax.sharding.NamedSharding) else None)
+  replicated = (
+    jax.sharding.NamedSharding(first.mesh, jax.sharding.PartitionSpec())
+    if isinstance(first, jax.sharding.NamedSharding)
+    else None
+  )
   digests, finite = _fingerprints(replicated)(state)
   flat = jax.tree_util.tree_flatten_with_path(jax.device_get(digests))[0]
   return {jax.tree_util.keystr(path): int(value) for path, value in flat}, bool(finite)
@@ -114,8 +128,9 @@ def fingerprint(state: Any) -> tuple[dict[str, int], bool]:
 # ---------------------------------------------------------------- save and restore
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
-         force: bool = False) -> bool:
+def save(
+  manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any, force: bool = False
+) -> bool:
   """Saves if `step` is due (or `force`); returns whether a save started.
 
   `data_iterator` is the training iterator positioned after the batches of steps 1..step.
@@ -123,23 +138,29 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   """
   digests, finite = fingerprint(state)
   if not finite:
-    raise FloatingPointError(f"the train state at step {step} holds NaN or Inf values; it was "
-                             f"not saved, and {manager.directory} keeps its last good step "
-                             f"({manager.latest_step()}).")
+    raise FloatingPointError(
+      f"the train state at step {step} holds NaN or Inf values; it was "
+      f"not saved, and {manager.directory} keeps its last good step "
+      f"({manager.latest_step()})."
+    )
   return manager.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data_state=ocp.args.JsonSave(data_iterator.get_state()),
-                              fingerprint=ocp.args.JsonSave(digests)),
-      force=force)
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data_state=ocp.args.JsonSave(data_iterator.get_state()),
+      fingerprint=ocp.args.JsonSave(digests),
+    ),
+    force=force,
+  )
 
 
 class CheckpointError(RuntimeError):
   """No checkpoint step in a directory could be restored."""
 
 
-def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-                  data_iterator: Any | None) -> Any:
+def _restore_step(
+  manager: ocp.CheckpointManager, step: int, abstract_state: Any, data_iterator: Any | None
+) -> Any:
   step_dir = epath.Path(manager.directory) / str(step)
   # Orbax writes this file when it finalises a step; without it the step is incomplete.
   if not (step_dir / "_CHECKPOINT_METADATA").exists():
@@ -159,8 +180,10 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any
     digests, _ = fingerprint(restored["state"])
     changed = sorted(k for k in digests if saved.get(k) != digests[k])
     if changed or set(saved) != set(digests):
-      raise ValueError(f"array contents differ from the fingerprint taken at save time in "
-                       f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})")
+      raise ValueError(
+        f"array contents differ from the fingerprint taken at save time in "
+        f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})"
+      )
   if "data_state" in items:  # Only once the whole step has read back intact.
     if restored["data_state"] is None:
       raise FileNotFoundError("the data iterator's state (data_state) is missing")
@@ -183,10 +206,13 @@ def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:
   manager.reload()
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any,
-            data_iterator: Any | None = None,
-            log: Callable[[str], None] = print,
-            quarantine: bool = True) -> tuple[Any, int] | None:
+def restore(
+  manager: ocp.CheckpointManager,
+  abstract_state: Any,
+  data_iterator: Any | None = None,
+  log: Callable[[str], None] = print,
+  quarantine: bool = True,
+) -> tuple[Any, int] | None:
   """Restores the latest intact checkpoint into `abstract_state`'s shapes and shardings.
 
   `abstract_state` holds `jax.ShapeDtypeStruct`s with the shardings of the current mesh, so a
@@ -211,13 +237,17 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
       log(f"checkpoint {path} cannot be restored ({reason}); trying the step before it.")
       continue
     if problems and quarantine:
-      _quarantine(manager, steps[:len(problems)])
-      log(f"damaged checkpoint steps {steps[:len(problems)]} moved to "
-          f"{epath.Path(manager.directory).parent / DAMAGED_DIR}; resuming from step {step}.")
+      _quarantine(manager, steps[: len(problems)])
+      log(
+        f"damaged checkpoint steps {steps[: len(problems)]} moved to "
+        f"{epath.Path(manager.directory).parent / DAMAGED_DIR}; resuming from step {step}."
+      )
     elif problems:
-      log(f"damaged checkpoint steps {steps[:len(problems)]} skipped; using step {step}.")
+      log(f"damaged checkpoint steps {steps[: len(problems)]} skipped; using step {step}.")
     return state, step
   raise CheckpointError(
-      f"none of the {len(steps)} checkpoints in {manager.directory} can be restored: "
-      + "; ".join(problems) + ". Move that directory away to start the run afresh, or restore "
-      "it from a backup.")
+    f"none of the {len(steps)} checkpoints in {manager.directory} can be restored: "
+    + "; ".join(problems)
+    + ". Move that directory away to start the run afresh, or restore "
+    "it from a backup."
+  )

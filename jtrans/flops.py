@@ -3,6 +3,7 @@
 Counts are of scalars (parameters) and floating-point operations (a multiply-add is 2 FLOPs),
 per token of a training row of `seq_len` tokens, forward plus backward.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,14 +19,14 @@ from jtrans.models.config import ModelConfig
 
 # Dense bfloat16 peak FLOP/s per chip, by the start of `device.device_kind`.
 KNOWN_PEAKS = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100": 312e12,
 }
 
 
@@ -64,6 +65,7 @@ EMBEDDING_PARAMS = ("embed", "logits")
 @dataclasses.dataclass(frozen=True)
 class ParamCounts:
   """Parameter counts of a model (numbers of scalars, not bytes)."""
+
   total: int
   embedding: int  # Token and position tables and an untied output projection.
 
@@ -81,8 +83,12 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
   d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
   bias = int(cfg.use_bias)
   norm = d * (2 if cfg.norm == "layernorm" and cfg.use_bias else 1)  # scale (+ bias)
-  attention = (d * h * hd + 2 * d * kv * hd + h * hd * d          # q, k, v, out kernels
-               + bias * (h * hd + 2 * kv * hd + d))                # and their biases
+  attention = (
+    d * h * hd
+    + 2 * d * kv * hd
+    + h * hd * d  # q, k, v, out kernels
+    + bias * (h * hd + 2 * kv * hd + d)
+  )  # and their biases
   mlp = mlp_matrices(cfg) * d * f + bias * ((mlp_matrices(cfg) - 1) * f + d)
   blocks = cfg.num_layers * (attention + mlp + 2 * norm)
   final_norm = norm if cfg.norm_position == "pre" else 0
@@ -124,8 +130,9 @@ def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6.0 * param_counts(cfg).non_embedding + 6.0 * cfg.num_layers * seq_len * d_attn
 
 
-def matmul_flops_per_token(cfg: ModelConfig, seq_len: int,
-                           causal: bool = False) -> dict[str, float]:
+def matmul_flops_per_token(
+  cfg: ModelConfig, seq_len: int, causal: bool = False
+) -> dict[str, float]:
   """Exact training FLOPs per token of every matmul, by part, averaged over a `seq_len` row.
 
   Each matmul costs 2 FLOPs per multiply-add forward and twice that backward (the gradients of
@@ -138,12 +145,12 @@ def matmul_flops_per_token(cfg: ModelConfig, seq_len: int,
   d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
   keys = (seq_len + 1) / 2 if causal else seq_len
   forward = {
-      "qkv": 2.0 * d * (h + 2 * kv) * hd * cfg.num_layers,
-      "scores": 2.0 * keys * h * hd * cfg.num_layers,    # q . k
-      "values": 2.0 * keys * h * hd * cfg.num_layers,    # p . v
-      "out": 2.0 * h * hd * d * cfg.num_layers,
-      "mlp": 2.0 * mlp_matrices(cfg) * d * f * cfg.num_layers,
-      "logits": 2.0 * d * cfg.vocab_size,
+    "qkv": 2.0 * d * (h + 2 * kv) * hd * cfg.num_layers,
+    "scores": 2.0 * keys * h * hd * cfg.num_layers,  # q . k
+    "values": 2.0 * keys * h * hd * cfg.num_layers,  # p . v
+    "out": 2.0 * h * hd * d * cfg.num_layers,
+    "mlp": 2.0 * mlp_matrices(cfg) * d * f * cfg.num_layers,
+    "logits": 2.0 * d * cfg.vocab_size,
   }
   return {name: 3.0 * value for name, value in forward.items()}
 
@@ -163,7 +170,7 @@ def measure_matmul_peak(dtype=jnp.float32, size: int = 1024, repeats: int = 8) -
     start = time.perf_counter()
     matmul(a, a).block_until_ready()
     best = min(best, time.perf_counter() - start)
-  return 2.0 * size ** 3 / best
+  return 2.0 * size**3 / best
 
 
 def peak_flops_per_device(configured: float = 0.0) -> float:
@@ -177,7 +184,8 @@ def peak_flops_per_device(configured: float = 0.0) -> float:
   return measure_matmul_peak()
 
 
-def mfu(tokens_per_second: float, flops_per_token: float, peak_per_device: float,
-        num_devices: int) -> float:
+def mfu(
+  tokens_per_second: float, flops_per_token: float, peak_per_device: float, num_devices: int
+) -> float:
   """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak."""
   return tokens_per_second * flops_per_token / (peak_per_device * num_devices)

@@ -3,6 +3,7 @@
 Sums (not means) are right for padded and packed batches and for data-parallel
 reduction: divide by the summed denominator once, after everything is added up.
 """
+
 from __future__ import annotations
 
 import jax
@@ -10,12 +11,12 @@ import jax.numpy as jnp
 
 
 def cross_entropy(
-    logits: jax.Array,
-    targets: jax.Array,
-    weights: jax.Array | None = None,
-    *,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
+  logits: jax.Array,
+  targets: jax.Array,
+  weights: jax.Array | None = None,
+  *,
+  label_smoothing: float = 0.0,
+  z_loss: float = 0.0,
 ) -> dict[str, jax.Array]:
   """Token cross-entropy with optional label smoothing and z-loss.
 
@@ -50,11 +51,11 @@ def cross_entropy(
   z_term = z_loss * jnp.square(log_z)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   return {
-      "loss": jnp.sum((objective + z_term) * weights),
-      "nll": jnp.sum(nll * weights),
-      "z_loss": jnp.sum(z_term * weights),
-      "accuracy": jnp.sum(correct * weights),
-      "denominator": jnp.sum(weights),
+    "loss": jnp.sum((objective + z_term) * weights),
+    "nll": jnp.sum(nll * weights),
+    "z_loss": jnp.sum(z_term * weights),
+    "accuracy": jnp.sum(correct * weights),
+    "denominator": jnp.sum(weights),
   }
 
 

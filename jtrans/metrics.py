@@ -1,9 +1,10 @@
 """Where metrics go: a progress line, `metrics.jsonl` and TensorBoard events (process 0 only)."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 from tensorboardX import SummaryWriter
@@ -18,12 +19,20 @@ def format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def progress_line(step: int, total: int, scalars: Mapping[str, float], tokens_per_second: float,
-                  mfu: float, eta_seconds: float) -> str:
+def progress_line(
+  step: int,
+  total: int,
+  scalars: Mapping[str, float],
+  tokens_per_second: float,
+  mfu: float,
+  eta_seconds: float,
+) -> str:
   """`step 100/1200 | loss 2.3456 | lr 1.20e-03 | 51.2k tok/s | MFU 12.3% | ETA 2m10s`."""
-  return (f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
-          f"{tokens_per_second / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}% | "
-          f"ETA {format_duration(eta_seconds)}")
+  return (
+    f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
+    f"{tokens_per_second / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}% | "
+    f"ETA {format_duration(eta_seconds)}"
+  )
 
 
 class MetricsWriter:
@@ -47,8 +56,11 @@ class MetricsWriter:
       if (remote or resumed_from is not None) and self._path.exists():
         self._lines = self._path.read_text().splitlines(keepends=True)
         if resumed_from is not None:
-          self._lines = [line for line in self._lines
-                         if line.strip() and json.loads(line)["step"] <= resumed_from]
+          self._lines = [
+            line
+            for line in self._lines
+            if line.strip() and json.loads(line)["step"] <= resumed_from
+          ]
           storage.write_text(self._path, "".join(self._lines))
       self._jsonl = None if remote else self._path.open("a")
       self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))

@@ -2,6 +2,7 @@
 
 run.py only parses flags and dispatches here. Each function returns what the mode prints.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 
   from jtrans import parts
   from jtrans import train as training
+
   run = parts.build(config)  # Once, for training and the samples.
   state = training.train(config, workdir, run=run)
   if not config.sample.num_samples or jax.process_index() != 0:
@@ -30,6 +32,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> str:
   """--mode=eval: the latest checkpoint's eval-split metrics, as JSON."""
   from jtrans import train as training
+
   return json.dumps(training.evaluate_checkpoint(config, workdir), indent=2)
 
 
@@ -37,25 +40,30 @@ def compile_step(config: ml_collections.ConfigDict, topology: str | None) -> str
   """--mode=compile: the train step compiled for config.mesh or a TPU `topology`, reported."""
   if topology:
     import jax
+
     # The slice is described by libtpu alone; the host's own backend stays the CPU, so the
     # check also runs beside a job that holds this machine's TPU (and libtpu's lock file).
     jax.config.update("jax_platforms", "cpu")
   from jtrans import aot
+
   return aot.format_report(aot.compile_report(config, topology))
 
 
 def plan(config: ml_collections.ConfigDict, flops: float | None, tokens_per_param: float) -> str:
   """--mode=plan: the config's parameter and FLOP counts, or the ladder rungs for `flops`."""
   from jtrans.scaling import planner
+
   if flops is None:
     return planner.format_config(config)
   from configs import ladder
+
   return planner.format_budget(flops, ladder.rungs(), tokens_per_param)
 
 
 def analyze(workdir: str, bootstrap_samples: int) -> str:
   """--mode=analyze: scaling-law fits and plots of the sweep in `workdir`."""
   from jtrans.scaling import report
+
   return report.analyze(workdir, bootstrap_samples=bootstrap_samples)
 
 
@@ -71,13 +79,19 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """The parameters of the workdir's latest checkpoint, on this host's mesh."""
   from jtrans import parts
   from jtrans import train as training
+
   layout = parts.build_layout(config)  # Reads weights, not the data set.
   return training.restore_latest(config, workdir, layout.abstract)[0].params
 
 
-def generate(config: ml_collections.ConfigDict, prompts: Sequence[str], *, workdir: str | None,
-             hf_dir: str | None, max_new_tokens: int | None = None,
-             num_beams: int | None = None) -> list[str]:
+def generate(
+  config: ml_collections.ConfigDict,
+  prompts: Sequence[str],
+  workdir: str | None,
+  hf_dir: str | None,
+  max_new_tokens: int | None = None,
+  num_beams: int | None = None,
+) -> list[str]:
   """--mode=generate: each prompt's continuation (decoder) or output (encoder-decoder), from
   the workdir's latest checkpoint or a Hugging Face directory's weights (whose own tokenizer
   the caller puts in config.data), sampled or searched as config.sample says."""
@@ -94,14 +108,17 @@ def generate(config: ml_collections.ConfigDict, prompts: Sequence[str], *, workd
     model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, workdir)
   tok = parts.make_tokenizer(config)
   if model_cfg.vocab_size < tok.vocab_size:
-    raise ValueError(f"the {config.data.tokenizer!r} tokenizer has {tok.vocab_size} ids but the "
-                     f"model {model_cfg.vocab_size}; set config.data.tokenizer (and tokenizer_path) "
-                     "to the tokenizer the model was trained with.")
+    raise ValueError(
+      f"the {config.data.tokenizer!r} tokenizer has {tok.vocab_size} ids but the "
+      f"model {model_cfg.vocab_size}; set config.data.tokenizer (and tokenizer_path) "
+      "to the tokenizer the model was trained with."
+    )
   s, model = config.sample, build_model(model_cfg)
   beams = num_beams if num_beams is not None else s.num_beams
   common = dict(max_new_tokens=max_new_tokens or s.length, eos_id=tok.eos_id, pad_id=tok.pad_id)
-  beam = dict(num_beams=beams, length_penalty=s.length_penalty,
-              length_penalty_style=s.length_penalty_style)
+  beam = dict(
+    num_beams=beams, length_penalty=s.length_penalty, length_penalty_style=s.length_penalty_style
+  )
   sampling = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
   rng = jax.random.key(config.seed)
   if model_cfg.family == "encoder_decoder":
@@ -111,24 +128,29 @@ def generate(config: ml_collections.ConfigDict, prompts: Sequence[str], *, workd
     source = np.full((len(rows), max(map(len, rows))), tok.pad_id, np.int32)
     mask = np.zeros_like(source)
     for i, row in enumerate(rows):
-      source[i, :len(row)], mask[i, :len(row)] = row, 1
+      source[i, : len(row)], mask[i, : len(row)] = row, 1
     if beams > 1:
-      out = beam_search.beam_search_seq2seq(model, params, source, mask, start_id=tok.pad_id,
-                                            **common, **beam)
+      out = beam_search.beam_search_seq2seq(
+        model, params, source, mask, start_id=tok.pad_id, **common, **beam
+      )
     else:
-      out = decoding.generate_seq2seq(model, params, source, mask, rng, start_id=tok.pad_id,
-                                      **common, **sampling)
+      out = decoding.generate_seq2seq(
+        model, params, source, mask, rng, start_id=tok.pad_id, **common, **sampling
+      )
   elif model_cfg.family == "decoder":
     # An empty prompt starts from EOS, the document separator the model was trained with.
-    tokens, lengths = decoding.left_pad([list(tok.encode(p)) or [tok.eos_id] for p in prompts],
-                                        tok.pad_id)
+    tokens, lengths = decoding.left_pad(
+      [list(tok.encode(p)) or [tok.eos_id] for p in prompts], tok.pad_id
+    )
     if beams > 1:
       out = beam_search.beam_search(model, params, tokens, lengths, **common, **beam)
     else:
       out = decoding.generate(model, params, tokens, lengths, rng, **common, **sampling)
   else:
-    raise ValueError(f"--mode=generate needs a decoder or encoder_decoder model; "
-                     f"config.model.family is {model_cfg.family!r}.")
+    raise ValueError(
+      f"--mode=generate needs a decoder or encoder_decoder model; "
+      f"config.model.family is {model_cfg.family!r}."
+    )
   generated = np.asarray(out.tokens[:, 0] if beams > 1 else out.tokens)
   return [tok.decode(row) for row in generated]
 
@@ -139,17 +161,20 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
 
   from jtrans import hf
   from jtrans.models import ModelConfig
+
   params = jax.device_get(restore_params(config, workdir))
   hf.save_pretrained(hf_dir, ModelConfig.from_config(config.model), params)
   return f"wrote {hf_dir}: load it with transformers' from_pretrained."
 
 
-def sweep(path: str, workdir: str | None, index: int | None, overrides: dict[str, Any],
-          dry_run: bool) -> tuple[str, bool]:
+def sweep(
+  path: str, workdir: str | None, index: int | None, overrides: dict[str, Any], dry_run: bool
+) -> tuple[str, bool]:
   """--sweep: trains the sweep file's points in subdirectories of `workdir` (or, `dry_run`, lists
   them with their estimated cost). Returns (what to print, whether a point failed or was
   interrupted: a job array must see that)."""
   from jtrans.scaling import sweep as sweeps
+
   loaded = sweeps.load(path)
   if dry_run:
     return sweeps.dry_run_table(loaded, overrides, workdir), False

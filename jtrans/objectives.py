@@ -11,6 +11,7 @@ step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
 - "classification" (vit): `images` `[batch, height, width, channels]`, `targets` and
   `weights` `[batch]`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,12 @@ from jtrans.models import ModelConfig
 
 Batch = dict[str, jax.Array]
 
-FAMILY_OF = {"lm": "decoder", "mlm": "encoder", "seq2seq": "encoder_decoder",
-             "classification": "vit"}
+FAMILY_OF = {
+  "lm": "decoder",
+  "mlm": "encoder",
+  "seq2seq": "encoder_decoder",
+  "classification": "vit",
+}
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -35,12 +40,15 @@ def check(config: ml_collections.ConfigDict) -> None:
   if objective not in FAMILY_OF:
     raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
   if FAMILY_OF[objective] != family:
-    raise ValueError(f"config.loss.objective={objective!r} trains a {FAMILY_OF[objective]!r} model, "
-                     f"but config.model.family={family!r}; set one to match the other.")
+    raise ValueError(
+      f"config.loss.objective={objective!r} trains a {FAMILY_OF[objective]!r} model, "
+      f"but config.model.family={family!r}; set one to match the other."
+    )
 
 
-def mask_tokens(batch: Batch, rng: jax.Array, *, rate: float, mask_id: int,
-                vocab_size: int) -> Batch:
+def mask_tokens(
+  batch: Batch, rng: jax.Array, *, rate: float, mask_id: int, vocab_size: int
+) -> Batch:
   """BERT's masked-LM corruption of `batch["inputs"]`.
 
   Each real token is chosen with probability `rate`; a chosen token becomes `mask_id` (80%),
@@ -53,21 +61,27 @@ def mask_tokens(batch: Batch, rng: jax.Array, *, rate: float, mask_id: int,
   chosen = (jax.random.uniform(choose_key, tokens.shape) < rate) & real
   action = jax.random.uniform(action_key, tokens.shape)
   random_tokens = jax.random.randint(random_key, tokens.shape, 0, vocab_size, tokens.dtype)
-  corrupted = jnp.where(chosen & (action < 0.8), mask_id,
-                        jnp.where(chosen & (action < 0.9), random_tokens, tokens))
-  return {**batch, "inputs": corrupted.astype(tokens.dtype), "targets": tokens,
-          "weights": chosen.astype(jnp.float32)}
+  corrupted = jnp.where(
+    chosen & (action < 0.8), mask_id, jnp.where(chosen & (action < 0.9), random_tokens, tokens)
+  )
+  return {
+    **batch,
+    "inputs": corrupted.astype(tokens.dtype),
+    "targets": tokens,
+    "weights": chosen.astype(jnp.float32),
+  }
 
 
 @dataclasses.dataclass(frozen=True)
 class Masking:
   """BERT's corruption settings (config.loss.mask_rate, mask_token_id; the model's vocabulary)."""
+
   rate: float
   mask_id: int
   vocab_size: int
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "Masking | None":
+  def from_config(cls, config: ml_collections.ConfigDict) -> Masking | None:
     """The masked-LM objective's settings; None for every other objective."""
     if config.loss.objective != "mlm":
       return None
@@ -78,28 +92,47 @@ def prepare(batch: Batch, rng: jax.Array, masking: Masking | None) -> Batch:
   """The batch the model and loss see: masked for "mlm" (`masking` given), else unchanged."""
   if masking is None:
     return batch
-  return mask_tokens(batch, rng, rate=masking.rate, mask_id=masking.mask_id,
-                     vocab_size=masking.vocab_size)
+  return mask_tokens(
+    batch, rng, rate=masking.rate, mask_id=masking.mask_id, vocab_size=masking.vocab_size
+  )
 
 
-def logits(model: nn.Module, params: Any, batch: Batch, objective: str, deterministic: bool,
-           rngs: dict | None = None) -> jax.Array:
+def logits(
+  model: nn.Module,
+  params: Any,
+  batch: Batch,
+  objective: str,
+  deterministic: bool,
+  rngs: dict | None = None,
+) -> jax.Array:
   """float32 logits aligned with `batch["targets"]` (plus a vocabulary or class axis)."""
   variables = {"params": params}
   if objective in ("lm", "mlm"):
-    return model.apply(variables, batch["inputs"], positions=batch.get("positions"),
-                       segment_ids=batch.get("segment_ids"), deterministic=deterministic, rngs=rngs)
+    return model.apply(
+      variables,
+      batch["inputs"],
+      positions=batch.get("positions"),
+      segment_ids=batch.get("segment_ids"),
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   if objective == "seq2seq":
-    return model.apply(variables, batch["encoder_inputs"], batch["inputs"],
-                       encoder_mask=batch.get("encoder_mask"), deterministic=deterministic,
-                       rngs=rngs)
+    return model.apply(
+      variables,
+      batch["encoder_inputs"],
+      batch["inputs"],
+      encoder_mask=batch.get("encoder_mask"),
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   if objective == "classification":
     return model.apply(variables, batch["images"], deterministic=deterministic, rngs=rngs)
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 
-def batch_spec(config: ml_collections.ConfigDict,
-               cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+def batch_spec(
+  config: ml_collections.ConfigDict, cfg: ModelConfig
+) -> dict[str, tuple[tuple[int, ...], str]]:
   """{key: (shape, dtype)} of the global batch `make_dataset` yields for config.loss.objective,
   so a step can be compiled (`aot.py`) without any data."""
   d, rows = config.data, config.train.batch_size
@@ -113,12 +146,20 @@ def batch_spec(config: ml_collections.ConfigDict,
     return spec
   if objective == "seq2seq":
     source = (rows, d.source_len or d.seq_len)
-    return {"encoder_inputs": (source, "int32"), "encoder_mask": (source, "float32"),
-            "inputs": tokens, "targets": tokens, "weights": weights}
+    return {
+      "encoder_inputs": (source, "int32"),
+      "encoder_mask": (source, "float32"),
+      "inputs": tokens,
+      "targets": tokens,
+      "weights": weights,
+    }
   if objective == "classification":
     image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
-    return {"images": (image, "float32"), "targets": ((rows,), "int32"),
-            "weights": ((rows,), "float32")}
+    return {
+      "images": (image, "float32"),
+      "targets": ((rows,), "int32"),
+      "weights": ((rows,), "float32"),
+    }
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 

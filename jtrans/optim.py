@@ -1,4 +1,5 @@
 """Optimizer and learning-rate schedules from `config.optim`: Optax AdamW, clipping, masked decay."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,7 @@ def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   elif cfg.schedule == "constant":
     after = optax.constant_schedule(lr)
   elif cfg.schedule == "rsqrt":
+
     def after(count):
       return lr * jnp.sqrt(max(warmup, 1) / (count + max(warmup, 1)))
   else:
@@ -43,21 +45,32 @@ def weight_decay_mask(params: Any, decay_embeddings: bool) -> Any:
   Biases and norm scales are never decayed. Decided by leaf name, which every module
   in jtrans follows: `kernel` (decayed), `embedding`, `bias`, `scale`.
   """
+
   def decide(path, leaf) -> bool:
     name = getattr(path[-1], "key", str(path[-1]))
     if name == "embedding":
       return decay_embeddings
     return name == "kernel"
+
   return jax.tree_util.tree_map_with_path(decide, params)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+  cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
   """clip_by_global_norm(cfg.grad_clip) -> adamw(schedule, masked weight decay)."""
   schedule = make_schedule(cfg, total_steps)
   parts = []
   if cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-  parts.append(optax.adamw(
-      schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-      mask=lambda params: weight_decay_mask(params, cfg.decay_embeddings)))
+  parts.append(
+    optax.adamw(
+      schedule,
+      b1=cfg.b1,
+      b2=cfg.b2,
+      eps=cfg.eps,
+      weight_decay=cfg.weight_decay,
+      mask=lambda params: weight_decay_mask(params, cfg.decay_embeddings),
+    )
+  )
   return optax.chain(*parts)

@@ -6,9 +6,11 @@ runs the steps: a `Run`. The loop (`train.py`), evaluation, sampling and the AOT
 (`build_layout` alone: no data) take these parts instead of re-reading the config. What lives
 in the workdir (checkpoint manager, metrics writer) is opened and closed by the loop.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import grain
@@ -27,16 +29,18 @@ from jtrans.steps import Engine, TrainState
 # ---------------------------------------------------------------- the model, optimizer and state
 
 
-def state_layout(model: nn.Module, tx: optax.GradientTransformation,
-                 config: ml_collections.ConfigDict, mesh: Mesh) -> tuple[Callable, TrainState, Any]:
+def state_layout(
+  model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh: Mesh
+) -> tuple[Callable, TrainState, Any]:
   """(init function of an rng, the state's shardings, its abstract shapes carrying them).
 
   Shapes come from `eval_shape`, shardings from the parameters' logical axis names; the
   optimizer state is sharded like the parameters it mirrors.
   """
   axis_rules = sharding.rules(config.mesh)
-  example = example_inputs(ModelConfig.from_config(config.model), config.data.seq_len,
-                           config.data.source_len)
+  example = example_inputs(
+    ModelConfig.from_config(config.model), config.data.seq_len, config.data.source_len
+  )
 
   def init(rng):
     params = nn.meta.unbox(model.init(rng, *example)["params"])
@@ -48,16 +52,18 @@ def state_layout(model: nn.Module, tx: optax.GradientTransformation,
   shapes = jax.eval_shape(init, rng)
   replicated = sharding.replicated(mesh)
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, shapes.opt_state, param_shardings,
-      transform_non_params=lambda _: replicated)
+    tx, lambda _, s: s, shapes.opt_state, param_shardings, transform_non_params=lambda _: replicated
+  )
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          shapes, shardings)
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
+  )
   return init, shardings, abstract
 
 
 class Layout(NamedTuple):
   """What a run builds from its config before any state exists."""
+
   mesh: Mesh
   model_cfg: ModelConfig
   model: nn.Module
@@ -78,8 +84,9 @@ def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) ->
   return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh))
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               mesh: Mesh) -> tuple[TrainState, TrainState, Any]:
+def init_state(
+  model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh: Mesh
+) -> tuple[TrainState, TrainState, Any]:
   """The train state built directly sharded (`jit(init, out_shardings=...)`): nothing is ever
   whole on one host. Returns (state, shardings, abstract state for checkpoint restores)."""
   init, shardings, abstract = state_layout(model, tx, config, mesh)
@@ -92,17 +99,23 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   model_cfg = ModelConfig.from_config(config.model)
   objectives.check(config)
   if config.data.seq_len > config.model.max_len:
-    raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
-                     f"{config.model.max_len}; raise max_len or shorten seq_len.")
+    raise ValueError(
+      f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
+      f"{config.model.max_len}; raise max_len or shorten seq_len."
+    )
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if k < 1 or config.train.batch_size % (k * shards):
-    raise ValueError(f"config.train.grad_accum_steps={k} must split config.train.batch_size="
-                     f"{config.train.batch_size} into micro-batches that the {shards} batch shards "
-                     f"divide; use a batch size that is a multiple of {k * shards}.")
+    raise ValueError(
+      f"config.train.grad_accum_steps={k} must split config.train.batch_size="
+      f"{config.train.batch_size} into micro-batches that the {shards} batch shards "
+      f"divide; use a batch size that is a multiple of {k * shards}."
+    )
   if config.train.nan_policy not in ("stop", "skip"):
-    raise ValueError(f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'.")
+    raise ValueError(
+      f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'."
+    )
   for key in ("steps", "log_every", "eval_every", "checkpoint_every", "max_skipped_steps"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")
@@ -112,13 +125,16 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
 # ---------------------------------------------------------------- tokenizer and data
 
 
-def check_vocabulary(config: ml_collections.ConfigDict,
-                     tokenizer: tokenizers.Tokenizer | None) -> None:
+def check_vocabulary(
+  config: ml_collections.ConfigDict, tokenizer: tokenizers.Tokenizer | None
+) -> None:
   """The model has an embedding row for each of the tokenizer's ids."""
   vocab = tokenizer.vocab_size if tokenizer is not None else 0
   if config.model.vocab_size < vocab:
-    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
-                     f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}.")
+    raise ValueError(
+      f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+      f"{config.data.tokenizer!r} tokenizer's {vocab} ids; set it to at least {vocab}."
+    )
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> None:
@@ -146,8 +162,9 @@ def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
   return tokenizers.from_config(config.data, jax.process_count() == 1, sources.text_keys(config))
 
 
-def make_dataset(config: ml_collections.ConfigDict, train: bool,
-                 tokenizer: tokenizers.Tokenizer | None = None) -> grain.IterDataset:
+def make_dataset(
+  config: ml_collections.ConfigDict, train: bool, tokenizer: tokenizers.Tokenizer | None = None
+) -> grain.IterDataset:
   """The train or eval split as a grain dataset of global batches (`tokenizer`: the run's, else
   config.data's is built).
 
@@ -160,24 +177,45 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool,
   images and labels (data/images.py).
   """
   d, kind = config.data, config.loss.objective
-  common = dict(source=sources.from_config(d, train),
-                batch_size=config.train.batch_size, seed=config.seed, train=train,
-                worker_count=d.worker_count)
+  common = dict(
+    source=sources.from_config(d, train),
+    batch_size=config.train.batch_size,
+    seed=config.seed,
+    train=train,
+    worker_count=d.worker_count,
+  )
   if kind == "classification":
-    return images.make_image_dataset(**common, image_key=d.image_key, label_key=d.label_key,
-                                     options=images.ImageOptions.from_config(config))
+    return images.make_image_dataset(
+      **common,
+      image_key=d.image_key,
+      label_key=d.label_key,
+      options=images.ImageOptions.from_config(config),
+    )
   tokenizer = make_tokenizer(config) if tokenizer is None else tokenizer
   if kind in ("lm", "mlm"):
     return pipeline.make_lm_dataset(
-        **common, name=d.name, split=d.train_split if train else d.eval_split,
-        tokenizer=tokenizer, text_key=d.text_key, seq_len=d.seq_len,
-        shuffle_window=d.shuffle_window, segment_ids=d.segment_ids)
+      **common,
+      name=d.name,
+      split=d.train_split if train else d.eval_split,
+      tokenizer=tokenizer,
+      text_key=d.text_key,
+      seq_len=d.seq_len,
+      shuffle_window=d.shuffle_window,
+      segment_ids=d.segment_ids,
+    )
   if kind == "seq2seq":
     return seq2seq.make_seq2seq_dataset(
-        **common, tokenizer=tokenizer, source_key=d.source_key, target_key=d.target_key,
-        source_len=d.source_len or d.seq_len, seq_len=d.seq_len)
-  raise ValueError(f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
-                   "'seq2seq' or 'classification'.")
+      **common,
+      tokenizer=tokenizer,
+      source_key=d.source_key,
+      target_key=d.target_key,
+      source_len=d.source_len or d.seq_len,
+      seq_len=d.seq_len,
+    )
+  raise ValueError(
+    f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
+    "'seq2seq' or 'classification'."
+  )
 
 
 # ---------------------------------------------------------------- the whole run
@@ -185,6 +223,7 @@ def make_dataset(config: ml_collections.ConfigDict, train: bool,
 
 class Run(NamedTuple):
   """A run's parts, built once by `build` and handed to the loop, evaluation and sampling."""
+
   config: ml_collections.ConfigDict  # The run's record (config.json) and its cadences.
   layout: Layout
   tokenizer: tokenizers.Tokenizer | None  # None for image classification.
@@ -203,6 +242,11 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
   tokenizer = make_tokenizer(config) if config.loss.objective != "classification" else None
   check_vocabulary(config, tokenizer)
   engine = steps.make_engine(layout.model, layout.tx, config, layout.mesh, layout.shardings)
-  return Run(config, layout, tokenizer, engine,
-             make_dataset(config, True, tokenizer) if train_data else None,
-             make_dataset(config, False, tokenizer))
+  return Run(
+    config,
+    layout,
+    tokenizer,
+    engine,
+    make_dataset(config, True, tokenizer) if train_data else None,
+    make_dataset(config, False, tokenizer),
+  )

@@ -1,4 +1,5 @@
 """Position encodings as pure functions: sinusoidal, rotary (RoPE), T5's relative buckets."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,13 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float = 10_000.0) -> jax.A
   return rotated.astype(x.dtype)
 
 
-def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool,
-                             num_buckets: int = 32, max_distance: int = 128) -> jax.Array:
+def relative_position_bucket(
+  relative_position: jax.Array,
+  *,
+  bidirectional: bool,
+  num_buckets: int = 32,
+  max_distance: int = 128,
+) -> jax.Array:
   """T5's bucket of `key_position - query_position`: exact for small distances, then
   logarithmic up to `max_distance`, beyond which all distances share the last bucket.
   Causal (not bidirectional) attention only sees keys at or before the query, so the
@@ -63,14 +69,22 @@ def relative_position_bucket(relative_position: jax.Array, *, bidirectional: boo
   is_small = distance < max_exact
   # The float division of a distance below max_exact gives log(<1) < 0; `where` discards it.
   large = max_exact + (
-      jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
-      / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(relative_position.dtype)
+    jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+    / math.log(max_distance / max_exact)
+    * (num_buckets - max_exact)
+  ).astype(relative_position.dtype)
   large = jnp.minimum(large, num_buckets - 1)
   return buckets + jnp.where(is_small, distance, large)
 
 
-def relative_position_bias(table: jax.Array, q_positions: jax.Array, k_positions: jax.Array, *,
-                           bidirectional: bool, max_distance: int) -> jax.Array:
+def relative_position_bias(
+  table: jax.Array,
+  q_positions: jax.Array,
+  k_positions: jax.Array,
+  *,
+  bidirectional: bool,
+  max_distance: int,
+) -> jax.Array:
   """Additive attention logits from a learned `[num_buckets, heads]` table.
 
   Args:
@@ -79,6 +93,7 @@ def relative_position_bias(table: jax.Array, q_positions: jax.Array, k_positions
     `[batch, heads, q_length, kv_length]` float32.
   """
   relative = k_positions[:, None, :] - q_positions[:, :, None]
-  buckets = relative_position_bucket(relative, bidirectional=bidirectional,
-                                     num_buckets=table.shape[0], max_distance=max_distance)
+  buckets = relative_position_bucket(
+    relative, bidirectional=bidirectional, num_buckets=table.shape[0], max_distance=max_distance
+  )
   return jnp.moveaxis(table.astype(jnp.float32)[buckets], -1, 1)

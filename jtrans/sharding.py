@@ -1,8 +1,10 @@
 """The device mesh and the shardings derived from logical axis names (`config.mesh`)."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,13 +25,17 @@ def mesh_shape(cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, .
   if -1 in sizes:
     rest = math.prod(s for s in sizes if s != -1)
     if rest <= 0 or num_devices % rest:
-      raise ValueError(f"config.mesh: {dict(zip(AXES, sizes))} does not divide the "
-                       f"{num_devices} devices; choose axis sizes whose product divides it.")
+      raise ValueError(
+        f"config.mesh: {dict(zip(AXES, sizes))} does not divide the "
+        f"{num_devices} devices; choose axis sizes whose product divides it."
+      )
     sizes[sizes.index(-1)] = num_devices // rest
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh: {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices "
-                     f"but {num_devices} are present; make the product of the axis sizes equal "
-                     "the device count (use -1 for one axis to take the rest).")
+    raise ValueError(
+      f"config.mesh: {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices "
+      f"but {num_devices} are present; make the product of the axis sizes equal "
+      "the device count (use -1 for one axis to take the rest)."
+    )
   return tuple(sizes)
 
 
@@ -49,14 +55,17 @@ def make_mesh(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | No
   dcn = dcn_shape(cfg)
   axis_types = (jax.sharding.AxisType.Auto,) * len(AXES)
   if math.prod(dcn) == 1:
-    return jax.make_mesh(mesh_shape(cfg, len(devices)), AXES, devices=devices,
-                         axis_types=axis_types)
+    return jax.make_mesh(
+      mesh_shape(cfg, len(devices)), AXES, devices=devices, axis_types=axis_types
+    )
   if len(devices) % math.prod(dcn):
-    raise ValueError(f"config.mesh.dcn_*: {dict(zip(AXES, dcn))} slices do not divide the "
-                     f"{len(devices)} devices.")
+    raise ValueError(
+      f"config.mesh.dcn_*: {dict(zip(AXES, dcn))} slices do not divide the {len(devices)} devices."
+    )
   ici = mesh_shape(cfg, len(devices) // math.prod(dcn))
   grid = mesh_utils.create_hybrid_device_mesh(
-      ici, dcn, devices, process_is_granule=devices[0].platform != "tpu")
+    ici, dcn, devices, process_is_granule=devices[0].platform != "tpu"
+  )
   return Mesh(grid, AXES, axis_types=axis_types)
 
 
@@ -104,14 +113,17 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % shards or batch_size % jax.process_count():
     raise ValueError(
-        f"config.train.batch_size={batch_size} cannot be split over the mesh's data x fsdp = "
-        f"{shards} batch shards ({jax.process_count()} processes); use a multiple of {shards} "
-        "or change config.mesh.")
+      f"config.train.batch_size={batch_size} cannot be split over the mesh's data x fsdp = "
+      f"{shards} batch shards ({jax.process_count()} processes); use a multiple of {shards} "
+      "or change config.mesh."
+    )
 
 
 def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """The global batch (every process holds it whole, on the host) -> global arrays sharded
   over the batch axes; each process copies only the rows of its own devices."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+    for k, v in batch.items()
+  }

@@ -3,12 +3,14 @@
 A batch is a dict of arrays: `targets` and `weights` plus the objective's inputs (see
 `objectives.py`: LM rows, masked-LM rows, source/target pairs, images).
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -36,6 +38,7 @@ class TrainState:
 class StepSettings:
   """What the steps read of a config (`from_config`): the objective and its loss options,
   accumulation, the NaN policy, the seeds and the mesh's logical-axis rules."""
+
   objective: str
   masking: objectives.Masking | None = None  # mlm: how inputs are corrupted.
   label_smoothing: float = 0.0
@@ -47,46 +50,85 @@ class StepSettings:
   rules: tuple = ()  # Logical axis -> mesh axes (config.mesh.rules).
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "StepSettings":
-    return cls(objective=config.loss.objective, masking=objectives.Masking.from_config(config),
-               label_smoothing=config.loss.label_smoothing, z_loss=config.loss.z_loss,
-               grad_accum_steps=config.train.grad_accum_steps,
-               skip_nonfinite=config.train.nan_policy == "skip",
-               draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
-               seed=config.seed, rules=sharding.rules(config.mesh))
+  def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
+    return cls(
+      objective=config.loss.objective,
+      masking=objectives.Masking.from_config(config),
+      label_smoothing=config.loss.label_smoothing,
+      z_loss=config.loss.z_loss,
+      grad_accum_steps=config.train.grad_accum_steps,
+      skip_nonfinite=config.train.nan_policy == "skip",
+      draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
+      seed=config.seed,
+      rules=sharding.rules(config.mesh),
+    )
 
 
-def forward(model: nn.Module, params: Any, batch: Batch, settings: StepSettings,
-            mesh: Mesh | None, deterministic: bool, rngs: dict | None = None,
-            rows_vmapped: bool = False) -> jax.Array:
+def forward(
+  model: nn.Module,
+  params: Any,
+  batch: Batch,
+  settings: StepSettings,
+  mesh: Mesh | None,
+  deterministic: bool,
+  rngs: dict | None = None,
+  rows_vmapped: bool = False,
+) -> jax.Array:
   """Logits `[batch, length, vocab]` (or `[batch, classes]`); over a mesh, the config's
   logical-axis rules constrain the activations (under pmap there is no mesh and so no rules).
   `rows_vmapped`: called per row under a vmap that shards the rows over the batch mesh axes
   itself, so the activations' constraints leave those axes out."""
   rules = settings.rules if mesh is not None else ()
   if rows_vmapped:  # The vmap owns the batch mesh axes: no activation constraint may name them.
+
     def without_batch_axes(axes):
-      kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ())
-                   if a not in sharding.BATCH_AXES)
+      kept = tuple(
+        a
+        for a in ((axes,) if isinstance(axes, str) else axes or ())
+        if a not in sharding.BATCH_AXES
+      )
       return kept or None
+
     rules = tuple((name, without_batch_axes(axes)) for name, axes in rules)
   with nn.logical_axis_rules(rules):
     return objectives.logits(model, params, batch, settings.objective, deterministic, rngs)
 
 
-def _loss_sums(params: Any, batch: Batch, key: jax.Array, *, model: nn.Module,
-               settings: StepSettings, mesh: Mesh | None, rows_vmapped: bool = False) -> Metrics:
+def _loss_sums(
+  params: Any,
+  batch: Batch,
+  key: jax.Array,
+  *,
+  model: nn.Module,
+  settings: StepSettings,
+  mesh: Mesh | None,
+  rows_vmapped: bool = False,
+) -> Metrics:
   """Loss and metric sums of `batch` with its dropout and masking drawn from `key`."""
   dropout_key, mask_key = jax.random.split(key)
   batch = objectives.prepare(batch, mask_key, settings.masking)
-  logits = forward(model, params, batch, settings, mesh, False, {"dropout": dropout_key},
-                   rows_vmapped)
-  return losses.cross_entropy(logits, batch["targets"], batch["weights"],
-                              label_smoothing=settings.label_smoothing, z_loss=settings.z_loss)
+  logits = forward(
+    model, params, batch, settings, mesh, False, {"dropout": dropout_key}, rows_vmapped
+  )
+  return losses.cross_entropy(
+    logits,
+    batch["targets"],
+    batch["weights"],
+    label_smoothing=settings.label_smoothing,
+    z_loss=settings.z_loss,
+  )
 
 
-def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array, *,
-                   model: nn.Module, settings: StepSettings, mesh: Mesh | None) -> Metrics:
+def _row_loss_sums(
+  params: Any,
+  batch: Batch,
+  rng: jax.Array,
+  row_ids: jax.Array,
+  *,
+  model: nn.Module,
+  settings: StepSettings,
+  mesh: Mesh | None,
+) -> Metrics:
   """`_loss_sums` with each row's randomness drawn from `fold_in(rng, global row index)`.
 
   So the masks of a row do not depend on which device, process, engine or micro-batch holds
@@ -95,17 +137,25 @@ def _row_loss_sums(params: Any, batch: Batch, rng: jax.Array, row_ids: jax.Array
   """
   keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(row_ids)
   rows = jax.tree.map(lambda x: x[:, None], batch)  # [batch, 1, ...]: one-row batches.
-  one_row = functools.partial(_loss_sums, model=model, settings=settings, mesh=mesh,
-                              rows_vmapped=True)
-  sums = jax.vmap(one_row, in_axes=(None, 0, 0),
-                  spmd_axis_name=sharding.BATCH_AXES if mesh is not None else None)(
-                      params, rows, keys)
+  one_row = functools.partial(
+    _loss_sums, model=model, settings=settings, mesh=mesh, rows_vmapped=True
+  )
+  sums = jax.vmap(
+    one_row, in_axes=(None, 0, 0), spmd_axis_name=sharding.BATCH_AXES if mesh is not None else None
+  )(params, rows, keys)
   return jax.tree.map(lambda x: x.sum(0), sums)
 
 
-def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
-              settings: StepSettings, mesh: Mesh | None,
-              row_offset: jax.Array | int = 0) -> tuple[Any, Metrics]:
+def gradients(
+  params: Any,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  model: nn.Module,
+  settings: StepSettings,
+  mesh: Mesh | None,
+  row_offset: jax.Array | int = 0,
+) -> tuple[Any, Metrics]:
   """Gradient of the summed (not averaged) loss, and the metric sums, over `batch`.
 
   `row_offset` is the global index of the batch's first row (pmap: this device's share).
@@ -122,11 +172,13 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
     def loss_sum(p):
       if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
         rest = {k: v for k, v in micro.items() if k != "row_ids"}
-        sums = _row_loss_sums(p, rest, rng, micro["row_ids"], model=model, settings=settings,
-                              mesh=mesh)
+        sums = _row_loss_sums(
+          p, rest, rng, micro["row_ids"], model=model, settings=settings, mesh=mesh
+        )
       else:
         sums = _loss_sums(p, micro, key, model=model, settings=settings, mesh=mesh)
       return sums["loss"], sums
+
     (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
     return grads, sums
 
@@ -148,14 +200,22 @@ def gradients(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
     grads, sums = micro_step(micro, jax.random.fold_in(rng, i))
     return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro_batches), rng))
+  zeros = jax.tree.map(
+    jnp.zeros_like, jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro_batches), rng)
+  )
   (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, jnp.arange(k)))
   return grads, sums
 
 
-def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
-                    tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+def apply_gradients(
+  state: TrainState,
+  grad_sum: Any,
+  sums: Metrics,
+  *,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  skip_nonfinite: bool = False,
+) -> tuple[TrainState, Metrics]:
   """Averages the summed gradient over the batch's weight and takes one optimizer step.
 
   `metrics["finite"]` is 1.0 when the loss, the gradient and the update are all finite. With
@@ -169,8 +229,11 @@ def apply_gradients(state: TrainState, grad_sum: Any, sums: Metrics, *,
   metrics = losses.normalize(sums)
   metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)
-  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-            & jnp.isfinite(optax.global_norm(updates)))
+  finite = (
+    jnp.isfinite(metrics["loss"])
+    & jnp.isfinite(metrics["grad_norm"])
+    & jnp.isfinite(optax.global_norm(updates))
+  )
   metrics["finite"] = finite.astype(jnp.float32)
   if skip_nonfinite:
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -183,18 +246,33 @@ def dropout_rng(settings: StepSettings, step: jax.Array) -> jax.Array:
   return jax.random.fold_in(jax.random.key(settings.seed + 1), step)
 
 
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               settings: StepSettings, mesh: Mesh | None) -> tuple[TrainState, Metrics]:
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  settings: StepSettings,
+  mesh: Mesh | None,
+) -> tuple[TrainState, Metrics]:
   """One optimizer step on the global batch (the jit engine's step)."""
-  grads, sums = gradients(state.params, batch, dropout_rng(settings, state.step), model=model,
-                          settings=settings, mesh=mesh)
-  return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
-                         skip_nonfinite=settings.skip_nonfinite)
+  grads, sums = gradients(
+    state.params,
+    batch,
+    dropout_rng(settings, state.step),
+    model=model,
+    settings=settings,
+    mesh=mesh,
+  )
+  return apply_gradients(
+    state, grads, sums, tx=tx, schedule=schedule, skip_nonfinite=settings.skip_nonfinite
+  )
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module, settings: StepSettings,
-              mesh: Mesh | None) -> Metrics:
+def eval_step(
+  params: Any, batch: Batch, *, model: nn.Module, settings: StepSettings, mesh: Mesh | None
+) -> Metrics:
   """Weighted metric sums (not means) of one eval batch, so batches can be added.
 
   Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
@@ -206,6 +284,7 @@ def eval_step(params: Any, batch: Batch, *, model: nn.Module, settings: StepSett
 
 class Engine(NamedTuple):
   """How a run places its state and batches and runs its steps: `jit` or `pmap`."""
+
   train_step: Callable[[Any, Any], tuple[Any, Metrics]]  # (placed state, batch) -> ...
   eval_step: Callable[[Any, Any], Metrics]  # (placed state, batch) -> metric sums
   place_state: Callable[[TrainState], Any]  # Global state -> the engine's layout.
@@ -214,35 +293,55 @@ class Engine(NamedTuple):
   context: Callable[[], contextlib.AbstractContextManager]  # What the steps must run inside.
 
 
-def jit_engine(model: nn.Module, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, mesh: Mesh,
-               state_shardings: TrainState) -> Engine:
+def jit_engine(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  state_shardings: TrainState,
+) -> Engine:
   """Steps compiled once by jit with the state's shardings; the state is donated."""
   schedule = optim.make_schedule(config.optim, config.train.steps)
   settings = StepSettings.from_config(config)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   train_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, settings=settings,
-                        mesh=mesh),
-      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
-      donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, settings=settings, mesh=mesh),
-                    in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
-  return Engine(train_step=train_fn, eval_step=lambda state, batch: eval_fn(state.params, batch),
-                place_state=lambda state: state, global_state=lambda state: state,
-                place_batch=lambda local: sharding.global_batch(local, mesh),
-                context=lambda: jax.set_mesh(mesh))
+    functools.partial(
+      train_step, model=model, tx=tx, schedule=schedule, settings=settings, mesh=mesh
+    ),
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=0,
+  )
+  eval_fn = jax.jit(
+    functools.partial(eval_step, model=model, settings=settings, mesh=mesh),
+    in_shardings=(state_shardings.params, batch_sharding),
+    out_shardings=replicated,
+  )
+  return Engine(
+    train_step=train_fn,
+    eval_step=lambda state, batch: eval_fn(state.params, batch),
+    place_state=lambda state: state,
+    global_state=lambda state: state,
+    place_batch=lambda local: sharding.global_batch(local, mesh),
+    context=lambda: jax.set_mesh(mesh),
+  )
 
 
-def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
-                config: ml_collections.ConfigDict, mesh: Mesh,
-                state_shardings: TrainState) -> Engine:
+def pmap_engine(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  state_shardings: TrainState,
+) -> Engine:
   """Pure data parallelism with `jax.pmap`: the state replicated on every local device, each
   device a slice of the rows, gradient and metric sums added with `psum`."""
   if mesh.shape["fsdp"] != 1 or mesh.shape["tensor"] != 1:
-    raise ValueError("config.train.engine='pmap' is pure data parallelism; set config.mesh.fsdp "
-                     "and config.mesh.tensor to 1, or use engine='jit'.")
+    raise ValueError(
+      "config.train.engine='pmap' is pure data parallelism; set config.mesh.fsdp "
+      "and config.mesh.tensor to 1, or use engine='jit'."
+    )
   schedule = optim.make_schedule(config.optim, config.train.steps)
   settings = StepSettings.from_config(config)
   devices = jax.local_devices()
@@ -251,15 +350,24 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
     # Each device holds rows [i * b, (i + 1) * b) of the global batch: their randomness is
     # that of those global rows (see `_row_loss_sums`), as under jit.
     offset = jax.lax.axis_index("batch") * next(iter(batch.values())).shape[0]
-    grads, sums = gradients(state.params, batch, dropout_rng(settings, state.step), model=model,
-                            settings=settings, mesh=None, row_offset=offset)
+    grads, sums = gradients(
+      state.params,
+      batch,
+      dropout_rng(settings, state.step),
+      model=model,
+      settings=settings,
+      mesh=None,
+      row_offset=offset,
+    )
     grads, sums = jax.lax.psum((grads, sums), "batch")
-    return apply_gradients(state, grads, sums, tx=tx, schedule=schedule,
-                           skip_nonfinite=settings.skip_nonfinite)
+    return apply_gradients(
+      state, grads, sums, tx=tx, schedule=schedule, skip_nonfinite=settings.skip_nonfinite
+    )
 
   def evaluate(state, batch):
-    return jax.lax.psum(eval_step(state.params, batch, model=model, settings=settings, mesh=None),
-                        "batch")
+    return jax.lax.psum(
+      eval_step(state.params, batch, model=model, settings=settings, mesh=None), "batch"
+    )
 
   train_fn = jax.pmap(step, axis_name="batch", donate_argnums=0)
   eval_fn = jax.pmap(evaluate, axis_name="batch")
@@ -268,9 +376,11 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
     """The global batch -> this process's rows, one slice per local device (process p's
     devices hold the p-th block of rows, as `axis_index` numbers them)."""
     n, p, count = len(devices), jax.process_index(), jax.process_count()
+
     def local(v):
       rows = v.shape[0] // count
-      return v[p * rows:(p + 1) * rows].reshape(n, rows // n, *v.shape[1:])
+      return v[p * rows : (p + 1) * rows].reshape(n, rows // n, *v.shape[1:])
+
     return {k: local(v) for k, v in batch.items()}
 
   def global_state(state):
@@ -278,18 +388,21 @@ def pmap_engine(model: nn.Module, tx: optax.GradientTransformation,
     return jax.device_put(first, state_shardings)
 
   return Engine(
-      train_step=lambda state, batch: _first_metrics(*train_fn(state, batch)),
-      eval_step=lambda state, batch: jax.tree.map(lambda x: x[0], eval_fn(state, batch)),
-      place_state=lambda state: _replicate(state, devices),
-      global_state=global_state, place_batch=place_batch,
-      context=contextlib.nullcontext)  # pmap names its own axis; a global mesh would clash.
+    train_step=lambda state, batch: _first_metrics(*train_fn(state, batch)),
+    eval_step=lambda state, batch: jax.tree.map(lambda x: x[0], eval_fn(state, batch)),
+    place_state=lambda state: _replicate(state, devices),
+    global_state=global_state,
+    place_batch=place_batch,
+    context=contextlib.nullcontext,
+  )  # pmap names its own axis; a global mesh would clash.
 
 
 def _replicate(tree: Any, devices: list[jax.Device]) -> Any:
   """A copy of every leaf on each device, stacked on a leading axis: pmap's layout."""
   stacked = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
   return jax.tree.map(
-      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices), *x.shape)), stacked), tree)
+    lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices), *x.shape)), stacked), tree
+  )
 
 
 def _first_metrics(state: Any, metrics: Metrics) -> tuple[Any, Metrics]:
@@ -297,8 +410,13 @@ def _first_metrics(state: Any, metrics: Metrics) -> tuple[Any, Metrics]:
   return state, jax.tree.map(lambda x: x[0], metrics)
 
 
-def make_engine(model: nn.Module, tx: optax.GradientTransformation,
-                config: ml_collections.ConfigDict, mesh: Mesh, state_shardings: TrainState) -> Engine:
+def make_engine(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  state_shardings: TrainState,
+) -> Engine:
   if config.train.engine == "jit":
     return jit_engine(model, tx, config, mesh, state_shardings)
   if config.train.engine == "pmap":

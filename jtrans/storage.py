@@ -10,6 +10,7 @@ To point every client at a local GCS emulator (the tests do), set `STORAGE_EMULA
 (gcsfs, google-cloud-storage), `CLOUD_STORAGE_EMULATOR_ENDPOINT` (ArrayRecord's C++ reader)
 and `TENSORSTORE_GCS_HTTP_URL` (Orbax's arrays): see `tests/gcs_test.py`.
 """
+
 from __future__ import annotations
 
 import glob as glob_lib
@@ -54,6 +55,7 @@ def glob(pattern: PathLike) -> list[str]:
   if not is_remote(pattern):
     return sorted(glob_lib.glob(os.path.expanduser(pattern), recursive=True))
   import fsspec  # pylint: disable=g-import-not-at-top  (epath's own glob refuses `**` on GCS)
+
   fs, _ = fsspec.core.url_to_fs(pattern)
   scheme = pattern.split("://", 1)[0]
   found = fs.glob(pattern, detail=True)  # One listing gives each match's type: no stat per file.

@@ -6,6 +6,7 @@ One screen: `_open` restores or initialises the state and opens the workdir; `_l
 each step and reads the previous one back, with the cadences (report, save, evaluate, stop) as
 small functions over a `_Progress` record.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,8 @@ import dataclasses
 import json
 import signal
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,7 @@ from jtrans.steps import Engine, Metrics, TrainState
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
   """What the loop reads of config.train: its length and cadences, and the NaN policy."""
+
   steps: int
   log_every: int
   eval_every: int
@@ -41,12 +44,13 @@ class LoopSettings:
   max_skipped_steps: int
 
   @classmethod
-  def from_config(cls, train: ml_collections.ConfigDict) -> "LoopSettings":
+  def from_config(cls, train: ml_collections.ConfigDict) -> LoopSettings:
     return cls(**{f.name: train[f.name] for f in dataclasses.fields(cls)})
 
 
-def evaluate(engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]],
-             max_batches: int = 0) -> dict[str, float]:
+def evaluate(
+  engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]], max_batches: int = 0
+) -> dict[str, float]:
   """Means over the eval batches (all of them when `max_batches` is 0)."""
   totals = None
   iterator = iter(batches)
@@ -105,18 +109,21 @@ def _no_problems(finite: jax.Array) -> dict[str, jax.Array]:
 
 
 @jax.jit
-def _record_health(health: dict[str, jax.Array], finite: jax.Array,
-                   step: jax.Array) -> dict[str, jax.Array]:
+def _record_health(
+  health: dict[str, jax.Array], finite: jax.Array, step: jax.Array
+) -> dict[str, jax.Array]:
   """Adds one step's finite flag (from the train step's metrics) without a host sync."""
   bad = finite < 0.5
   run = jnp.where(bad, health["run"] + 1, 0)
-  return {"first_bad": jnp.where(bad & (health["first_bad"] == 0), step, health["first_bad"]),
-          "bad": health["bad"] + bad, "run": run,
-          "longest_run": jnp.maximum(health["longest_run"], run)}
+  return {
+    "first_bad": jnp.where(bad & (health["first_bad"] == 0), step, health["first_bad"]),
+    "bad": health["bad"] + bad,
+    "run": run,
+    "longest_run": jnp.maximum(health["longest_run"], run),
+  }
 
 
-def _check_health(health: dict[str, jax.Array], step: int, settings: LoopSettings,
-                  manager) -> int:
+def _check_health(health: dict[str, jax.Array], step: int, settings: LoopSettings, manager) -> int:
   """Reads the record (a host sync: done only before a save, a log line or an evaluation);
   raises as `config.train.nan_policy` says; returns the number of skipped steps."""
   h = {k: int(v) for k, v in jax.device_get(health).items()}
@@ -125,15 +132,18 @@ def _check_health(health: dict[str, jax.Array], step: int, settings: LoopSetting
   if h["first_bad"] == 0:
     return 0
   manager.wait_until_finished()
-  what = (f"{h['longest_run']} consecutive steps had a non-finite loss or gradient (limit "
-          f"config.train.max_skipped_steps={settings.max_skipped_steps})"
-          if settings.nan_policy == "skip" else
-          f"the loss or gradient was not finite at step {h['first_bad']}")
+  what = (
+    f"{h['longest_run']} consecutive steps had a non-finite loss or gradient (limit "
+    f"config.train.max_skipped_steps={settings.max_skipped_steps})"
+    if settings.nan_policy == "skip"
+    else f"the loss or gradient was not finite at step {h['first_bad']}"
+  )
   raise FloatingPointError(
-      f"{what}; checked at step {step}, the run stopped without saving it. The last good "
-      f"checkpoint (step {manager.latest_step()}) is intact. Lower config.optim.lr, lengthen "
-      "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch (or set "
-      "config.train.nan_policy='skip' to drop such updates).")
+    f"{what}; checked at step {step}, the run stopped without saving it. The last good "
+    f"checkpoint (step {manager.latest_step()}) is intact. Lower config.optim.lr, lengthen "
+    "config.optim.warmup_steps or set config.optim.grad_clip, then relaunch (or set "
+    "config.train.nan_policy='skip' to drop such updates)."
+  )
 
 
 # ---------------------------------------------------------------- the run's record: config.json
@@ -141,7 +151,9 @@ def _check_health(health: dict[str, jax.Array], step: int, settings: LoopSetting
 
 def _flat(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
   """{"a.b": value} with JSON values, so a config compares equal to its config.json."""
-  tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else config
+  tree = (
+    json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else config
+  )
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
@@ -155,8 +167,13 @@ def _leaf_shapes(tree: Any) -> list[tuple]:
   return sorted(tuple(x.shape) for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: str, manager, abstract: Any,
-                 log: Callable[[str], None]) -> None:
+def check_resume(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  manager,
+  abstract: Any,
+  log: Callable[[str], None],
+) -> None:
   """Relaunching a workdir that has a checkpoint: compares `config` with the run's
   config.json. A change of the model, or of any key when the state's shapes no longer match
   the checkpoint, fails naming each key; other changes (steps, cadences, eval batches) are
@@ -180,10 +197,11 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, manager, abstr
   describe = lambda keys: ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
   if fatal:
     raise ValueError(
-        f"{workdir} holds a checkpoint of a different model: the config changes {describe(fatal)} "
-        f"(recorded in {path}). Use a new --workdir, or start a new run from this one's "
-        "weights with config.train.init_from (after --mode=export), or relaunch with the "
-        "recorded values.")
+      f"{workdir} holds a checkpoint of a different model: the config changes {describe(fatal)} "
+      f"(recorded in {path}). Use a new --workdir, or start a new run from this one's "
+      "weights with config.train.init_from (after --mode=export), or relaunch with the "
+      "recorded values."
+    )
   log(f"config changed on resume (recorded in {path}): {describe(changed)}")
 
 
@@ -216,12 +234,16 @@ class _Throughput:
     elapsed, done = now - self.time, step - self.step
     tokens_per_second = done * self.tokens_per_step / max(elapsed, 1e-9)
     self.time, self.step = now, step
-    return (tokens_per_second, flops.mfu(tokens_per_second, self.flops_per_token, self.peak,
-                                         self.devices), elapsed / max(done, 1))
+    return (
+      tokens_per_second,
+      flops.mfu(tokens_per_second, self.flops_per_token, self.peak, self.devices),
+      elapsed / max(done, 1),
+    )
 
 
 class _Session(NamedTuple):
   """What one call of `train` has open: the workdir's manager and writer, the data position."""
+
   manager: Any  # orbax CheckpointManager
   writer: MetricsWriter
   train_iter: Any  # The resumable train batch iterator.
@@ -234,6 +256,7 @@ class _Session(NamedTuple):
 @dataclasses.dataclass
 class _Progress:
   """What the loop carries from step to step; the cadence functions read and update it."""
+
   step: int
   first: int  # The step this call started from.
   last_saved: int
@@ -241,8 +264,13 @@ class _Progress:
   pending: tuple | None = None  # (step, metrics, health) dispatched but not yet read back.
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None, *,
-          run: parts.Run | None = None) -> TrainState:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  stop_at: int | None = None,
+  *,
+  run: parts.Run | None = None,
+) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest intact checkpoint; returns the
   last state. `run`: the parts already built from `config` (else built here).
 
@@ -264,8 +292,12 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
   log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
   if config.sample.num_samples and layout.model_cfg.family == "decoder":
     # Samples follow training: a length that cannot work fails now, not then.
-    decoding.check_length(layout.model, len(run.tokenizer.encode(config.sample.prompt)),
-                          config.sample.length, "config.sample")
+    decoding.check_length(
+      layout.model,
+      len(run.tokenizer.encode(config.sample.prompt)),
+      config.sample.length,
+      "config.sample",
+    )
   manager = checkpoint.make_manager(workdir, t)
   stack.callback(manager.close)
   stack.callback(manager.wait_until_finished)  # Runs first: a pending save completes.
@@ -274,32 +306,57 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
   stack.callback(train_iter.close)
   restored = checkpoint.restore(manager, layout.abstract, train_iter, log=log)
   write_config(config, workdir)
-  writer = stack.enter_context(contextlib.closing(
-      MetricsWriter(workdir, resumed_from=None if restored is None else restored[1])))
-  if restored is None and t.init_from:
-    state = pretrained.initial_state(config, layout.model_cfg, layout.tx.init, layout.abstract,
-                                     layout.shardings)
-    log(f"initialised from the pretrained weights in {t.init_from}")
-  elif restored is None:  # A resumed run never builds the initial state it would throw away.
-    state = jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(config.seed))
-  else:
-    state = restored[0]
-    log(f"resumed from step {restored[1]} (checkpoint in {manager.directory})")
+  writer = stack.enter_context(
+    contextlib.closing(
+      MetricsWriter(workdir, resumed_from=None if restored is None else restored[1])
+    )
+  )
+  state = _initial_state(run, restored, manager.directory, log)
+  speed, entropy = _meters(run, state, log)
+  stack.enter_context(run.engine.context())
+  stop = stack.enter_context(_StopSignal())
+  session = _Session(manager, writer, train_iter, stop, speed, log, entropy)
+  return session, run.engine.place_state(state)
+
+
+def _initial_state(
+  run: parts.Run, restored: tuple[Any, int] | None, directory: Any, log: Callable[[str], None]
+) -> TrainState:
+  """The restored checkpoint's state, else the pretrained weights' (train.init_from), else a
+  fresh one (never built for a resumed run, which would throw it away)."""
+  config, layout = run.config, run.layout
+  if restored is not None:
+    log(f"resumed from step {restored[1]} (checkpoint in {directory})")
+    return restored[0]
+  if config.train.init_from:
+    log(f"initialised from the pretrained weights in {config.train.init_from}")
+    return pretrained.initial_state(
+      config, layout.model_cfg, layout.tx.init, layout.abstract, layout.shardings
+    )
+  return jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(config.seed))
+
+
+def _meters(
+  run: parts.Run, state: TrainState, log: Callable[[str], None]
+) -> tuple[_Throughput, float]:
+  """The throughput meter and the eval split's unigram entropy (token objectives; NaN
+  otherwise); logs the model's size, FLOPs per token and mesh."""
+  config, layout, t = run.config, run.layout, run.config.train
   positions = objectives.positions_per_example(config, layout.model_cfg)
   # Exact for the decoder LM; for the other families the same 6N-per-position count is an
   # estimate (an encoder-decoder's encoder sees only source positions, for instance).
   flops_per_token = flops.train_flops_per_token(layout.model_cfg, positions)
-  speed = _Throughput(t.batch_size * positions, flops_per_token,
-                      flops.peak_flops_per_device(t.peak_flops_per_device), layout.mesh.size)
-  entropy = float("nan")  # The unigram baseline only means something for token prediction.
+  peak = flops.peak_flops_per_device(t.peak_flops_per_device)
+  speed = _Throughput(t.batch_size * positions, flops_per_token, peak, layout.mesh.size)
+  entropy = float("nan")
   if config.loss.objective in ("lm", "mlm") and jax.process_index() == 0:  # Only it logs.
     entropy = pipeline.cached_eval_entropy(config.data, run.tokenizer)
-  log(f"model: {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters, "
-      f"{flops_per_token / 1e6:.1f} MFLOPs/token; mesh {dict(layout.mesh.shape)}; "
-      f"{t.steps} steps of {t.batch_size * positions} tokens")
-  stack.enter_context(run.engine.context())
-  stop = stack.enter_context(_StopSignal())
-  return _Session(manager, writer, train_iter, stop, speed, log, entropy), run.engine.place_state(state)
+  log(
+    f"model: {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters, "
+    f"{flops_per_token / 1e6:.1f} MFLOPs/token; mesh {dict(layout.mesh.shape)}; "
+    f"{t.steps} steps of {t.batch_size * positions} tokens"
+  )
+  return speed, entropy
 
 
 def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> TrainState:
@@ -314,8 +371,9 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
     began = time.perf_counter()
     state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
     p.step += 1
-    p.health = _record_health(_no_problems(metrics["finite"]) if p.health is None else p.health,
-                              metrics["finite"], p.step)
+    p.health = _record_health(
+      _no_problems(metrics["finite"]) if p.health is None else p.health, metrics["finite"], p.step
+    )
     if p.step == p.first + 1:
       _first_step_ran(s, metrics, began, p.step)
     _report_pending(p, s, settings)  # The previous logged step has finished by now.
@@ -359,8 +417,16 @@ def _report_pending(p: _Progress, s: _Session, settings: LoopSettings) -> None:
   tokens_per_second, mfu, seconds_per_step = s.speed.measure(step)
   scalars |= {"tokens_per_second": tokens_per_second, "mfu": mfu, "skipped_steps": skipped}
   s.writer.write(step, "train", scalars)
-  s.log(progress_line(step, settings.steps, scalars, tokens_per_second, mfu,
-                      (settings.steps - step) * seconds_per_step))
+  s.log(
+    progress_line(
+      step,
+      settings.steps,
+      scalars,
+      tokens_per_second,
+      mfu,
+      (settings.steps - step) * seconds_per_step,
+    )
+  )
 
 
 def _save(p: _Progress, s: _Session, settings: LoopSettings, state: TrainState) -> None:
@@ -369,14 +435,17 @@ def _save(p: _Progress, s: _Session, settings: LoopSettings, state: TrainState) 
   p.last_saved = p.step
 
 
-def _evaluate(p: _Progress, s: _Session, settings: LoopSettings, run: parts.Run,
-              state: Any) -> None:
+def _evaluate(
+  p: _Progress, s: _Session, settings: LoopSettings, run: parts.Run, state: Any
+) -> None:
   _check_health(p.health, p.step, settings, s.manager)
   scalars = evaluate(run.engine, state, run.eval_data, settings.eval_batches)
   s.writer.write(p.step, "eval", scalars)
-  s.log(f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "
-        f"{scalars['accuracy']:.3f}"
-        + (f" (unigram entropy {s.entropy:.4f} nats/token)" if np.isfinite(s.entropy) else ""))
+  s.log(
+    f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "
+    f"{scalars['accuracy']:.3f}"
+    + (f" (unigram entropy {s.entropy:.4f} nats/token)" if np.isfinite(s.entropy) else "")
+  )
   s.speed.restart(p.step)  # Evaluation is not training time.
 
 
@@ -384,10 +453,17 @@ def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   """`config.sample.num_samples` continuations of `config.sample.prompt`."""
   s, tok = run.config.sample, run.tokenizer
   prompt = tok.encode(s.prompt)
-  out = decoding.generate(run.layout.model, params, np.tile(prompt, (s.num_samples, 1)),
-                          np.full(s.num_samples, len(prompt)), jax.random.key(seed),
-                          max_new_tokens=s.length, temperature=s.temperature,
-                          top_k=s.top_k, top_p=s.top_p)
+  out = decoding.generate(
+    run.layout.model,
+    params,
+    np.tile(prompt, (s.num_samples, 1)),
+    np.full(s.num_samples, len(prompt)),
+    jax.random.key(seed),
+    max_new_tokens=s.length,
+    temperature=s.temperature,
+    top_k=s.top_k,
+    top_p=s.top_p,
+  )
   return [tok.decode(np.concatenate([prompt, row])) for row in np.asarray(out.tokens)]
 
 
@@ -396,18 +472,25 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   run = parts.build(config, train_data=False)
   state, step = restore_latest(config, workdir, run.layout.abstract)
   with run.engine.context():
-    scalars = evaluate(run.engine, run.engine.place_state(state), run.eval_data,
-                       config.train.eval_batches)
+    scalars = evaluate(
+      run.engine, run.engine.place_state(state), run.eval_data, config.train.eval_batches
+    )
   return {"step": step, **scalars}
 
 
-def restore_latest(config: ml_collections.ConfigDict, workdir: str, abstract: Any) -> tuple[Any, int]:
+def restore_latest(
+  config: ml_collections.ConfigDict, workdir: str, abstract: Any
+) -> tuple[Any, int]:
   """(state, step) of the workdir's latest intact checkpoint, for evaluation and export. The
   manager only reads (a training run may be writing the same workdir) and is closed before any
   error, so the error is the last thing printed."""
-  with contextlib.closing(checkpoint.make_manager(workdir, config.train, read_only=True)) as manager:
+  with contextlib.closing(
+    checkpoint.make_manager(workdir, config.train, read_only=True)
+  ) as manager:
     restored = checkpoint.restore(manager, abstract, quarantine=False)
     if restored is None:
-      raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with the same "
-                              "--config and --workdir (--mode=train), or pass --hf_dir.")
+      raise FileNotFoundError(
+        f"no checkpoint in {manager.directory}; train first with the same "
+        "--config and --workdir (--mode=train), or pass --hf_dir."
+      )
   return restored

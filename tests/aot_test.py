@@ -1,5 +1,6 @@
 """run.py --mode=compile: memory and FLOPs of a compiled step, without building the state, on
 this host's devices or (with the libtpu wheel) for a Cloud TPU slice."""
+
 import importlib.util
 import os
 import subprocess
@@ -13,8 +14,10 @@ from tests.sharding_test import config
 
 @pytest.fixture(scope="module")
 def reports():
-  return {name: aot.compile_report(config(**changes)) for name, changes in (
-      ("data", {"mesh.data": 8}), ("fsdp", {"mesh.data": 1, "mesh.fsdp": 8}))}
+  return {
+    name: aot.compile_report(config(**changes))
+    for name, changes in (("data", {"mesh.data": 8}), ("fsdp", {"mesh.data": 1, "mesh.fsdp": 8}))
+  }
 
 
 def test_fsdp_shards_the_state_bytes(reports):
@@ -22,7 +25,9 @@ def test_fsdp_shards_the_state_bytes(reports):
   # Parameters, two Adam moments and the batch: about 3 x 4 bytes per parameter per device.
   replicated_state = 12 * data["parameters"]
   assert data["argument_bytes"] >= replicated_state
-  assert fsdp["argument_bytes"] < replicated_state / 8 * 1.2 + (data["argument_bytes"] - replicated_state)
+  assert fsdp["argument_bytes"] < replicated_state / 8 * 1.2 + (
+    data["argument_bytes"] - replicated_state
+  )
   assert fsdp["total_bytes"] > 0 and fsdp["temp_bytes"] > 0
 
 
@@ -39,13 +44,19 @@ def test_report_reads(reports):
 
 # ---------------------------------------------------------------- every objective's batch
 
+
 def test_the_batch_spec_is_what_the_data_pipeline_yields(data_dir):
   """`objectives.batch_spec` (what --mode=compile compiles for) against a real first batch."""
   from configs import bert, lm, t5, vit
   from jtrans import objectives, parts
   from jtrans.models import ModelConfig
-  cases = [lm.get_config("tiny"), bert.get_config("tiny"), t5.get_config("tiny"),
-           vit.get_config("tiny")]
+
+  cases = [
+    lm.get_config("tiny"),
+    bert.get_config("tiny"),
+    t5.get_config("tiny"),
+    vit.get_config("tiny"),
+  ]
   cases[0].data.segment_ids = True
   for c in cases:
     c.data.data_dir = data_dir
@@ -61,9 +72,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def compile_for(topology: str, *args: str) -> str:
-  out = subprocess.run([sys.executable, "run.py", "--mode=compile", f"--topology={topology}", *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  out = subprocess.run(
+    [sys.executable, "run.py", "--mode=compile", f"--topology={topology}", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout
 
@@ -79,6 +95,10 @@ def test_t5_compiles_for_a_v4_slice():
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs the libtpu wheel")
 def test_a_config_too_big_for_its_slice_says_so():
-  out = compile_for("v5e:2x2", "--config=configs/llama.py:7b", "--config.train.batch_size=8",
-                    "--config.data.seq_len=1024")
+  out = compile_for(
+    "v5e:2x2",
+    "--config=configs/llama.py:7b",
+    "--config.train.batch_size=8",
+    "--config.data.seq_len=1024",
+  )
   assert "the step does NOT fit. XLA: Ran out of memory" in out and "shard it further" in out

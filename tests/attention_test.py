@@ -1,4 +1,5 @@
 """jtrans/attention.py against a plain float64 softmax attention written in numpy."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -35,12 +36,13 @@ def masks():
   valid[0, 5:] = False  # Row 0 has two padding tokens at the end.
   segments = np.array([[1, 1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 2, 2, 0]])
   return {
-      "none": np.ones((1, 1, Q, Q), bool),
-      "causal": attention.causal_mask(Q),
-      "padding": attention.padding_mask(jnp.asarray(valid)),
-      "segment": attention.segment_mask(jnp.asarray(segments)),
-      "causal+segment": attention.combine_masks(attention.causal_mask(Q),
-                                                attention.segment_mask(jnp.asarray(segments))),
+    "none": np.ones((1, 1, Q, Q), bool),
+    "causal": attention.causal_mask(Q),
+    "padding": attention.padding_mask(jnp.asarray(valid)),
+    "segment": attention.segment_mask(jnp.asarray(segments)),
+    "causal+segment": attention.combine_masks(
+      attention.causal_mask(Q), attention.segment_mask(jnp.asarray(segments))
+    ),
   }
 
 
@@ -68,8 +70,9 @@ def test_jax_implementation_matches_xla(name):
 
 def test_bfloat16_inputs_softmax_in_float32():
   q, k, v = random_qkv()
-  got = attention.dot_product_attention(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
-                                        attention.causal_mask(Q))
+  got = attention.dot_product_attention(
+    *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), attention.causal_mask(Q)
+  )
   assert got.dtype == jnp.bfloat16
   want = reference(q, k, v, attention.causal_mask(Q))
   # bfloat16 inputs carry ~3 significant digits; a bfloat16 softmax would be far worse.

@@ -4,6 +4,7 @@ Each case damages the latest step (4) of a run interrupted there, as a crash, a 
 bad copy would, then relaunches it: the run must resume from step 2 and end bit-identical to an
 uninterrupted run (the same history from step 2 on), with the damaged step moved aside.
 """
+
 import glob
 import os
 import shutil
@@ -18,8 +19,11 @@ from tests.train_test import final_params
 
 def _array_files(step_dir):
   """The files that hold the state's array bytes (OCDBT data files under `d/` folders)."""
-  return [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
-          if os.path.isfile(f)]
+  return [
+    f
+    for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
+    if os.path.isfile(f)
+  ]
 
 
 def _largest_array_file(step_dir):
@@ -40,19 +44,21 @@ def _arrays_of_step_2(step_dir):
   """A bad copy: step 2's array files under step 4's name. Every file is well formed, so only
   the fingerprint taken when step 4 was saved can tell."""
   shutil.rmtree(os.path.join(step_dir, "state"))
-  shutil.copytree(os.path.join(os.path.dirname(step_dir), "2", "state"),
-                  os.path.join(step_dir, "state"))
+  shutil.copytree(
+    os.path.join(os.path.dirname(step_dir), "2", "state"), os.path.join(step_dir, "state")
+  )
 
 
 DAMAGE = {
-    "checkpoint_metadata_missing": lambda d: os.remove(os.path.join(d, "_CHECKPOINT_METADATA")),
-    "state_metadata_missing": lambda d: os.remove(os.path.join(d, "state", "_METADATA")),
-    "array_file_truncated": lambda d: open(_largest_array_file(d), "r+b").truncate(100),
-    "array_bytes_overwritten": _overwrite_array_bytes,
-    "arrays_of_another_step": _arrays_of_step_2,
-    "iterator_json_garbled": lambda d: open(os.path.join(d, "data_state", "metadata"), "w").write(
-        '{"parent": [1, '),
-    "step_directory_empty": lambda d: (shutil.rmtree(d), os.makedirs(d)),
+  "checkpoint_metadata_missing": lambda d: os.remove(os.path.join(d, "_CHECKPOINT_METADATA")),
+  "state_metadata_missing": lambda d: os.remove(os.path.join(d, "state", "_METADATA")),
+  "array_file_truncated": lambda d: open(_largest_array_file(d), "r+b").truncate(100),
+  "array_bytes_overwritten": _overwrite_array_bytes,
+  "arrays_of_another_step": _arrays_of_step_2,
+  "iterator_json_garbled": lambda d: open(os.path.join(d, "data_state", "metadata"), "w").write(
+    '{"parent": [1, '
+  ),
+  "step_directory_empty": lambda d: (shutil.rmtree(d), os.makedirs(d)),
 }
 
 
@@ -60,6 +66,7 @@ DAMAGE = {
 def runs(tmp_path_factory, data_dir):
   """(config, the uninterrupted run's final params, a run stopped at step 4 to copy)."""
   from tests.conftest import lm
+
   c = lm.get_config("tiny")
   c.data.data_dir = data_dir
   c.model.num_layers, c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 1, 32, 2, 64
@@ -104,7 +111,10 @@ def test_no_intact_step_fails_naming_the_directory_and_each_problem(runs, tmp_pa
   message = str(error.value)
   assert f"none of the 2 checkpoints in {workdir / 'checkpoints'}" in message
   assert "checkpoints/4: " in message and "checkpoints/2: JSONDecodeError" in message
-  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # Nothing moved: no silent restart.
+  assert sorted(os.listdir(workdir / "checkpoints")) == [
+    "2",
+    "4",
+  ]  # Nothing moved: no silent restart.
 
 
 def test_reading_a_workdir_that_is_training_moves_and_deletes_nothing(runs, tmp_path):

@@ -1,4 +1,5 @@
 """Every config file, and every variant its docstring documents, loads and validates."""
+
 import glob
 import importlib.util
 import os
@@ -9,8 +10,11 @@ import pytest
 from jtrans.models import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
-               if not f.endswith("__init__.py"))
+FILES = sorted(
+  f
+  for f in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+  if not f.endswith("__init__.py")
+)
 
 
 def load(path):
@@ -26,7 +30,9 @@ def documented_variants():
   for path in FILES:
     doc = load(path).__doc__ or ""
     for rel, arg in re.findall(r"--config=(configs/[\w/]+\.py)(?::([\w=,./-]+))?", doc):
-      if rel != "configs/hf.py":  # Its argument is a Hugging Face directory: tests/pretrained_test.py.
+      if (
+        rel != "configs/hf.py"
+      ):  # Its argument is a Hugging Face directory: tests/pretrained_test.py.
         variants.append((rel, arg or None))
   return variants
 
@@ -36,7 +42,9 @@ def test_every_config_file_documents_a_command_and_an_expected_result():
     if os.path.basename(path) == "base.py":
       continue
     doc = load(path).__doc__ or ""
-    assert "python run.py" in doc and "Expected" in doc, f"{path}: docstring lacks run command or result"
+    assert "python run.py" in doc and "Expected" in doc, (
+      f"{path}: docstring lacks run command or result"
+    )
 
 
 @pytest.mark.parametrize("rel, arg", documented_variants())
@@ -64,6 +72,7 @@ def test_model_config_defaults_are_the_base_configs():
   import numpy as np
 
   from configs import base
+
   declared, defaults = base.get_config().model, ModelConfig()
   assert set(declared.keys()) == {f.name for f in dataclasses.fields(ModelConfig)}
   for field in dataclasses.fields(ModelConfig):

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests run on 8 simulated CPU devices, as a small pod would shard them."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -29,6 +30,7 @@ from configs import lm  # noqa: E402
 def data_dir(tmp_path_factory) -> str:
   """A TFDS data_dir with the embedded corpus prepared once per session (nothing downloaded)."""
   from jtrans.data import sources
+
   path = str(tmp_path_factory.mktemp("tfds"))
   sources.load_source("pydoc_topics", "train", path)
   return path

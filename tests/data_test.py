@@ -14,7 +14,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-
 from etils import epath
 
 from jtrans.data import pipeline, pydoc_corpus, sources
@@ -40,8 +39,17 @@ def stream(names: list[str]) -> np.ndarray:
 
 
 def lm(data_dir: str, **kwargs) -> grain.IterDataset:
-  args = dict(name="pydoc_topics", split="train", data_dir=data_dir, tokenizer="byte",
-              text_key="text", seq_len=64, batch_size=8, seed=0, train=True)
+  args = dict(
+    name="pydoc_topics",
+    split="train",
+    data_dir=data_dir,
+    tokenizer="byte",
+    text_key="text",
+    seq_len=64,
+    batch_size=8,
+    seed=0,
+    train=True,
+  )
   return make_lm_dataset(**{**args, **kwargs})
 
 
@@ -59,7 +67,9 @@ def assert_same_batches(a: list[dict], b: list[dict]) -> None:
 
 def eval_pieces(batches: list[dict]) -> list[bytes]:
   """Documents (as UTF-8 bytes) of an eval pass, from its weighted targets."""
-  targets = np.concatenate([b["targets"].reshape(-1)[b["weights"].reshape(-1) > 0] for b in batches])
+  targets = np.concatenate(
+    [b["targets"].reshape(-1)[b["weights"].reshape(-1) > 0] for b in batches]
+  )
   cuts = np.flatnonzero(targets == EOS)
   assert cuts[-1] == len(targets) - 1  # The pass ends with a whole document.
   return [bytes((doc[:-1] - 3).astype(np.uint8)) for doc in np.split(targets, cuts + 1)[:-1]]
@@ -85,8 +95,13 @@ def test_unknown_tokenizer_names_the_setting():
 
 
 def test_builder_reads_back_without_tensorflow(data_dir):
-  val = tfds.data_source("pydoc_topics", split="validation", data_dir=data_dir, download=False,
-                         builder_kwargs={"file_format": "array_record"})
+  val = tfds.data_source(
+    "pydoc_topics",
+    split="validation",
+    data_dir=data_dir,
+    download=False,
+    builder_kwargs={"file_format": "array_record"},
+  )
   names = list(TOPICS)
   assert len(val) == len(VAL_NAMES)
   for i in range(len(val)):
@@ -115,21 +130,27 @@ def test_eval_pass_counts_every_token_once(data_dir):
   for b in batches:
     assert b["inputs"].shape == b["targets"].shape == b["weights"].shape == (4, 64)
     assert b["inputs"].dtype == b["targets"].dtype == np.int32 and b["weights"].dtype == np.float32
-  inputs, targets, weights = (np.concatenate([b[k] for b in batches]).reshape(-1)
-                              for k in ("inputs", "targets", "weights"))
+  inputs, targets, weights = (
+    np.concatenate([b[k] for b in batches]).reshape(-1) for k in ("inputs", "targets", "weights")
+  )
   assert weights.sum() == len(ref)
   real = int(weights.sum())
   np.testing.assert_array_equal(weights[:real], 1)  # Padding only at the very end...
   np.testing.assert_array_equal(weights[real:], 0)
   np.testing.assert_array_equal(targets[real:], 0)  # ...and it is pad tokens.
   np.testing.assert_array_equal(targets[:real], ref)  # Every token predicted exactly once...
-  np.testing.assert_array_equal(inputs[:real], np.concatenate([[EOS], ref[:-1]]))  # ...from its predecessor.
+  np.testing.assert_array_equal(
+    inputs[:real], np.concatenate([[EOS], ref[:-1]])
+  )  # ...from its predecessor.
   assert len(batches) == -(-len(ref) // (4 * 64))
   tok = get_tokenizer("byte")
   first = TOPICS[VAL_NAMES[0]].encode()
   assert tok.decode(batches[0]["targets"][:2]) == first[:128].decode()
   assert tok.decode(batches[0]["inputs"][0]) == first[:63].decode()
-  rows = np.concatenate([b["targets"] for b in batches]), np.concatenate([b["inputs"] for b in batches])
+  rows = (
+    np.concatenate([b["targets"] for b in batches]),
+    np.concatenate([b["inputs"] for b in batches]),
+  )
   np.testing.assert_array_equal(rows[1][1:, 0], rows[0][:-1, -1])  # Rows overlap by one token.
 
 
@@ -159,10 +180,13 @@ def test_train_is_seeded_and_changes_every_epoch(data_dir):
   assert_same_batches(a, take(iter(lm(data_dir, seed=0)), 20))
   b = take(iter(lm(data_dir, seed=1)), 20)
   assert not np.array_equal(a[0]["targets"], b[0]["targets"])
-  for seed, batches in ((0, a), (1, b)):  # Epoch 0 starts at a seeded offset into its first document.
+  for seed, batches in (
+    (0, a),
+    (1, b),
+  ):  # Epoch 0 starts at a seeded offset into its first document.
     skip = int(np.random.default_rng([seed, 0]).integers(64))
     first = bytes((batches[0]["targets"][0] - 3).astype(np.uint8))
-    assert skip > 0 and any(TOPICS[n].encode()[skip:skip + 64] == first for n in TRAIN_NAMES)
+    assert skip > 0 and any(TOPICS[n].encode()[skip : skip + 64] == first for n in TRAIN_NAMES)
   # Two epochs (train stream / (64 * 8) = ~818 batches each): windows barely repeat.
   rows = np.concatenate([x["targets"] for x in take(iter(lm(data_dir)), 1640)])
   assert len(rows) > 2 * len(stream(TRAIN_NAMES)) / 64 - 16
@@ -195,16 +219,24 @@ def test_resume_with_orbax_checkpoint(data_dir, tmp_path, window):
   it = iter(lm(data_dir, shuffle_window=window))
   take(it, start)
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.save(start, args=ocp.args.Composite(
+    mngr.save(
+      start,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave({"step": np.array(start)}),
-        data=grain.checkpoint.CheckpointSave(it)))
+        data=grain.checkpoint.CheckpointSave(it),
+      ),
+    )
     mngr.wait_until_finished()
   fresh = iter(lm(data_dir, shuffle_window=window))
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
     assert mngr.latest_step() == start
-    restored = mngr.restore(start, args=ocp.args.Composite(
+    restored = mngr.restore(
+      start,
+      args=ocp.args.Composite(
         state=ocp.args.StandardRestore({"step": np.array(0)}),
-        data=grain.checkpoint.CheckpointRestore(fresh)))
+        data=grain.checkpoint.CheckpointRestore(fresh),
+      ),
+    )
   assert int(restored["state"]["step"]) == start
   assert_same_batches(take(fresh, 4), reference[start:])
 
@@ -213,7 +245,9 @@ def test_shards_are_disjoint_and_cover(data_dir):
   texts = [TOPICS[n].encode() for n in VAL_NAMES]
   seen, lengths = [], []
   for shard in range(3):
-    ds = lm(data_dir, split="validation", train=False, batch_size=2, shard_index=shard, shard_count=3)
+    ds = lm(
+      data_dir, split="validation", train=False, batch_size=2, shard_index=shard, shard_count=3
+    )
     batches = list(ds)
     pieces = eval_pieces(batches)
     assert pieces == texts[shard::3]
@@ -221,17 +255,19 @@ def test_shards_are_disjoint_and_cover(data_dir):
     tokens = sum(len(t) + 1 for t in pieces)
     assert sum(b["weights"].sum() for b in batches) == tokens
     own = -(-tokens // 64)  # Rows of this shard (two per batch).
-    assert all(not b["weights"].any() for b in batches[(own + 1) // 2:])
+    assert all(not b["weights"].any() for b in batches[(own + 1) // 2 :])
     lengths.append(len(batches))
     it = iter(ds)  # Resuming inside the padding gives the same tail.
     take(it, len(batches) - 2)
-    fresh = iter(lm(data_dir, split="validation", train=False, batch_size=2,
-                    shard_index=shard, shard_count=3))
+    fresh = iter(
+      lm(data_dir, split="validation", train=False, batch_size=2, shard_index=shard, shard_count=3)
+    )
     fresh.set_state(it.get_state())
     assert_same_batches(list(fresh), batches[-2:])
   assert sorted(seen) == sorted(texts)
   assert len(set(lengths)) == 1  # Shards yield equally many batches (padded), for lock step.
-  assert lengths[0] == max(-(-(-(-sum(len(t) + 1 for t in texts[s::3]) // 64)) // 2) for s in range(3))
+  up = lambda a, b: -(-a // b)  # Ceiling division.
+  assert lengths[0] == max(up(up(sum(len(t) + 1 for t in texts[s::3]), 64), 2) for s in range(3))
   train_docs = [{TOPICS[n].encode() for n in TRAIN_NAMES[s::2]} for s in range(2)]
   for shard in range(2):  # Whole documents inside training rows come from the own shard.
     ds = lm(data_dir, seq_len=512, batch_size=4, shard_index=shard, shard_count=2)
@@ -261,27 +297,34 @@ def test_unigram_entropy_matches_numpy(data_dir):
     counts = np.append(counts, len(names))  # One EOS per document.
     p = counts / counts.sum()
     expected = -np.sum(p * np.log(p))
-    got = unigram_entropy(name="pydoc_topics", split=split, data_dir=data_dir,
-                          tokenizer="byte", text_key="text")
+    got = unigram_entropy(
+      name="pydoc_topics", split=split, data_dir=data_dir, tokenizer="byte", text_key="text"
+    )
     assert got == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.skipif(not PY311, reason="the corpus ships with CPython; these are 3.11's numbers "
-                    "(the README's and configs/lm.py's); the tests above check any version")
+@pytest.mark.skipif(
+  not PY311,
+  reason="the corpus ships with CPython; these are 3.11's numbers "
+  "(the README's and configs/lm.py's); the tests above check any version",
+)
 def test_the_numbers_the_readme_quotes_for_python_311(data_dir):
   assert len(TOPICS) == 79 and len(VAL_NAMES) == 20
   assert len(stream(VAL_NAMES)) == 46_505
-  got = unigram_entropy(name="pydoc_topics", split="validation", data_dir=data_dir,
-                        tokenizer="byte", text_key="text")
+  got = unigram_entropy(
+    name="pydoc_topics", split="validation", data_dir=data_dir, tokenizer="byte", text_key="text"
+  )
   assert got == pytest.approx(3.2528, abs=1e-4)
 
 
 def test_the_eval_entropy_is_computed_once_and_cached_beside_the_data(data_dir):
   from configs import base
+
   data = base.get_config().data
   data.data_dir = data_dir
-  want = unigram_entropy(name="pydoc_topics", split="validation", data_dir=data_dir,
-                         tokenizer="byte", text_key="text")
+  want = unigram_entropy(
+    name="pydoc_topics", split="validation", data_dir=data_dir, tokenizer="byte", text_key="text"
+  )
   tok = get_tokenizer("byte")
   assert pipeline.cached_eval_entropy(data, tok) == want
   cached = list((epath.Path(data_dir) / "jtrans_cache").glob("entropy-*.json"))

@@ -1,4 +1,5 @@
 """Each family's `tiny` config trains through run.py, as a user launches it, and its loss falls."""
+
 import json
 import os
 import subprocess
@@ -7,20 +8,36 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-       "JAX_PLATFORMS": "cpu"}
+ENV = {
+  **os.environ,
+  "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  "JAX_PLATFORMS": "cpu",
+}
 STEPS = 40
 
 
 def run(family, workdir, data_dir, *extra):
   # Two layers instead of four halve the compile time; everything else is the tiny recipe.
-  overrides = {"model.num_layers": 2, "train.steps": STEPS, "train.log_every": 5,
-               "train.eval_every": STEPS, "train.checkpoint_every": STEPS,
-               "train.eval_batches": 2, "optim.warmup_steps": 5, "data.data_dir": data_dir,
-               "sample.num_samples": 0}
+  overrides = {
+    "model.num_layers": 2,
+    "train.steps": STEPS,
+    "train.log_every": 5,
+    "train.eval_every": STEPS,
+    "train.checkpoint_every": STEPS,
+    "train.eval_batches": 2,
+    "optim.warmup_steps": 5,
+    "data.data_dir": data_dir,
+    "sample.num_samples": 0,
+  }
   args = [sys.executable, "run.py", f"--config=configs/{family}.py:tiny", f"--workdir={workdir}"]
-  out = subprocess.run(args + [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra),
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    args + [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra),
+    cwd=ROOT,
+    env=ENV,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return out
 
@@ -37,8 +54,9 @@ def test_tiny_config_trains_and_its_loss_falls(family, data_dir, tmp_path):
   assert sum(train[-2:]) / 2 < 0.9 * train[0], train
 
 
-@pytest.mark.parametrize("family, hf_class", [("gpt2", "GPT2LMHeadModel"),
-                                              ("llama", "LlamaForCausalLM")])
+@pytest.mark.parametrize(
+  "family, hf_class", [("gpt2", "GPT2LMHeadModel"), ("llama", "LlamaForCausalLM")]
+)
 def test_a_trained_run_exports_to_hugging_face(family, hf_class, data_dir, tmp_path):
   """run.py --mode=export writes a directory that transformers loads, with our logits."""
   import numpy as np
@@ -48,8 +66,14 @@ def test_a_trained_run_exports_to_hugging_face(family, hf_class, data_dir, tmp_p
   from jtrans.models import ModelConfig, build_model
   from tests.train_test import final_params
 
-  run(family, tmp_path, data_dir, "--config.train.steps=5", "--config.train.checkpoint_every=5",
-      "--config.train.eval_every=5")
+  run(
+    family,
+    tmp_path,
+    data_dir,
+    "--config.train.steps=5",
+    "--config.train.checkpoint_every=5",
+    "--config.train.eval_every=5",
+  )
   run(family, tmp_path, data_dir, "--mode=export", f"--hf_dir={tmp_path / 'hf'}")
   config = json.load(open(tmp_path / "config.json"))
   cfg = ModelConfig.from_config(config["model"])

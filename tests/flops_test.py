@@ -1,4 +1,5 @@
 """Parameter and FLOP counts: published GPT-2 sizes, the real parameter tree, XLA's own count."""
+
 import dataclasses
 import importlib.util
 import os
@@ -9,12 +10,13 @@ import pytest
 
 from configs import ladder
 from jtrans import flops
-from jtrans.scaling import planner
 from jtrans.models import ModelConfig, build_model
+from jtrans.scaling import planner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ModelConfig(vocab_size=259, num_layers=2, num_heads=4, embed_dim=128, mlp_dim=512,
-                    max_len=64)
+SMALL = ModelConfig(
+  vocab_size=259, num_layers=2, num_heads=4, embed_dim=128, mlp_dim=512, max_len=64
+)
 
 
 def gpt2_config(size):
@@ -24,8 +26,9 @@ def gpt2_config(size):
   return ModelConfig.from_config(module.get_config(size).model)
 
 
-@pytest.mark.parametrize("size, published", [("small", 124e6), ("medium", 355e6),
-                                             ("large", 774e6), ("xl", 1558e6)])
+@pytest.mark.parametrize(
+  "size, published", [("small", 124e6), ("medium", 355e6), ("large", 774e6), ("xl", 1558e6)]
+)
 def test_gpt2_parameter_counts_match_the_paper_and_the_real_tree(size, published):
   cfg = gpt2_config(size)
   counts = flops.param_counts(cfg)
@@ -33,16 +36,25 @@ def test_gpt2_parameter_counts_match_the_paper_and_the_real_tree(size, published
   assert flops.tree_param_counts(cfg) == counts  # Traced with eval_shape: no memory.
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"tie_embeddings": False}, {"positions": "sinusoidal"}, {"norm": "rmsnorm"},
-    {"use_bias": False}, {"num_kv_heads": 2}, {"use_bias": False, "norm": "rmsnorm",
-                                              "tie_embeddings": False, "num_kv_heads": 1}])
+@pytest.mark.parametrize(
+  "options",
+  [
+    {},
+    {"tie_embeddings": False},
+    {"positions": "sinusoidal"},
+    {"norm": "rmsnorm"},
+    {"use_bias": False},
+    {"num_kv_heads": 2},
+    {"use_bias": False, "norm": "rmsnorm", "tie_embeddings": False, "num_kv_heads": 1},
+  ],
+)
 def test_counts_follow_every_option(options):
   cfg = dataclasses.replace(SMALL, **options)
   counts = flops.param_counts(cfg)
   assert flops.tree_param_counts(cfg) == counts
-  assert counts.embedding == (259 * 128 * (1 if cfg.tie_embeddings else 2)
-                              + (64 * 128 if cfg.positions == "learned" else 0))
+  assert counts.embedding == (
+    259 * 128 * (1 if cfg.tie_embeddings else 2) + (64 * 128 if cfg.positions == "learned" else 0)
+  )
 
 
 def test_ladder_counts_match_the_tree_and_the_docstring_table():

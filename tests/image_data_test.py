@@ -1,5 +1,6 @@
 """Tests of the image classification pipeline: values against the records and against Hugging
 Face's image processors, Inception crops, resumption, shards."""
+
 from __future__ import annotations
 
 import json
@@ -11,19 +12,28 @@ import pytest
 
 from configs import lm
 from jtrans import parts
-from jtrans.data import synthetic_images
 from jtrans.data import images as image_lib
+from jtrans.data import synthetic_images
 from jtrans.data.images import ImageOptions, make_image_dataset
 
 RNG = np.random.default_rng(0)
-RECORDS = [{"image": RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8), "label": i % 7, "id": i}
-           for i in range(11)]
+RECORDS = [
+  {"image": RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8), "label": i % 7, "id": i}
+  for i in range(11)
+]
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def images(records=RECORDS, **kwargs):
-  args = dict(source=records, image_key="image", label_key="label", batch_size=4, seed=0,
-              train=True, options=ImageOptions(size=4))
+  args = dict(
+    source=records,
+    image_key="image",
+    label_key="label",
+    batch_size=4,
+    seed=0,
+    train=True,
+    options=ImageOptions(size=4),
+  )
   return make_image_dataset(**{**args, **kwargs})
 
 
@@ -66,7 +76,7 @@ def test_eval_batches_equal_the_records():
 def test_train_epochs_are_seeded_permutations():
   order = [record_of(x) for b in take(iter(images(batch_size=11)), 3) for x in b["images"]]
   for epoch in range(3):
-    assert sorted(order[11 * epoch:11 * epoch + 11]) == list(range(11))
+    assert sorted(order[11 * epoch : 11 * epoch + 11]) == list(range(11))
   assert order[:11] != order[11:22]
   again = [record_of(x) for b in take(iter(images(batch_size=11)), 3) for x in b["images"]]
   assert again == order
@@ -92,8 +102,11 @@ def test_shards_are_disjoint_and_cover():
     batches = list(images(train=False, batch_size=2, shard_index=shard, shard_count=2))
     assert len(batches) == 3  # ceil(ceil(11 / 2) / 2) on both shards.
     seen += [record_of(x) for b in batches for x, w in zip(b["images"], b["weights"]) if w]
-    own = {record_of(x) for b in take(iter(images(shard_index=shard, shard_count=2)), 4)
-           for x in b["images"]}
+    own = {
+      record_of(x)
+      for b in take(iter(images(shard_index=shard, shard_count=2)), 4)
+      for x in b["images"]
+    }
     assert own == set(range(shard, 11, 2))
   assert sorted(seen) == list(range(11))
 
@@ -104,7 +117,9 @@ def test_make_dataset_dispatches_classification(tmp_path):
   c.data.update({"name": "synthetic_images", "data_dir": str(tmp_path)})
   c.train.batch_size = 8 * jax.process_count()
   with pytest.MonkeyPatch.context() as mp:  # A small build; the real one has 11,000 images.
-    mp.setattr(synthetic_images.SyntheticImages, "SPLITS", {"train": (40, 1), "validation": (20, 2)})
+    mp.setattr(
+      synthetic_images.SyntheticImages, "SPLITS", {"train": (40, 1), "validation": (20, 2)}
+    )
     batches = list(parts.make_dataset(c, train=False))
   assert len(batches) == 3 and batches[0]["images"].shape == (8, 32, 32, 3)
   labels = np.concatenate([b["targets"] for b in batches])[:20]
@@ -121,9 +136,12 @@ def jpeg_records(shapes, seed=0):
   from PIL import Image
 
   from tests.tfds_mock import jpeg
+
   rng = np.random.default_rng(seed)
-  return [{"image": np.asarray(Image.open(io.BytesIO(jpeg(h, w, rng)))), "label": i}
-          for i, (h, w) in enumerate(shapes)]
+  return [
+    {"image": np.asarray(Image.open(io.BytesIO(jpeg(h, w, rng)))), "label": i}
+    for i, (h, w) in enumerate(shapes)
+  ]
 
 
 def test_eval_view_equals_hugging_faces_imagenet_preprocessing():
@@ -134,8 +152,12 @@ def test_eval_view_equals_hugging_faces_imagenet_preprocessing():
   shapes = [(50, 70), (70, 50), (37, 37), (32, 90), (100, 33), (36, 36), (32, 32), (20, 28)]
   records = jpeg_records(shapes)
   processor = transformers.ConvNextImageProcessor(
-      size={"shortest_edge": 32}, crop_pct=0.875, resample=2, image_mean=list(IMAGENET["mean"]),
-      image_std=list(IMAGENET["std"]))
+    size={"shortest_edge": 32},
+    crop_pct=0.875,
+    resample=2,
+    image_mean=list(IMAGENET["mean"]),
+    image_std=list(IMAGENET["std"]),
+  )
   want = np.stack([processor(r["image"], return_tensors="np")["pixel_values"][0] for r in records])
   options = ImageOptions(size=32, crop_fraction=0.875, **IMAGENET)
   (got,) = list(images(records, train=False, batch_size=len(records), options=options))
@@ -169,8 +191,9 @@ def test_inception_crops_draw_from_the_published_ranges(monkeypatch):
   assert aspect.min() >= 3 / 4 - 0.06 and aspect.max() <= 4 / 3 + 0.06
   # The reference: area and log aspect uniform on [0.08, 1] x [log 3/4, log 4/3], kept where the
   # crop fits the image (area * aspect <= width / height, area / aspect <= height / width).
-  a, log_r = np.meshgrid(np.linspace(0.08, 1, 1000), np.linspace(np.log(3 / 4), np.log(4 / 3), 1000),
-                         indexing="ij")
+  a, log_r = np.meshgrid(
+    np.linspace(0.08, 1, 1000), np.linspace(np.log(3 / 4), np.log(4 / 3), 1000), indexing="ij"
+  )
   fits = (a * np.exp(log_r) <= width / height) & (a / np.exp(log_r) <= height / width)
   cdf = np.cumsum(fits.sum(1)) / fits.sum()
   want = [a[np.searchsorted(cdf, q), 0] for q in (0.1, 0.25, 0.5, 0.75, 0.9)]

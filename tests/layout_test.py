@@ -1,5 +1,6 @@
 """The shape of the code: the entry point and the loop stay short, imports point one way, and
 the README's layout table is the tree."""
+
 import ast
 import os
 import re
@@ -38,8 +39,11 @@ def test_run_py_is_flags_and_dispatch():
 
 def test_no_function_of_the_loop_is_longer_than_a_screen():
   tree = ast.parse(open(os.path.join(ROOT, "jtrans", "train.py")).read())
-  long = [(f.name, f.end_lineno - f.lineno + 1) for f in ast.walk(tree)
-          if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno + 1 > 60]
+  long = [
+    (f.name, f.end_lineno - f.lineno + 1)
+    for f in ast.walk(tree)
+    if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno + 1 > 60
+  ]
   assert not long, long
 
 
@@ -65,12 +69,15 @@ def test_module_imports_have_no_cycle():
 
 def test_the_readme_layout_table_is_the_tree():
   readme = open(os.path.join(ROOT, "README.md")).read()
-  table = readme[readme.index("## Layout"):readme.index("\n## ", readme.index("## Layout") + 1)]
+  table = readme[readme.index("## Layout") : readme.index("\n## ", readme.index("## Layout") + 1)]
   named = set(re.findall(r"`(jtrans/[\w/]+(?:\.py)?)`", table))
   for path in named:
     assert os.path.exists(os.path.join(ROOT, path)), f"README names {path}, which does not exist"
-  top = {f"jtrans/{n}" + ("/" if os.path.isdir(os.path.join(ROOT, "jtrans", n)) else "")
-         for n in os.listdir(os.path.join(ROOT, "jtrans"))
-         if not n.startswith("__") and (n.endswith(".py") or os.path.isdir(os.path.join(ROOT, "jtrans", n)))}
+  top = {
+    f"jtrans/{n}" + ("/" if os.path.isdir(os.path.join(ROOT, "jtrans", n)) else "")
+    for n in os.listdir(os.path.join(ROOT, "jtrans"))
+    if not n.startswith("__")
+    and (n.endswith(".py") or os.path.isdir(os.path.join(ROOT, "jtrans", n)))
+  }
   missing = [p for p in top if not any(n == p.rstrip("/") or n.startswith(p) for n in named)]
   assert not missing, f"the README's layout table does not mention {sorted(missing)}"

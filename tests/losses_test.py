@@ -1,4 +1,5 @@
 """jtrans/losses.py against numpy references."""
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,7 +13,11 @@ WEIGHTS = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
 
 def log_softmax(x):
   x = x.astype(np.float64)
-  return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+  return (
+    x
+    - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    - x.max(-1, keepdims=True)
+  )
 
 
 def test_weighted_cross_entropy_sums():
@@ -36,14 +41,16 @@ def test_label_smoothing_is_cross_entropy_to_the_smoothed_target_minus_its_entro
   entropy = -(target * np.log(target)).sum(-1)
   np.testing.assert_allclose(out["loss"], (ce - entropy).sum(), rtol=1e-5)
   # Predicting the smoothed distribution exactly scores zero.
-  perfect = losses.cross_entropy(jnp.log(jnp.asarray(target, jnp.float32)), jnp.asarray(TARGETS),
-                                 label_smoothing=s)
+  perfect = losses.cross_entropy(
+    jnp.log(jnp.asarray(target, jnp.float32)), jnp.asarray(TARGETS), label_smoothing=s
+  )
   np.testing.assert_allclose(perfect["loss"], 0.0, atol=1e-4)
 
 
 def test_z_loss_adds_squared_log_normaliser():
-  out = losses.cross_entropy(jnp.asarray(LOGITS), jnp.asarray(TARGETS), jnp.asarray(WEIGHTS),
-                             z_loss=1e-2)
+  out = losses.cross_entropy(
+    jnp.asarray(LOGITS), jnp.asarray(TARGETS), jnp.asarray(WEIGHTS), z_loss=1e-2
+  )
   log_z = np.log(np.exp(LOGITS.astype(np.float64)).sum(-1))
-  np.testing.assert_allclose(out["z_loss"], (1e-2 * log_z ** 2 * WEIGHTS).sum(), rtol=1e-5)
+  np.testing.assert_allclose(out["z_loss"], (1e-2 * log_z**2 * WEIGHTS).sum(), rtol=1e-5)
   np.testing.assert_allclose(out["loss"], out["nll"] + out["z_loss"], rtol=1e-6)

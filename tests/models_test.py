@@ -1,4 +1,5 @@
 """The decoder LM and its blocks: causality, options, logical axis names, config errors."""
+
 import dataclasses
 
 import flax.linen as nn
@@ -20,8 +21,19 @@ def init(cfg, length=12):
   return model, boxed, tokens
 
 
-@pytest.mark.parametrize("options", [{}, {"positions": "sinusoidal", "tie_embeddings": False,
-                                          "norm": "rmsnorm", "use_bias": False, "num_kv_heads": 2}])
+@pytest.mark.parametrize(
+  "options",
+  [
+    {},
+    {
+      "positions": "sinusoidal",
+      "tie_embeddings": False,
+      "norm": "rmsnorm",
+      "use_bias": False,
+      "num_kv_heads": 2,
+    },
+  ],
+)
 def test_causal_changing_token_t_changes_no_earlier_logit(options):
   cfg = dataclasses.replace(CFG, **options)
   model, boxed, tokens = init(cfg)
@@ -69,7 +81,9 @@ def test_bfloat16_compute_gives_float32_logits_of_the_bfloat16_hidden_states(tie
   # The last hidden states, in bfloat16, as the output projection receives them.
   hidden = seen["intermediates"]["decoder"]["final_norm"]["__call__"][0]
   assert hidden.dtype == jnp.bfloat16
-  table = params["embed"]["token_embed"]["embedding"].T if tie else params["logits"]["output"]["kernel"]
+  table = (
+    params["embed"]["token_embed"]["embedding"].T if tie else params["logits"]["output"]["kernel"]
+  )
   # float32 reference of the same bfloat16 operands: exact products, float32 sums.
   want = np.asarray(hidden, np.float32) @ np.asarray(jnp.asarray(table, jnp.bfloat16), np.float32)
   np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-5, atol=1e-5)
@@ -86,13 +100,16 @@ def test_sinusoidal_matches_the_formula():
   np.testing.assert_allclose(got[:, 4:], np.cos(pos[0][:, None] * inv), atol=1e-6)
 
 
-@pytest.mark.parametrize("change, key", [
+@pytest.mark.parametrize(
+  "change, key",
+  [
     ({"num_heads": 5}, "config.model.num_heads"),
     ({"num_kv_heads": 3}, "config.model.num_kv_heads"),
     ({"norm": "batchnorm"}, "config.model.norm"),
     ({"positions": "alibi"}, "config.model.positions"),
     ({"positions": "rotary", "embed_dim": 36, "num_heads": 4}, "config.model.positions"),
-])
+  ],
+)
 def test_bad_shapes_fail_naming_the_setting(change, key):
   with pytest.raises(ValueError, match=key):
     dataclasses.replace(CFG, **change)

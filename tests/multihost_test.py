@@ -1,4 +1,5 @@
 """Two processes on 127.0.0.1 (jax.distributed, 2 CPU devices each) match one 4-device process."""
+
 import json
 import os
 import shutil
@@ -28,9 +29,23 @@ def free_port() -> int:
 
 def launch(out, process_id, num_processes, port, local_devices, *extra, worker=WORKER):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  return subprocess.Popen([sys.executable, worker, str(out), str(process_id), str(num_processes),
-                           str(port), str(local_devices), *map(str, extra)], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [
+      sys.executable,
+      worker,
+      str(out),
+      str(process_id),
+      str(num_processes),
+      str(port),
+      str(local_devices),
+      *map(str, extra),
+    ],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def finish(procs):
@@ -64,8 +79,12 @@ def test_two_processes_match_one_process(tmp_path):
   # The checkpoint the two processes wrote together restores here, whole.
   c = config(**{"mesh.data": 1})
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
-  _, _, abstract = parts.state_layout(build_model(c.model), optim.make_optimizer(c.optim, 10), c, mesh)
-  restored, step = checkpoint.restore(checkpoint.make_manager(str(tmp_path / "pair"), c.train), abstract)
+  _, _, abstract = parts.state_layout(
+    build_model(c.model), optim.make_optimizer(c.optim, 10), c, mesh
+  )
+  restored, step = checkpoint.restore(
+    checkpoint.make_manager(str(tmp_path / "pair"), c.train), abstract
+  )
   embedding = np.asarray(restored.params["embed"]["token_embed"]["embedding"])
   np.testing.assert_allclose(embedding, want["['embed']['token_embed']['embedding']"], atol=1e-5)
   assert step == 3 and int(restored.step) == 3
@@ -73,12 +92,15 @@ def test_two_processes_match_one_process(tmp_path):
 
 def launch_train(workdir, num_processes, local_devices, data_dir):
   port = free_port()
-  return [launch(workdir, i, num_processes, port, local_devices, data_dir, worker=TRAIN_WORKER)
-          for i in range(num_processes)]
+  return [
+    launch(workdir, i, num_processes, port, local_devices, data_dir, worker=TRAIN_WORKER)
+    for i in range(num_processes)
+  ]
 
 
 def test_train_on_two_processes_is_preempted_resumes_on_two_or_one_and_equals_one_process(
-    data_dir, tmp_path):
+  data_dir, tmp_path
+):
   """`train()` itself on 2 processes x 2 devices (per-process rows of one global batch, padded
   evaluation, SIGTERM agreement, process-0 metrics, the joint checkpoint): SIGTERM at step ~50,
   then resumed on 2 processes, and a copy resumed on 1 process of 4 devices. All end equal
@@ -110,7 +132,9 @@ def test_train_on_two_processes_is_preempted_resumes_on_two_or_one_and_equals_on
     got = np.load(tmp_path / run / "params.npz")
     assert int(got["step"]) == 300 and set(got.files) == set(want.files)
     for name in want.files:
-      np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5, err_msg=f"{run} {name}")
+      np.testing.assert_allclose(
+        got[name], want[name], atol=1e-5, rtol=1e-5, err_msg=f"{run} {name}"
+      )
   records = [json.loads(line) for line in open(tmp_path / "pair" / "metrics.jsonl")]
   logged = [r["step"] for r in records if r["split"] == "train" and "loss" in r]
   assert logged == list(range(10, 301, 10))  # Process 0 wrote each step once.

@@ -7,6 +7,7 @@ with `jtrans.train.train` itself (its data, evaluation, signals, metrics and che
 resuming from WORKDIR's checkpoint when there is one; process 0 writes the final parameters,
 gathered whole, to WORKDIR/params.npz.
 """
+
 import os
 import sys
 
@@ -21,8 +22,9 @@ import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
 if num_processes > 1:
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id,
-                             initialization_timeout=60)
+  jax.distributed.initialize(
+    f"127.0.0.1:{port}", num_processes, process_id, initialization_timeout=60
+  )
 
 from configs import lm  # noqa: E402
 from jtrans import train  # noqa: E402
@@ -46,7 +48,9 @@ def config():
 state = train.train(config(), workdir)
 params = multihost_utils.process_allgather(state.params, tiled=True)  # Whole, on every host.
 if jax.process_index() == 0:
-  flat = {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat = {
+    jax.tree_util.keystr(k): np.asarray(v)
+    for k, v in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
   np.savez(os.path.join(workdir, "params.npz"), step=int(state.step), **flat)
 print(f"process {process_id} finished at step {int(state.step)}", flush=True)

@@ -6,6 +6,7 @@ Trains 3 steps of the sharding tests' model on a data=2 x fsdp=2 mesh of all pro
 devices, each process placing only its own rows of the global batch, saves an Orbax checkpoint with every
 process, and (process 0) writes the losses and gathered parameters to OUT/result.npz.
 """
+
 import os
 import sys
 
@@ -20,13 +21,13 @@ import orbax.checkpoint as ocp  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
 if num_processes > 1:
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id,
-                             initialization_timeout=60)
+  jax.distributed.initialize(
+    f"127.0.0.1:{port}", num_processes, process_id, initialization_timeout=60
+  )
 
 from jtrans import checkpoint, optim, parts, sharding, steps  # noqa: E402
 from jtrans.models import build_model  # noqa: E402
 from tests.sharding_test import batches, config  # noqa: E402
-
 
 if num_processes == 2:
   # Multi-slice layout: each process is a slice; only the data axis crosses between them.
@@ -54,7 +55,9 @@ manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
 manager.wait_until_finished()
 params = multihost_utils.process_allgather(state.params, tiled=True)
 if jax.process_index() == 0:
-  flat = {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat = {
+    jax.tree_util.keystr(k): np.asarray(v)
+    for k, v in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
   np.savez(os.path.join(out, "result.npz"), losses=np.array(losses), **flat)
 print(f"process {process_id} done", flush=True)

@@ -1,4 +1,5 @@
 """Schedules, clipping and the weight-decay mask of jtrans/optim.py."""
+
 import math
 
 import jax
@@ -19,12 +20,15 @@ def optim_config(**changes):
   return c
 
 
-@pytest.mark.parametrize("schedule, expected", [
+@pytest.mark.parametrize(
+  "schedule, expected",
+  [
     ("cosine", {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.1 + 0.9 * 0.5, 110: 0.1}),
     ("linear", {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.55, 110: 0.1}),
     ("constant", {5: 0.5, 10: 1.0, 110: 1.0}),
     ("rsqrt", {5: 0.5, 10: 1.0, 30: math.sqrt(10 / 30), 110: math.sqrt(10 / 110)}),
-])
+  ],
+)
 def test_schedule_values_at_known_steps(schedule, expected):
   fn = optim.make_schedule(optim_config(schedule=schedule), total_steps=110)
   for step, value in expected.items():
@@ -33,10 +37,10 @@ def test_schedule_values_at_known_steps(schedule, expected):
 
 def test_rsqrt_is_attention_is_all_you_need_schedule():
   d_model, warmup = 512, 4000
-  c = optim_config(schedule="rsqrt", warmup_steps=warmup, lr=d_model ** -0.5 * warmup ** -0.5)
+  c = optim_config(schedule="rsqrt", warmup_steps=warmup, lr=d_model**-0.5 * warmup**-0.5)
   fn = optim.make_schedule(c, total_steps=100_000)
   for step in (100, 4000, 20_000):
-    paper = d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+    paper = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
     np.testing.assert_allclose(float(fn(step)), paper, rtol=1e-5)
 
 
@@ -45,9 +49,13 @@ def test_unknown_schedule_names_the_setting():
     optim.make_schedule(optim_config(schedule="step"), 10)
 
 
-PARAMS = {"token_embed": {"embedding": jnp.ones((4, 3))},
-          "block_0": {"mlp": {"wi": {"kernel": jnp.ones((3, 5)), "bias": jnp.ones(5)}},
-                      "attention_norm": {"scale": jnp.ones(3), "bias": jnp.ones(3)}}}
+PARAMS = {
+  "token_embed": {"embedding": jnp.ones((4, 3))},
+  "block_0": {
+    "mlp": {"wi": {"kernel": jnp.ones((3, 5)), "bias": jnp.ones(5)}},
+    "attention_norm": {"scale": jnp.ones(3), "bias": jnp.ones(3)},
+  },
+}
 
 
 @pytest.mark.parametrize("decay_embeddings", [False, True])
@@ -82,5 +90,6 @@ def test_global_norm_clipping_scales_gradients_before_adam():
   assert norm > 1.0
   unclipped = optim.make_optimizer(optim_config(schedule="constant", grad_clip=0.0), 10)
   _, state = unclipped.update(grads, unclipped.init(PARAMS), PARAMS)
-  np.testing.assert_allclose(float(optax.global_norm(optax.tree_utils.tree_get(state, "mu"))),
-                             0.1 * norm, rtol=1e-5)
+  np.testing.assert_allclose(
+    float(optax.global_norm(optax.tree_utils.tree_get(state, "mu"))), 0.1 * norm, rtol=1e-5
+  )

@@ -1,4 +1,5 @@
 """Packed rows with segment ids: no token lost or repeated, and no attention across documents."""
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -13,9 +14,20 @@ SEQ = 64
 
 
 def eval_batches(data_dir, segment_ids=True):
-  return list(make_lm_dataset(name="pydoc_topics", split="validation", data_dir=data_dir,
-                              tokenizer="byte", text_key="text", seq_len=SEQ, batch_size=8,
-                              seed=0, train=False, segment_ids=segment_ids))
+  return list(
+    make_lm_dataset(
+      name="pydoc_topics",
+      split="validation",
+      data_dir=data_dir,
+      tokenizer="byte",
+      text_key="text",
+      seq_len=SEQ,
+      batch_size=8,
+      seed=0,
+      train=False,
+      segment_ids=segment_ids,
+    )
+  )
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +38,9 @@ def batches(data_dir):
 def test_an_epoch_of_packed_rows_loses_and_repeats_no_token(batches):
   topics = pydoc_corpus.load_topics()
   names = sorted(pydoc_corpus.validation_topics(topics))
-  want = np.concatenate([np.concatenate([np.frombuffer(topics[n].encode(), np.uint8) + 3, [1]])
-                         for n in names])
+  want = np.concatenate(
+    [np.concatenate([np.frombuffer(topics[n].encode(), np.uint8) + 3, [1]]) for n in names]
+  )
   targets = np.concatenate([b["targets"][b["weights"] > 0] for b in batches])
   np.testing.assert_array_equal(targets, want)
 
@@ -49,7 +62,7 @@ def test_changing_document_a_changes_no_logit_of_document_b(batches):
   model = build_model(cfg)
   row = next(i for b in batches for i in range(8) if len(set(b["segment_ids"][i])) == 2)
   batch = next(b for b in batches if len(set(b["segment_ids"][row])) == 2)
-  seg, pos, tokens = (batch[k][row:row + 1] for k in ("segment_ids", "positions", "inputs"))
+  seg, pos, tokens = (batch[k][row : row + 1] for k in ("segment_ids", "positions", "inputs"))
   params = nn.meta.unbox(model.init(jax.random.key(0), tokens)["params"])
   first = seg[0] == seg[0, 0]
   changed = tokens.copy()
@@ -65,7 +78,8 @@ def test_changing_document_a_changes_no_logit_of_document_b(batches):
 
 
 def test_a_sharded_train_step_on_packed_rows_has_the_loss_of_each_document_alone(
-    tiny_config, batches):
+  tiny_config, batches
+):
   c = tiny_config
   c.data.seq_len = c.model.max_len = SEQ
   c.data.segment_ids = True
@@ -86,10 +100,14 @@ def test_a_sharded_train_step_on_packed_rows_has_the_loss_of_each_document_alone
     segments = batch["segment_ids"][row]
     for segment in set(segments[segments > 0].tolist()):
       where = segments == segment
-      logits = np.asarray(model.apply({"params": params}, batch["inputs"][row, where][None]),
-                          np.float64)[0]
-      logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-          - logits.max(-1, keepdims=True)
+      logits = np.asarray(
+        model.apply({"params": params}, batch["inputs"][row, where][None]), np.float64
+      )[0]
+      logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+      )
       weights = batch["weights"][row, where]
       total -= (logp[np.arange(len(logp)), batch["targets"][row, where]] * weights).sum()
       count += weights.sum()

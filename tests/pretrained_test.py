@@ -1,5 +1,6 @@
 """Training starts from an imported Hugging Face directory (config.train.init_from, configs/hf.py)
 with its weights unchanged; a config that describes another model fails naming the keys."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,8 +19,9 @@ from tests.train_test import final_params  # noqa: E402
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
   torch.manual_seed(0)
-  model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-      vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4))
+  model = transformers.GPT2LMHeadModel(
+    transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+  )
   directory = tmp_path_factory.mktemp("gpt2")
   model.save_pretrained(directory, safe_serialization=True)
   return str(directory)
@@ -41,7 +43,9 @@ def finetune_config(directory, data_dir, **overrides):
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_imported_weights_start_the_run_unchanged(gpt2_dir, data_dir, tmp_path, scan_layers):
   # lr 0: one step leaves the parameters where the import put them (AdamW's decay scales by lr).
-  config = finetune_config(gpt2_dir, data_dir, **{"optim.lr": 0.0, "model.scan_layers": scan_layers})
+  config = finetune_config(
+    gpt2_dir, data_dir, **{"optim.lr": 0.0, "model.scan_layers": scan_layers}
+  )
   assert config.loss.objective == "lm"
   train.train(config, str(tmp_path))
   step, got = final_params(str(tmp_path))
@@ -54,6 +58,10 @@ def test_imported_weights_start_the_run_unchanged(gpt2_dir, data_dir, tmp_path, 
 
 
 def test_a_config_of_another_model_names_the_differing_keys(gpt2_dir, data_dir, tmp_path):
-  config = finetune_config(gpt2_dir, data_dir, **{"model.num_layers": 3, "model.norm_epsilon": 1e-6})
-  with pytest.raises(ValueError, match=r"config.model.num_layers=3 \(checkpoint: 2\).*norm_epsilon"):
+  config = finetune_config(
+    gpt2_dir, data_dir, **{"model.num_layers": 3, "model.norm_epsilon": 1e-6}
+  )
+  with pytest.raises(
+    ValueError, match=r"config.model.num_layers=3 \(checkpoint: 2\).*norm_epsilon"
+  ):
     train.train(config, str(tmp_path))

@@ -1,5 +1,6 @@
 """The README's Cloud TPU commands: each jtrans command in that section is parsed by run.py's own
 flags (unknown flags or config keys fail), and the one that can run here runs as written."""
+
 import importlib.util
 import os
 import re
@@ -15,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def section(title: str) -> str:
   text = open(os.path.join(ROOT, "README.md")).read()
   start = text.index(f"## {title}\n")
-  return text[start:text.index("\n## ", start + 1)]
+  return text[start : text.index("\n## ", start + 1)]
 
 
 def run_commands(text: str) -> list[list[str]]:
@@ -45,9 +46,14 @@ def test_every_cloud_tpu_command_parses():
   assert len(commands) >= 3 and any("--distributed" in c for c in commands), commands
   assert any(a.startswith("--workdir=gs://") for c in commands for a in c), commands
   for argv in commands:  # A fresh process each: absl registers override flags once per parse.
-    out = subprocess.run([sys.executable, "-c", PARSE.format(argv=argv)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ})
+    out = subprocess.run(
+      [sys.executable, "-c", PARSE.format(argv=argv)],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env={**os.environ},
+    )
     assert out.returncode == 0 and "parsed" in out.stdout, (argv, out.stderr[-3000:])
 
 
@@ -56,12 +62,20 @@ def test_the_small_cloud_tpu_compile_runs_as_written():
   """The README's first --mode=compile line (a small Llama on v5p:2x2x1), exactly as shown."""
   command = next(c for c in run_commands(section("Cloud TPU")) if "--mode=compile" in c)
   assert "--topology=v5p:2x2x1" in command
-  out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300, env={**os.environ})
+  out = subprocess.run(
+    [sys.executable, *command],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ},
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "lm train step for TPU v5 x 4 (v5p:2x2x1), mesh {'data': 2, 'fsdp': 2" in out.stdout
   assert "device memory 95.000 GiB: the step fits" in out.stdout
-  assert re.search(r"estimated step [\d.]+ ms \(XLA's cost model\): [\d,]+ tokens/s, MFU", out.stdout)
+  assert re.search(
+    r"estimated step [\d.]+ ms \(XLA's cost model\): [\d,]+ tokens/s, MFU", out.stdout
+  )
 
 
 def test_the_import_memory_benchmark_runs_as_shown(tmp_path):
@@ -70,9 +84,14 @@ def test_the_import_memory_benchmark_runs_as_shown(tmp_path):
   text = section("Hugging Face checkpoints")
   command = re.search(r"`(PYTHONPATH=\. python benchmarks/import_memory\.py)`", text).group(1)
   argv = shlex.split(command.replace("PYTHONPATH=. ", ""))
-  out = subprocess.run([sys.executable, *argv[1:], "--size=tiny", f"--dir={tmp_path}"],
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
-                       text=True, timeout=600)
+  out = subprocess.run(
+    [sys.executable, *argv[1:], "--size=tiny", f"--dir={tmp_path}"],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   row = out.stdout.strip().splitlines()[-1]
   # vocab 512 x 64 tied, 2 layers of q,k,v,o (64x64, 32x64 twice, 64x64), 3 MLP 64x128, norms.

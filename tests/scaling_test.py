@@ -1,4 +1,5 @@
 """Scaling-law fits recover known laws; `analyze` turns a sweep directory into fits and plots."""
+
 import json
 import os
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from configs import base, ladder
-from jtrans.scaling import fits as scaling, report as scaling_report, sweep
+from jtrans.scaling import fits as scaling
+from jtrans.scaling import report as scaling_report
+from jtrans.scaling import sweep
 
 # Hoffmann et al. (2022), eq. 10: the published approach-3 fit.
 CHINCHILLA = scaling.Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, r2=1.0)
@@ -33,12 +36,13 @@ def test_approach3_recovers_chinchillas_constants_from_noisy_losses(seed):
 
 def test_power_law_fit_and_bootstrap_interval():
   n = np.logspace(4, 8, 9)
-  loss = noisy(1.2 + 30.0 * n ** -0.3, seed=3)
+  loss = noisy(1.2 + 30.0 * n**-0.3, seed=3)
   law = scaling.fit_power_law(n, loss)
   assert law.alpha == pytest.approx(0.3, rel=0.05) and law.E == pytest.approx(1.2, rel=0.03)
   assert law.r2 > 0.99
-  ci = scaling.bootstrap(lambda i: {"alpha": scaling.fit_power_law(n[i], loss[i], starts=2).alpha},
-                         len(n), samples=30)
+  ci = scaling.bootstrap(
+    lambda i: {"alpha": scaling.fit_power_law(n[i], loss[i], starts=2).alpha}, len(n), samples=30
+  )
   assert ci.succeeded == ci.samples == 30
   assert ci.intervals["alpha"][0] < law.alpha < ci.intervals["alpha"][1]
 
@@ -46,7 +50,7 @@ def test_power_law_fit_and_bootstrap_interval():
 def test_fits_refuse_fewer_points_than_constants_and_bootstrap_reports_failures():
   n, d = np.array([1e6, 1e7, 1e8]), np.array([1e9, 3e9, 2e9])
   with pytest.raises(ValueError, match="approach 3 has 5 constants but the data have only 3"):
-    scaling.fit_chinchilla(n, d, 1.5 + 10 * n ** -0.3)
+    scaling.fit_chinchilla(n, d, 1.5 + 10 * n**-0.3)
   with pytest.raises(ValueError, match="3 constants but the data have only 2"):
     scaling.fit_power_law(n[[0, 1, 1]], np.array([3.0, 2.0, 2.0]))
   # A fit that fails on 1 resample in 5 gives counts but no interval (80% < 90%).
@@ -72,7 +76,7 @@ def test_huber_objective_gradient_matches_finite_differences():
 def test_isoflop_parabola_minimum():
   n = np.geomspace(1e6, 1e9, 7)
   assert scaling.parabola_minimum(n, (np.log(n) - np.log(3e7)) ** 2 + 2.0) == pytest.approx(3e7)
-  assert np.isnan(scaling.parabola_minimum(n, -np.log(n) ** 2))
+  assert np.isnan(scaling.parabola_minimum(n, -(np.log(n) ** 2)))
   assert scaling.group_budgets([1e18, 1.05e18, 1e19, 0.98e19, 1e20]) == [[0, 1], [3, 2], [4]]
 
 
@@ -120,7 +124,7 @@ def test_analyze_a_ladder_fits_loss_against_size_and_skips_approach3(tmp_path):
   for k, name in enumerate(["13k", "100k", "336k", "793k", "1.5M"]):
     keys = ladder.overrides(name, tokens_per_param=2)
     n = ladder.rung(name).non_embedding_params
-    loss = noisy(1.2 + 30.0 * n ** -0.3, seed=k, scale=0.005)
+    loss = noisy(1.2 + 30.0 * n**-0.3, seed=k, scale=0.005)
     write_run(str(tmp_path / name), keys, float(loss), float(loss) + 0.5)
   unfinished = dict(ladder.overrides("2.7M", tokens_per_param=2))
   write_run(str(tmp_path / "unfinished"), unfinished, 1.0, 1.1)
@@ -143,9 +147,9 @@ def test_analyze_needs_finished_runs(tmp_path):
 
 
 def test_analyze_names_a_run_whose_loss_is_nan(tmp_path):
-  for k, name in enumerate(["13k", "100k", "336k", "793k"]):
+  for name in ["13k", "100k", "336k", "793k"]:
     n = ladder.rung(name).non_embedding_params
-    loss = float("nan") if name == "336k" else 1.2 + 30.0 * n ** -0.3
+    loss = float("nan") if name == "336k" else 1.2 + 30.0 * n**-0.3
     write_run(str(tmp_path / name), ladder.overrides(name, tokens_per_param=2), loss, 3.0)
   with pytest.raises(ValueError, match=r"run\(s\) 336k \(nan\) is not finite"):
     scaling_report.analyze(str(tmp_path), bootstrap_samples=4)

@@ -1,4 +1,5 @@
 """Tests of the sequence-to-sequence pipeline: values against the records, resumption, shards."""
+
 from __future__ import annotations
 
 import json
@@ -18,25 +19,44 @@ SRC, SEQ = 8, 6
 
 class PadIsEos(ByteTokenizer):
   """GPT-2's convention: no pad token, pad_id = eos_id."""
+
   pad_id = 1
 
 
-def pairs(tok=ByteTokenizer(), records=RECORDS, **kwargs):
-  args = dict(source=records, tokenizer=tok, source_key="source", target_key="target",
-              source_len=SRC, seq_len=SEQ, batch_size=4, seed=0, train=True)
+BYTES = ByteTokenizer()
+
+
+def pairs(tok=BYTES, records=RECORDS, **kwargs):
+  args = dict(
+    source=records,
+    tokenizer=tok,
+    source_key="source",
+    target_key="target",
+    source_len=SRC,
+    seq_len=SEQ,
+    batch_size=4,
+    seed=0,
+    train=True,
+  )
   return make_seq2seq_dataset(**{**args, **kwargs})
 
 
 def reference_row(record: dict, tok) -> dict[str, np.ndarray]:
   """A plain reimplementation: ids + EOS, cut to the row keeping EOS, padded with pad_id."""
+
   def side(text, n):
-    ids = [b + 3 for b in text.encode()][:n - 1] + [tok.eos_id]
+    ids = [b + 3 for b in text.encode()][: n - 1] + [tok.eos_id]
     return np.array(ids + [tok.pad_id] * (n - len(ids)), np.int32), len(ids)
+
   src, n_src = side(record["source"], SRC)
   tgt, n_tgt = side(record["target"], SEQ)
-  return {"encoder_inputs": src, "encoder_mask": (np.arange(SRC) < n_src).astype(np.float32),
-          "inputs": np.array([tok.pad_id, *tgt[:-1]], np.int32), "targets": tgt,
-          "weights": (np.arange(SEQ) < n_tgt).astype(np.float32)}
+  return {
+    "encoder_inputs": src,
+    "encoder_mask": (np.arange(SRC) < n_src).astype(np.float32),
+    "inputs": np.array([tok.pad_id, *tgt[:-1]], np.int32),
+    "targets": tgt,
+    "weights": (np.arange(SEQ) < n_tgt).astype(np.float32),
+  }
 
 
 def take(it, n):
@@ -56,12 +76,21 @@ def test_eval_batches_equal_the_records(tok):
   batches = list(pairs(tok, train=False))
   assert len(batches) == 3  # 10 records in batches of 4: the last holds 2 real rows.
   rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-  shapes = {"encoder_inputs": (12, SRC), "encoder_mask": (12, SRC), "inputs": (12, SEQ),
-            "targets": (12, SEQ), "weights": (12, SEQ)}
+  shapes = {
+    "encoder_inputs": (12, SRC),
+    "encoder_mask": (12, SRC),
+    "inputs": (12, SEQ),
+    "targets": (12, SEQ),
+    "weights": (12, SEQ),
+  }
   assert {k: v.shape for k, v in rows.items()} == shapes
   assert {k: v.dtype for k, v in rows.items()} == {
-      "encoder_inputs": np.int32, "encoder_mask": np.float32, "inputs": np.int32,
-      "targets": np.int32, "weights": np.float32}
+    "encoder_inputs": np.int32,
+    "encoder_mask": np.float32,
+    "inputs": np.int32,
+    "targets": np.int32,
+    "weights": np.float32,
+  }
   for i, record in enumerate(RECORDS):
     for k, v in reference_row(record, tok).items():
       np.testing.assert_array_equal(rows[k][i], v, err_msg=f"record {i}, {k}")
@@ -79,12 +108,15 @@ def test_train_epochs_are_seeded_permutations():
   batches = take(iter(pairs(batch_size=5)), 6)  # Three epochs of 10 records.
   sources = [tuple(r) for x in batches for r in x["encoder_inputs"]]
   for epoch in range(3):
-    got = sorted(sources[10 * epoch:10 * epoch + 10])
-    assert got == sorted(tuple(reference_row(r, ByteTokenizer())["encoder_inputs"]) for r in RECORDS)
+    got = sorted(sources[10 * epoch : 10 * epoch + 10])
+    assert got == sorted(
+      tuple(reference_row(r, ByteTokenizer())["encoder_inputs"]) for r in RECORDS
+    )
   assert sources[:10] != sources[10:20]  # A new order every epoch...
   assert_same(batches, take(iter(pairs(batch_size=5)), 6))  # ...fixed by the seed.
-  assert sources != [tuple(r) for x in take(iter(pairs(batch_size=5, seed=1)), 6)
-                     for r in x["encoder_inputs"]]
+  assert sources != [
+    tuple(r) for x in take(iter(pairs(batch_size=5, seed=1)), 6) for r in x["encoder_inputs"]
+  ]
 
 
 @pytest.mark.parametrize("start", [1, 2, 3])  # Batch 2 straddles epochs 0 and 1.
@@ -110,10 +142,17 @@ def test_shards_are_disjoint_and_cover():
           seen.append(tuple(src))
     assert sum(b["weights"].any(axis=1).sum() for b in batches) == len(RECORDS[shard::3])
   assert counts == [2, 2, 2]
-  assert sorted(seen) == sorted(tuple(reference_row(r, ByteTokenizer())["encoder_inputs"])
-                                for r in RECORDS)
-  own = [{tuple(r) for x in take(iter(pairs(shard_index=s, shard_count=2)), 5)
-          for r in x["encoder_inputs"]} for s in range(2)]
+  assert sorted(seen) == sorted(
+    tuple(reference_row(r, ByteTokenizer())["encoder_inputs"]) for r in RECORDS
+  )
+  own = [
+    {
+      tuple(r)
+      for x in take(iter(pairs(shard_index=s, shard_count=2)), 5)
+      for r in x["encoder_inputs"]
+    }
+    for s in range(2)
+  ]
   assert not own[0] & own[1]
 
 

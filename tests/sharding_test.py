@@ -1,4 +1,5 @@
 """One train step for any mesh: every mesh, engine and memory lever gives the single-device numbers."""
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -31,9 +32,11 @@ def batches(c, n=3):
   """The same random batch n times (so the loss must fall), 10% of tokens weighted 0."""
   rng = np.random.default_rng(0)
   shape = (c.train.batch_size, c.data.seq_len)
-  batch = {"inputs": rng.integers(3, 259, shape, dtype=np.int32),
-           "targets": rng.integers(3, 259, shape, dtype=np.int32),
-           "weights": (rng.random(shape) > 0.1).astype(np.float32)}
+  batch = {
+    "inputs": rng.integers(3, 259, shape, dtype=np.int32),
+    "targets": rng.integers(3, 259, shape, dtype=np.int32),
+    "weights": (rng.random(shape) > 0.1).astype(np.float32),
+  }
   return [batch] * n
 
 
@@ -58,8 +61,9 @@ def run(c, mesh, state=None):
 
 
 def assert_close(a, b, tol=TOL):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol,
-                                                       rtol=tol), a, b)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol), a, b
+  )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +72,9 @@ def single_device():
   return run(c, sharding.make_mesh(c.mesh, devices(1)))
 
 
-@pytest.mark.parametrize("data, fsdp, tensor", [(8, 1, 1), (1, 8, 1), (4, 1, 2), (1, 2, 4),
-                                                (2, 2, 2)])
+@pytest.mark.parametrize(
+  "data, fsdp, tensor", [(8, 1, 1), (1, 8, 1), (4, 1, 2), (1, 2, 4), (2, 2, 2)]
+)
 def test_every_mesh_matches_one_device(single_device, data, fsdp, tensor):
   c = config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor})
   losses, state = run(c, sharding.make_mesh(c.mesh))
@@ -163,7 +168,9 @@ def test_checkpoint_from_fsdp8_restores_on_4_and_1_devices(tmp_path):
     _, _, abstract = parts.state_layout(model, tx, c, mesh)
     restored, step = checkpoint.restore(checkpoint.make_manager(str(tmp_path), c.train), abstract)
     assert step == 3 and int(restored.step) == 3
-    assert {d.id for d in jax.tree.leaves(restored.params)[0].devices()} == {d.id for d in devices(n)}
+    assert {d.id for d in jax.tree.leaves(restored.params)[0].devices()} == {
+      d.id for d in devices(n)
+    }
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), saved)
     # Training continues from it: a further 3 steps match the same steps on the fsdp=8 mesh.
     losses, after = run(c, mesh, restored)
@@ -171,16 +178,21 @@ def test_checkpoint_from_fsdp8_restores_on_4_and_1_devices(tmp_path):
     assert_close(after.params, want.params)
 
 
-@pytest.mark.parametrize("changes, other_draws", [
+@pytest.mark.parametrize(
+  "changes, other_draws",
+  [
     ({"model.dropout_rate": 0.1}, {"model.dropout_rate": 0.0}),
     ({"model.family": "encoder", "loss.objective": "mlm"}, {"loss.mask_rate": 0.3}),
-], ids=["dropout", "masked_lm"])
+  ],
+  ids=["dropout", "masked_lm"],
+)
 def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes, other_draws):
   """The same global rows get the same randomness: one device, 8-way jit, 8-way pmap and (with
   dropout; masking draws through the same per-row keys) 4 micro-batches all agree, with
   dropout 0.1 or BERT's masking."""
-  one = run(config(**changes), sharding.make_mesh(config(**{**changes, "mesh.data": 1}).mesh,
-                                                  devices(1)))
+  one = run(
+    config(**changes), sharding.make_mesh(config(**{**changes, "mesh.data": 1}).mesh, devices(1))
+  )
   extras = [{"mesh.data": 8}, {"mesh.data": 8, "train.engine": "pmap"}]
   if "model.dropout_rate" in changes:
     extras.append({"mesh.data": 8, "train.grad_accum_steps": 4})
@@ -191,5 +203,9 @@ def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes, other_draws):
     assert_close(state.params, one[1].params)
   # And the draws matter: without dropout (or with other masks) the same model's losses differ.
   drawn_otherwise = config(**{**changes, **other_draws, "mesh.data": 1})
-  assert abs(one[0][0] - run(drawn_otherwise, sharding.make_mesh(drawn_otherwise.mesh,
-                                                                 devices(1)))[0][0]) > 1e-4
+  assert (
+    abs(
+      one[0][0] - run(drawn_otherwise, sharding.make_mesh(drawn_otherwise.mesh, devices(1)))[0][0]
+    )
+    > 1e-4
+  )

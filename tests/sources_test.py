@@ -1,4 +1,5 @@
 """Tests of the sources: local text/JSONL files and the project's TFDS builders (built in tmp dirs)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from configs import base
 from jtrans.data import files, shakespeare, sources, synthetic_images, synthetic_tasks
 from jtrans.data.pipeline import make_lm_dataset
 
-DOCS = ["First document.\nTwo lines\n", "Grüße, ναί, 日本語 🙂\r\n\ttabs  and  spaces ",
-        "", "{\"not\": \"json\"}", "x" * 300, "last\n\n\n"]
+DOCS = [
+  "First document.\nTwo lines\n",
+  "Grüße, ναί, 日本語 🙂\r\n\ttabs  and  spaces ",
+  "",
+  '{"not": "json"}',
+  "x" * 300,
+  "last\n\n\n",
+]
 
 
 def data_config(**kwargs) -> ml_collections.ConfigDict:
@@ -39,8 +46,9 @@ def write_jsonl(path, records: list[dict]) -> None:
 
 
 def test_text_files_read_back_exactly(text_files):
-  source = sources.from_config(data_config(name="files", train_files=f"{text_files}/**/*.txt"),
-                               train=True)
+  source = sources.from_config(
+    data_config(name="files", train_files=f"{text_files}/**/*.txt"), train=True
+  )
   by_name = sorted(range(len(DOCS)), key=lambda i: ("sub/" if i % 2 else "") + f"doc{i:02d}")
   assert [source[i]["text"] for i in range(len(source))] == [DOCS[i] for i in by_name]
   two = files.load_files(f"{text_files}/doc00.txt, {text_files}/sub/doc01.txt", "text", "body", "x")
@@ -58,9 +66,19 @@ def test_jsonl_reads_back_records_and_feeds_an_lm_epoch(tmp_path):
   for shards in (1, 2):  # Every token once, no more, over an epoch of all shards.
     got = []
     for shard in range(shards):
-      batches = list(make_lm_dataset(source=source, tokenizer="byte", text_key="text", seq_len=16,
-                                     batch_size=3, seed=0, train=False, shard_index=shard,
-                                     shard_count=shards))
+      batches = list(
+        make_lm_dataset(
+          source=source,
+          tokenizer="byte",
+          text_key="text",
+          seq_len=16,
+          batch_size=3,
+          seed=0,
+          train=False,
+          shard_index=shard,
+          shard_count=shards,
+        )
+      )
       got.append(np.concatenate([b["targets"][b["weights"] > 0] for b in batches]))
     if shards == 1:
       np.testing.assert_array_equal(got[0], want)
@@ -68,21 +86,37 @@ def test_jsonl_reads_back_records_and_feeds_an_lm_epoch(tmp_path):
 
 
 def test_file_errors_name_the_setting(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"config\.data\.train_files='/nope/\*\.txt'.*'/nope/\*\.txt'"):
+  with pytest.raises(
+    FileNotFoundError, match=r"config\.data\.train_files='/nope/\*\.txt'.*'/nope/\*\.txt'"
+  ):
     sources.from_config(data_config(name="files", train_files="/nope/*.txt"), train=True)
   with pytest.raises(ValueError, match=r"config\.data\.eval_files is empty"):
     sources.from_config(data_config(name="files"), train=False)
   (tmp_path / "blank").mkdir()
   for name in ("a.txt", "b.txt"):
     (tmp_path / "blank" / name).write_text(" \n\n" if name == "a.txt" else "")
-  with pytest.raises(ValueError, match=r"config\.data\.train_files=.*2 file\(s\), but none holds any text"):
-    sources.from_config(data_config(name="files", train_files=str(tmp_path / "blank" / "*.txt")),
-                        train=True)
+  with pytest.raises(
+    ValueError, match=r"config\.data\.train_files=.*2 file\(s\), but none holds any text"
+  ):
+    sources.from_config(
+      data_config(name="files", train_files=str(tmp_path / "blank" / "*.txt")), train=True
+    )
   (tmp_path / "x.jsonl").write_text('{"body": "hi"}\n')
   source = files.load_files(str(tmp_path / "x.jsonl"), "jsonl", "text", "train_files")
   with pytest.raises(KeyError, match=r"'text' \(config\.data\.text_key\).*\['body'\]"):
-    next(iter(make_lm_dataset(source=source, tokenizer="byte", text_key="text", seq_len=8,
-                              batch_size=1, seed=0, train=False)))
+    next(
+      iter(
+        make_lm_dataset(
+          source=source,
+          tokenizer="byte",
+          text_key="text",
+          seq_len=8,
+          batch_size=1,
+          seed=0,
+          train=False,
+        )
+      )
+    )
   with pytest.raises(ValueError, match=r"config\.data\.file_format='csv'"):
     files.load_files(str(tmp_path / "x.jsonl"), "csv", "text", "train_files")
 
@@ -92,21 +126,32 @@ def built(tmp_path_factory) -> str:
   """A data_dir with the synthetic builders prepared through load_source (images made small)."""
   path = str(tmp_path_factory.mktemp("builders"))
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(synthetic_images.SyntheticImages, "SPLITS", {"train": (60, 1), "validation": (30, 2)})
-    for name in ("modular_arithmetic", "modular_arithmetic/div97", "copy_strings",
-                 "reverse_strings", "synthetic_images"):
+    mp.setattr(
+      synthetic_images.SyntheticImages, "SPLITS", {"train": (60, 1), "validation": (30, 2)}
+    )
+    for name in (
+      "modular_arithmetic",
+      "modular_arithmetic/div97",
+      "copy_strings",
+      "reverse_strings",
+      "synthetic_images",
+    ):
       sources.load_source(name, "train", path)
   return path
 
 
 def read(name: str, split: str, data_dir: str) -> list[dict]:
-  source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                            builder_kwargs={"file_format": "array_record"})
+  source = tfds.data_source(
+    name,
+    split=split,
+    data_dir=data_dir,
+    download=False,
+    builder_kwargs={"file_format": "array_record"},
+  )
   return [source[i] for i in range(len(source))]
 
 
-@pytest.mark.parametrize("config,symbol,pairs", [
-    ("add97", "+", 97 * 97), ("div97", "/", 97 * 96)])
+@pytest.mark.parametrize("config,symbol,pairs", [("add97", "+", 97 * 97), ("div97", "/", 97 * 96)])
 def test_modular_arithmetic_has_every_pair_once_and_right_answers(built, config, symbol, pairs):
   name = "modular_arithmetic" + ("" if config == "add97" else f"/{config}")
   seen = {}
@@ -122,7 +167,8 @@ def test_modular_arithmetic_has_every_pair_once_and_right_answers(built, config,
   n_train = sum(s == "train" for s in seen.values())
   assert n_train == round(pairs / 2)
   assert {p for p, s in seen.items() if s == "train"} == synthetic_tasks.modular_split(
-      config[:3], 97, 0.5, 0)  # The fixed seeded split.
+    config[:3], 97, 0.5, 0
+  )  # The fixed seeded split.
   assert "tensorflow" not in sys.modules
 
 
@@ -141,7 +187,9 @@ def test_copy_and_reverse_targets(built):
       assert len(lengths) == 32  # Varied lengths.
   assert sizes == {"train": 5000, "validation": 500}
   ordered = sources.load_source("copy_strings", "validation", built)  # Sorted by index.
-  assert [ordered[i]["source"].decode() for i in range(3)] == synthetic_tasks.random_strings(500, 2)[:3]
+  assert [ordered[i]["source"].decode() for i in range(3)] == synthetic_tasks.random_strings(
+    500, 2
+  )[:3]
 
 
 def test_synthetic_images_shapes_labels_and_seeding(built):
@@ -151,7 +199,9 @@ def test_synthetic_images_shapes_labels_and_seeding(built):
     labels = np.array([source[i]["label"] for i in range(n)])
     assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
     assert labels.min() >= 0 and labels.max() < 10 and len(set(labels)) == 10
-    np.testing.assert_array_equal(images, synthetic_images.draw(labels, 1 if split == "train" else 2))
+    np.testing.assert_array_equal(
+      images, synthetic_images.draw(labels, 1 if split == "train" else 2)
+    )
   # The class shows in the stripes: the dominant spatial frequency differs by class.
   labels = np.arange(200) % 10
   spectra = np.abs(np.fft.fft2(synthetic_images.draw(labels, 0).mean(-1) - 128.0))
@@ -182,8 +232,9 @@ def test_tiny_shakespeare_splits_like_tfds_and_concatenate_back(tmp_path):
 
 def test_missing_input_txt_names_the_path_and_the_url(tmp_path):
   with pytest.raises(FileNotFoundError) as e:
-    sources.load_source("tiny_shakespeare_file", "train", str(tmp_path / "tfds"),
-                        manual_dir=str(tmp_path / "empty"))
+    sources.load_source(
+      "tiny_shakespeare_file", "train", str(tmp_path / "tfds"), manual_dir=str(tmp_path / "empty")
+    )
   message = str(e.value)
   assert str(tmp_path / "empty" / "input.txt") in message and shakespeare.URL in message
   assert "config.data.manual_dir" in message

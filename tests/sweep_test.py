@@ -1,31 +1,42 @@
 """Sweeps: building points, and the runner's skip / resume / failure recording on a micro sweep."""
+
 import glob
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from configs import base
 from jtrans import train
-from jtrans.scaling import sweep
 from jtrans.models import ModelConfig
+from jtrans.scaling import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-       "JAX_PLATFORMS": "cpu"}
+ENV = {
+  **os.environ,
+  "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  "JAX_PLATFORMS": "cpu",
+}
 
 
 def test_product_and_zipped_build_points():
-  sizes = sweep.zipped(sweep.axis("model.num_layers", [1, 2]),
-                       sweep.axis("model.embed_dim", [32, 64]))
-  assert sizes == [{"model.num_layers": 1, "model.embed_dim": 32},
-                   {"model.num_layers": 2, "model.embed_dim": 64}]
+  sizes = sweep.zipped(
+    sweep.axis("model.num_layers", [1, 2]), sweep.axis("model.embed_dim", [32, 64])
+  )
+  assert sizes == [
+    {"model.num_layers": 1, "model.embed_dim": 32},
+    {"model.num_layers": 2, "model.embed_dim": 64},
+  ]
   points = sweep.product(sizes, sweep.axis("optim.lr", [1e-3, 3e-3, 1e-2]))
-  assert len(points) == 6 and points[-1] == {"model.num_layers": 2, "model.embed_dim": 64,
-                                             "optim.lr": 1e-2}
+  assert len(points) == 6 and points[-1] == {
+    "model.num_layers": 2,
+    "model.embed_dim": 64,
+    "optim.lr": 1e-2,
+  }
   with pytest.raises(ValueError, match="lengths"):
     sweep.zipped(sweep.axis("a", [1]), sweep.axis("b", [1, 2]))
 
@@ -54,13 +65,16 @@ def test_every_sweep_file_builds_all_its_points(path):
 
 def micro_sweep(tiny_config):
   """Two points of a 1-layer model, six steps each; the first has a bad shape."""
-  points = [{"model.num_heads": 5},  # Does not divide embed_dim=32: fails at start-up.
-            {"seed": 1}]
+  points = [
+    {"model.num_heads": 5},  # Does not divide embed_dim=32: fails at start-up.
+    {"seed": 1},
+  ]
   return sweep.Sweep(path="micro", base=tiny_config, points=points)
 
 
 def test_runner_records_failures_resumes_interrupted_points_and_skips_finished_ones(
-    tiny_config, tmp_path):
+  tiny_config, tmp_path
+):
   loaded, workdir = micro_sweep(tiny_config), str(tmp_path)
   calls, logs = [], []
 
@@ -99,24 +113,44 @@ def test_runner_records_failures_resumes_interrupted_points_and_skips_finished_o
   calls.clear()
   logs.clear()
   assert sweep.run(loaded, workdir, index=1, train_fn=counted, log=logs.append) == {
-      "failed": 1, "done": 1}
+    "failed": 1,
+    "done": 1,
+  }
   assert calls == [] and "point 1 (" in logs[0] and "done, skipped" in logs[0]
 
 
 def open_handles() -> tuple[int, int]:
-  """(live threads, open file descriptors) of this process."""
-  return threading.active_count(), len(os.listdir("/proc/self/fd"))
+  """(live threads, open file descriptors) of this process, once threads that are finishing
+  have ended (an Orbax manager's background clean-up may outlive its run by a moment; a leaked
+  thread never ends)."""
+  counts = []
+  for _ in range(60):  # At most 3 s: until the count has not changed for 0.25 s.
+    counts.append(threading.active_count())
+    if len(counts) > 5 and len(set(counts[-6:])) == 1:
+      break
+    time.sleep(0.05)
+  return counts[-1], len(os.listdir("/proc/self/fd"))
 
 
 def test_failing_points_leak_no_threads_or_files_and_a_wrong_type_is_one_failure(
-    tiny_config, tmp_path):
+  tiny_config, tmp_path
+):
   """Points that fail mid-run (NaN after the checkpoint manager, writers and data iterators are
   open) one after another, in one process, as a sweep runs them; and a point whose override
   has the wrong type, which fails alone."""
-  nan = {"optim.lr": 1e30, "optim.schedule": "constant", "optim.warmup_steps": 0,
-         "train.log_every": 1}
-  points = [nan, {**nan, "seed": 1}, {"train.batch_size": "eight"}, {**nan, "seed": 2},
-            {**nan, "seed": 3}]
+  nan = {
+    "optim.lr": 1e30,
+    "optim.schedule": "constant",
+    "optim.warmup_steps": 0,
+    "train.log_every": 1,
+  }
+  points = [
+    nan,
+    {**nan, "seed": 1},
+    {"train.batch_size": "eight"},
+    {**nan, "seed": 2},
+    {**nan, "seed": 3},
+  ]
   loaded, handles = sweep.Sweep(path="nan", base=tiny_config, points=points), []
 
   def measured(config, point_dir):
@@ -142,7 +176,13 @@ def test_run_py_dry_run_and_plan_need_no_workdir(data_dir):
   out = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| 4 |" in out.stdout and "Estimated time" in out.stdout and "MFU" in out.stdout
-  out = subprocess.run([sys.executable, "run.py", "--mode=plan", "--flops=1e18"], cwd=ROOT,
-                       env=ENV, capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [sys.executable, "run.py", "--mode=plan", "--flops=1e18"],
+    cwd=ROOT,
+    env=ENV,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "configs/ladder.py:" in out.stdout and "Budget C = 1e+18" in out.stdout

@@ -7,6 +7,7 @@ splits, tokenizer kind and image preprocessing are the recipe's own. On the toy 
 lm1b has no `validation` split, a translation record has `en`/`de` and no `source`/`target`,
 ImageNet's JPEGs come in every size.
 """
+
 from __future__ import annotations
 
 import glob
@@ -20,20 +21,20 @@ import numpy as np
 import pytest
 
 from jtrans import parts, train
-from jtrans.scaling import sweep
 from jtrans.data import sources
+from jtrans.scaling import sweep
 from tests import tfds_mock
 from tests.configs_test import FILES, ROOT, load
 
 # (config file, argument) -> the TFDS set it names. One size stands for its file: the test
 # below checks that the other sizes read the data the same way.
 CASES = {
-    ("configs/sweeps/ladder.py", None): "lm1b",
-    ("configs/sweeps/isoflop.py", None): "lm1b",
-    ("configs/transformer.py", "base"): "wmt14_translate/de-en",
-    ("configs/t5.py", "small"): "wmt14_translate/de-en",
-    ("configs/llama.py", "1b"): "c4/en",
-    ("configs/vit.py", "s"): "imagenet2012",
+  ("configs/sweeps/ladder.py", None): "lm1b",
+  ("configs/sweeps/isoflop.py", None): "lm1b",
+  ("configs/transformer.py", "base"): "wmt14_translate/de-en",
+  ("configs/t5.py", "small"): "wmt14_translate/de-en",
+  ("configs/llama.py", "1b"): "c4/en",
+  ("configs/vit.py", "s"): "imagenet2012",
 }
 # Keys a size may change without reading the data differently.
 SIZE_KEYS = {"seq_len", "source_len", "tokenizer_vocab_size"}
@@ -62,8 +63,11 @@ def variants() -> list[tuple[str, str | None]]:
   for path in FILES:
     rel = os.path.relpath(path, ROOT)
     module = load(path)
-    if not hasattr(module, "get_config") or rel in ("configs/base.py", "configs/hf.py",
-                                                      "configs/ladder.py"):
+    if not hasattr(module, "get_config") or rel in (
+      "configs/base.py",
+      "configs/hf.py",
+      "configs/ladder.py",
+    ):
       continue  # base: no recipe; hf: a Hugging Face directory; ladder: rungs on the corpus.
     sizes = getattr(module, "SIZES", None)
     found += [(rel, size) for size in sizes] if sizes else [(rel, None)]
@@ -137,28 +141,57 @@ def test_config_trains_and_evaluates_on_its_data_sets_spec(rel, arg, tfds_dir, t
       assert pieces([tfds_mock.german(s) for s in en]) < 1.1 * pieces(en), model
 
 
-@pytest.mark.parametrize("rel, arg, change, message", [
-    ("configs/sweeps/ladder.py", None, {"data.eval_split": "validation"},
-     "lm1b/1.1.0 has no split 'validation' (config.data.eval_split='validation'); its splits "
-     "are ['test', 'train']."),
-    ("configs/transformer.py", "base", {"data.source_key": "source"},
-     "config.data.source_key='source' is not a feature of wmt14_translate/de-en; its features "
-     "are ['de', 'en']."),
-    ("configs/llama.py", "7b", {"data.text_key": "content"},
-     "config.data.text_key='content' is not a feature of c4/en; its features are "
-     "['content-length', 'content-type', 'text', 'timestamp', 'url']."),
-    ("configs/vit.py", "b", {"model.num_classes": 10},
-     "config.model.num_classes=10 is smaller than the 1000 classes of imagenet2012's 'label'; "
-     "set it to 1000."),
-    ("configs/vit.py", "b", {"data.train_split": "train[:90%]+val"},
-     "imagenet2012/5.1.0 has no split 'val' (config.data.train_split='train[:90%]+val'); its "
-     "splits are ['test', 'train', 'validation']."),
-    ("configs/t5.py", "small", {"data.tokenizer_vocab_size": SP_VOCAB + 100},
-     f"config.model.vocab_size={SP_VOCAB} is smaller than the 'sentencepiece' tokenizer's "
-     f"{SP_VOCAB + 100} ids"),
-], ids=["split", "translation_keys", "text_key", "classes", "split_syntax", "vocabulary"])
-def test_a_setting_that_cannot_work_fails_at_start_up_naming_it(rel, arg, change, message,
-                                                                tfds_dir, tmp_path):
+@pytest.mark.parametrize(
+  "rel, arg, change, message",
+  [
+    (
+      "configs/sweeps/ladder.py",
+      None,
+      {"data.eval_split": "validation"},
+      "lm1b/1.1.0 has no split 'validation' (config.data.eval_split='validation'); its splits "
+      "are ['test', 'train'].",
+    ),
+    (
+      "configs/transformer.py",
+      "base",
+      {"data.source_key": "source"},
+      "config.data.source_key='source' is not a feature of wmt14_translate/de-en; its features "
+      "are ['de', 'en'].",
+    ),
+    (
+      "configs/llama.py",
+      "7b",
+      {"data.text_key": "content"},
+      "config.data.text_key='content' is not a feature of c4/en; its features are "
+      "['content-length', 'content-type', 'text', 'timestamp', 'url'].",
+    ),
+    (
+      "configs/vit.py",
+      "b",
+      {"model.num_classes": 10},
+      "config.model.num_classes=10 is smaller than the 1000 classes of imagenet2012's 'label'; "
+      "set it to 1000.",
+    ),
+    (
+      "configs/vit.py",
+      "b",
+      {"data.train_split": "train[:90%]+val"},
+      "imagenet2012/5.1.0 has no split 'val' (config.data.train_split='train[:90%]+val'); its "
+      "splits are ['test', 'train', 'validation'].",
+    ),
+    (
+      "configs/t5.py",
+      "small",
+      {"data.tokenizer_vocab_size": SP_VOCAB + 100},
+      f"config.model.vocab_size={SP_VOCAB} is smaller than the 'sentencepiece' tokenizer's "
+      f"{SP_VOCAB + 100} ids",
+    ),
+  ],
+  ids=["split", "translation_keys", "text_key", "classes", "split_syntax", "vocabulary"],
+)
+def test_a_setting_that_cannot_work_fails_at_start_up_naming_it(
+  rel, arg, change, message, tfds_dir, tmp_path
+):
   config = sweep.apply(shrink(config_of(rel, arg), tfds_dir), change)
   with pytest.raises(ValueError) as error:
     train.train(config, str(tmp_path))
@@ -170,19 +203,32 @@ def test_an_unprepared_set_fails_through_run_py_naming_the_build_command(tmp_pat
   """As a user meets it: the last line printed names the data set, data_dir and the command."""
   empty = tmp_path / "tfds"
   out = subprocess.run(
-      [sys.executable, "run.py", "--config=configs/llama.py:7b", f"--workdir={tmp_path / 'run'}",
-       f"--config.data.data_dir={empty}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+    [
+      sys.executable,
+      "run.py",
+      "--config=configs/llama.py:7b",
+      f"--workdir={tmp_path / 'run'}",
+      f"--config.data.data_dir={empty}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+  )
   assert out.returncode == 1
   last = [line for line in out.stderr.splitlines() if line.strip()][-1]
-  assert last.startswith("jtrans.data.sources.DatasetNotPreparedError: TFDS data set 'c4/en' "
-                         f"(config.data.name) is not prepared in data_dir '{empty}'"), last
+  assert last.startswith(
+    "jtrans.data.sources.DatasetNotPreparedError: TFDS data set 'c4/en' "
+    f"(config.data.name) is not prepared in data_dir '{empty}'"
+  ), last
   assert last.endswith(f"tfds build c4/en --data_dir={empty} --file_format=array_record"), last
 
 
 def test_compile_needs_no_data(tmp_path):
   """`--mode=compile` checks the step fits before the data set exists (or is paid for)."""
   from jtrans import aot
+
   config = shrink(config_of("configs/llama.py", "1b"), str(tmp_path / "no_data_here"))
   report = aot.compile_report(config)
   assert report["parameters"] > 0 and report["temp_bytes"] >= 0
@@ -197,7 +243,12 @@ def test_the_readme_prepares_every_data_set_the_configs_name():
   for name in set(CASES.values()):
     build = next(line for line in lines if line.startswith(f"tfds build {name} "))
     assert "--data_dir=gs://" in build
-    converted = [line for line in lines if line.startswith("tfds convert_format")
-                 and f"/{name}/" in line and "--out_file_format=array_record" in line]
+    converted = [
+      line
+      for line in lines
+      if line.startswith("tfds convert_format")
+      and f"/{name}/" in line
+      and "--out_file_format=array_record" in line
+    ]
     assert "--file_format=array_record" in build or converted, name
   assert sources.build_command("lm1b", "gs://my-bucket/tfds") in readme

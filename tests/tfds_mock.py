@@ -5,6 +5,7 @@ version, builder config, feature spec and encoders; array_record files and datas
 with a few records of our own in place of the download. jtrans then finds and reads it by name,
 as it reads a set prepared on GCS: nothing in jtrans knows it is a stand-in.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,10 +19,10 @@ from jtrans.data import pydoc_corpus, sources
 
 # Each set's splits as TFDS prepares them (the catalog at tensorflow.org/datasets/catalog).
 SPLITS = {
-    "lm1b": ("train", "test"),
-    "wmt14_translate/de-en": ("train", "validation", "test"),
-    "c4/en": ("train", "validation"),
-    "imagenet2012": ("train", "validation", "test"),
+  "lm1b": ("train", "test"),
+  "wmt14_translate/de-en": ("train", "validation", "test"),
+  "c4/en": ("train", "validation"),
+  "imagenet2012": ("train", "validation", "test"),
 }
 
 
@@ -33,16 +34,21 @@ def write(name: str, data_dir: str, splits: dict[str, list[dict]]) -> tfds.core.
   # No downloads: the records below replace what `_split_generators` would fetch.
   builder._make_download_manager = lambda **_: types.SimpleNamespace(downloaded_size=0)
   builder._split_generators = lambda _: {
-      split: ((f"{split}-{i}", record) for i, record in enumerate(records))
-      for split, records in splits.items()}
+    split: ((f"{split}-{i}", record) for i, record in enumerate(records))
+    for split, records in splits.items()
+  }
   builder.download_and_prepare(file_format=sources.FILE_FORMAT)
   return builder
 
 
 def sentences(count: int, seed: int) -> list[str]:
   """`count` lines of English prose from the embedded corpus, seeded."""
-  lines = [line.strip() for text in pydoc_corpus.load_topics().values()
-           for line in text.split("\n") if len(line.split()) >= 6]
+  lines = [
+    line.strip()
+    for text in pydoc_corpus.load_topics().values()
+    for line in text.split("\n")
+    if len(line.split()) >= 6
+  ]
   pick = np.random.default_rng(seed).choice(len(lines), count, replace=False)
   return [lines[i] for i in pick]
 
@@ -57,16 +63,30 @@ def jpeg(height: int, width: int, rng: np.random.Generator) -> bytes:
 
 
 def lm1b(data_dir: str) -> None:
-  write("lm1b", data_dir, {"train": [{"text": s} for s in sentences(200, 0)],
-                           "test": [{"text": s} for s in sentences(40, 1)]})
+  write(
+    "lm1b",
+    data_dir,
+    {
+      "train": [{"text": s} for s in sentences(200, 0)],
+      "test": [{"text": s} for s in sentences(40, 1)],
+    },
+  )
 
 
 def c4(data_dir: str) -> None:
   def docs(n, seed):
     text = sentences(4 * n, seed)
-    return [{"text": "\n".join(text[4 * i:4 * i + 4]), "url": f"https://example.com/{seed}/{i}",
-             "timestamp": "2019-04-25T12:00:00Z", "content-length": "512",
-             "content-type": "text/plain"} for i in range(n)]
+    return [
+      {
+        "text": "\n".join(text[4 * i : 4 * i + 4]),
+        "url": f"https://example.com/{seed}/{i}",
+        "timestamp": "2019-04-25T12:00:00Z",
+        "content-length": "512",
+        "content-type": "text/plain",
+      }
+      for i in range(n)
+    ]
+
   write("c4/en", data_dir, {"train": docs(60, 0), "validation": docs(10, 1)})
 
 
@@ -78,16 +98,30 @@ def german(english: str) -> str:
 def wmt14(data_dir: str) -> None:
   def pairs(n, seed):
     return [{"en": s, "de": german(s)} for s in sentences(n, seed)]
-  write("wmt14_translate/de-en", data_dir,
-        {"train": pairs(200, 0), "validation": pairs(20, 1), "test": pairs(20, 2)})
+
+  write(
+    "wmt14_translate/de-en",
+    data_dir,
+    {"train": pairs(200, 0), "validation": pairs(20, 1), "test": pairs(20, 2)},
+  )
 
 
 def imagenet2012(data_dir: str) -> None:
   """JPEGs of varied sizes and aspect ratios, labels over all 1000 classes."""
   rng = np.random.default_rng(0)
+
   def images(n, labelled=True):
-    return [{"image": jpeg(int(rng.integers(24, 80)), int(rng.integers(24, 80)), rng),
-             "label": int(rng.integers(1000)) if labelled else -1,
-             "file_name": f"n{i:08d}.JPEG"} for i in range(n)]
-  write("imagenet2012", data_dir,
-        {"train": images(24), "validation": images(12), "test": images(4, labelled=False)})
+    return [
+      {
+        "image": jpeg(int(rng.integers(24, 80)), int(rng.integers(24, 80)), rng),
+        "label": int(rng.integers(1000)) if labelled else -1,
+        "file_name": f"n{i:08d}.JPEG",
+      }
+      for i in range(n)
+    ]
+
+  write(
+    "imagenet2012",
+    data_dir,
+    {"train": images(24), "validation": images(12), "test": images(4, labelled=False)},
+  )

@@ -1,20 +1,28 @@
 """Tests of the SentencePiece and GPT-2 BPE tokenizers (trained here on small texts, nothing downloaded)."""
+
 from __future__ import annotations
 
 import os
 import pickle
+from pydoc_data.topics import topics
 
 import ml_collections
 import numpy as np
 import pytest
-from pydoc_data.topics import topics
 
 from configs import base
 from jtrans.data import tokenizers, train_tokenizer
 
 CORPUS = [topics[k] for k in sorted(topics)[:25]]  # ~120k characters of English and code.
-SAMPLES = ["Hello world", " Hello  world\n\nnew  line \n", "Grüße, ναί, 日本語 🙂!\ttab",
-           "def f(x):\r\n    return x ** 2  # ok", "", "   ", "emoji-only 🙂🙃 and ünïcödé"]
+SAMPLES = [
+  "Hello world",
+  " Hello  world\n\nnew  line \n",
+  "Grüße, ναί, 日本語 🙂!\ttab",
+  "def f(x):\r\n    return x ** 2  # ok",
+  "",
+  "   ",
+  "emoji-only 🙂🙃 and ünïcödé",
+]
 
 
 def files_config(tmp_path, **kwargs) -> ml_collections.ConfigDict:
@@ -24,8 +32,16 @@ def files_config(tmp_path, **kwargs) -> ml_collections.ConfigDict:
   for i, text in enumerate(CORPUS):
     (corpus / f"{i:02d}.txt").write_text(text, encoding="utf-8")
   d = base.get_config().data
-  d.update({"name": "files", "train_files": str(corpus / "*.txt"), "data_dir": str(tmp_path / "tfds"),
-            "tokenizer": "sentencepiece", "tokenizer_vocab_size": 600, **kwargs})
+  d.update(
+    {
+      "name": "files",
+      "train_files": str(corpus / "*.txt"),
+      "data_dir": str(tmp_path / "tfds"),
+      "tokenizer": "sentencepiece",
+      "tokenizer_vocab_size": 600,
+      **kwargs,
+    }
+  )
   return d
 
 
@@ -60,20 +76,28 @@ def test_sentencepiece_trains_caches_and_round_trips(tmp_path, monkeypatch):
   np.testing.assert_array_equal(copy.encode(SAMPLES[2]), tok.encode(SAMPLES[2]))
   d.tokenizer_path = str(path / cached)  # An explicit path loads the same model.
   np.testing.assert_array_equal(tokenizers.from_config(d).encode(CORPUS[2]), tok.encode(CORPUS[2]))
-  d.tokenizer_vocab_size = 700  # Another vocabulary size is another model: not trained when told so.
+  # Another vocabulary size is another model: not trained when told so.
+  d.tokenizer_vocab_size = 700
   d.tokenizer_path = ""
-  with pytest.raises(FileNotFoundError, match=r"_train_sp700\.model.*jtrans\.data\.train_tokenizer"):
+  with pytest.raises(
+    FileNotFoundError, match=r"_train_sp700\.model.*jtrans\.data\.train_tokenizer"
+  ):
     tokenizers.from_config(d, train_if_missing=False)
 
 
 def test_train_tokenizer_command_writes_to_the_path(tmp_path, capsys):
   config = base.get_config()
-  config.data = files_config(tmp_path, tokenizer_path=str(tmp_path / "sp.model"),
-                             tokenizer_vocab_size=400)
+  config.data = files_config(
+    tmp_path, tokenizer_path=str(tmp_path / "sp.model"), tokenizer_vocab_size=400
+  )
   assert train_tokenizer.run(config) == str(tmp_path / "sp.model")
   assert "vocab_size 400" in capsys.readouterr().out
-  assert tokenizers.from_config(config.data).decode(tokenizers.from_config(config.data).encode(
-      SAMPLES[1])) == SAMPLES[1]
+  assert (
+    tokenizers.from_config(config.data).decode(
+      tokenizers.from_config(config.data).encode(SAMPLES[1])
+    )
+    == SAMPLES[1]
+  )
   config.data.tokenizer_vocab_size = 100_000
   with pytest.raises(ValueError, match=r"config\.data\.tokenizer_vocab_size=100000"):
     train_tokenizer.run(config, overwrite=True)
@@ -102,8 +126,12 @@ def bpe_dir(tmp_path_factory) -> str:
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>"], show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  trainer = trainers.BpeTrainer(
+    vocab_size=700,
+    special_tokens=["<|endoftext|>"],
+    show_progress=False,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tok.train_from_iterator(CORPUS, trainer)
   path = tmp_path_factory.mktemp("bpe")
   tok.model.save(str(path))
@@ -120,8 +148,11 @@ def test_gpt2_bpe_ids_equal_hugging_face(bpe_dir):
   d.tokenizer = "gpt2_bpe"
   ours = {}
   for name in ("vocab_merges", "json_dir", "json_file"):
-    d.tokenizer_path = {"vocab_merges": bpe_dir, "json_dir": os.path.join(bpe_dir, "json"),
-                        "json_file": os.path.join(bpe_dir, "json", "tokenizer.json")}[name]
+    d.tokenizer_path = {
+      "vocab_merges": bpe_dir,
+      "json_dir": os.path.join(bpe_dir, "json"),
+      "json_file": os.path.join(bpe_dir, "json", "tokenizer.json"),
+    }[name]
     ours[name] = tok = tokenizers.from_config(d)
     assert tok.eos_id == tok.pad_id == hf.eos_token_id == hf.convert_tokens_to_ids("<|endoftext|>")
     assert tok.vocab_size == len(hf) == 700
@@ -150,7 +181,9 @@ def test_gpt2_bpe_without_endoftext(tmp_path, bpe_dir):
   (tmp_path / "merges.txt").write_text(open(os.path.join(bpe_dir, "merges.txt")).read())
   ours = tokenizers.Gpt2BpeTokenizer(str(tmp_path))
   hf = GPT2TokenizerFast(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
-  assert ours.eos_id == hf.eos_token_id == len(vocab) and ours.vocab_size == len(hf) == len(vocab) + 1
+  assert (
+    ours.eos_id == hf.eos_token_id == len(vocab) and ours.vocab_size == len(hf) == len(vocab) + 1
+  )
   assert ours.encode(SAMPLES[2]).tolist() == hf(SAMPLES[2])["input_ids"]
   Tokenizer(models.BPE(vocab, [])).save(str(tmp_path / "tokenizer.json"))
   message = r"tokenizer\.json \(config\.data\.tokenizer_path\) has no '<\|endoftext\|>'"
@@ -160,17 +193,27 @@ def test_gpt2_bpe_without_endoftext(tmp_path, bpe_dir):
 
 # ---------------------------------------------------------------- Hugging Face directories
 
-HF_SAMPLES = SAMPLES + ["The Café's naïve résumé costs $3.50 (about 3,50 €).",
-                        "def f(x):\n\treturn [x ** 2 for x in range(10)]  # squares",
-                        "UPPER lower MiXeD   spaces\n\n\nand newlines", CORPUS[4][:2000]]
+HF_SAMPLES = SAMPLES + [
+  "The Café's naïve résumé costs $3.50 (about 3,50 €).",
+  "def f(x):\n\treturn [x ** 2 for x in range(10)]  # squares",
+  "UPPER lower MiXeD   spaces\n\n\nand newlines",
+  CORPUS[4][:2000],
+]
 
 
 def _spm(path, vocab_size, **ids) -> str:
   import sentencepiece as spm
+
   lines = [line for text in CORPUS for line in text.splitlines() if line.strip()]
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(path),
-                                 vocab_size=vocab_size, model_type="unigram", minloglevel=2,
-                                 hard_vocab_limit=False, **ids)
+  spm.SentencePieceTrainer.train(
+    sentence_iterator=iter(lines),
+    model_prefix=str(path),
+    vocab_size=vocab_size,
+    model_type="unigram",
+    minloglevel=2,
+    hard_vocab_limit=False,
+    **ids,
+  )
   return f"{path}.model"
 
 
@@ -186,15 +229,21 @@ def hf_dirs(tmp_path_factory, bpe_dir):
 
   root = tmp_path_factory.mktemp("hf_tokenizers")
   dirs = {}
-  GPT2TokenizerFast(os.path.join(bpe_dir, "vocab.json"), os.path.join(bpe_dir, "merges.txt")
-                    ).save_pretrained(root / "gpt2")
+  GPT2TokenizerFast(
+    os.path.join(bpe_dir, "vocab.json"), os.path.join(bpe_dir, "merges.txt")
+  ).save_pretrained(root / "gpt2")
   dirs["gpt2"] = root / "gpt2"
   # Llama and T5 start from their SentencePiece files, as released; transformers converts them
   # and save_pretrained writes the tokenizer.json that jtrans reads.
   for name, cls, model, ids in (
-      ("llama", "LlamaTokenizer", "tokenizer.model",
-       dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True)),
-      ("t5", "T5Tokenizer", "spiece.model", dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1))):
+    (
+      "llama",
+      "LlamaTokenizer",
+      "tokenizer.model",
+      dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True),
+    ),
+    ("t5", "T5Tokenizer", "spiece.model", dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)),
+  ):
     raw = root / f"{name}_raw"
     raw.mkdir()
     shutil.copy(_spm(root / name, 700, **ids), raw / model)
@@ -206,8 +255,9 @@ def hf_dirs(tmp_path_factory, bpe_dir):
   for name in ("bert_vocab_txt", "bert"):
     (root / name).mkdir()
     words.save_model(str(root / name))
-    (root / name / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    (root / name / "tokenizer_config.json").write_text(
+      json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
+    )
   AutoTokenizer.from_pretrained(root / "bert_vocab_txt").save_pretrained(root / "bert")
   marian = root / "marian"
   marian.mkdir()
@@ -215,6 +265,7 @@ def hf_dirs(tmp_path_factory, bpe_dir):
   shutil.copy(source, marian / "source.spm")
   shutil.copy(target, marian / "target.spm")
   import sentencepiece as spm
+
   pieces = set()
   for path in (source, target):
     sp = spm.SentencePieceProcessor(model_file=path)
@@ -259,14 +310,18 @@ def test_a_directory_without_tokenizer_files_names_what_it_looked_for(tmp_path):
   from jtrans.data import hf_tokenizer
 
   (tmp_path / "config.json").write_text("{}")
-  with pytest.raises(FileNotFoundError, match=r"looked for tokenizer\.json, source\.spm \+ "
-                     r"target\.spm \+ vocab\.json.*vocab\.txt.*--config\.data\.tokenizer=byte"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"looked for tokenizer\.json, source\.spm \+ "
+    r"target\.spm \+ vocab\.json.*vocab\.txt.*--config\.data\.tokenizer=byte",
+  ):
     hf_tokenizer.HfTokenizer(str(tmp_path))
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "marian"])
-def test_generate_from_a_hugging_face_directory_continues_as_transformers_does(hf_dirs, family,
-                                                                              tmp_path):
+def test_generate_from_a_hugging_face_directory_continues_as_transformers_does(
+  hf_dirs, family, tmp_path
+):
   """`run.py --mode=generate --hf_dir=` on a directory with weights and its own tokenizer:
   greedy output text equals transformers' greedy generate on the same ids."""
   import shutil
@@ -285,36 +340,78 @@ def test_generate_from_a_hugging_face_directory_continues_as_transformers_does(h
   torch.manual_seed(0)
   small = dict(vocab_size=tok.vocab_size)
   if family == "gpt2":
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        **small, n_positions=64, n_embd=32, n_layer=2, n_head=2, eos_token_id=tok.eos_id))
+    model = transformers.GPT2LMHeadModel(
+      transformers.GPT2Config(
+        **small, n_positions=64, n_embd=32, n_layer=2, n_head=2, eos_token_id=tok.eos_id
+      )
+    )
   elif family == "llama":
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        **small, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=64, eos_token_id=tok.eos_id,
-        bos_token_id=tok.bos_id))
+    model = transformers.LlamaForCausalLM(
+      transformers.LlamaConfig(
+        **small,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        eos_token_id=tok.eos_id,
+        bos_token_id=tok.bos_id,
+      )
+    )
   else:
-    model = transformers.MarianMTModel(transformers.MarianConfig(
-        **small, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_position_embeddings=64, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
-        decoder_start_token_id=tok.pad_id, forced_eos_token_id=None))
+    model = transformers.MarianMTModel(
+      transformers.MarianConfig(
+        **small,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_id,
+        eos_token_id=tok.eos_id,
+        decoder_start_token_id=tok.pad_id,
+        forced_eos_token_id=None,
+      )
+    )
   model = perturbed(model)
   model.save_pretrained(directory, safe_serialization=True)
   prompt = "The value of"
   ids = tok.encode(prompt).tolist() + ([tok.eos_id] if family == "marian" else [])
   with torch.no_grad():
-    out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, num_beams=1,
-                         eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, min_new_tokens=0)
-  new = out[0].tolist() if family == "marian" else out[0, len(ids):].tolist()
+    out = model.generate(
+      torch.tensor([ids]),
+      max_new_tokens=6,
+      do_sample=False,
+      num_beams=1,
+      eos_token_id=tok.eos_id,
+      pad_token_id=tok.pad_id,
+      min_new_tokens=0,
+    )
+  new = out[0].tolist() if family == "marian" else out[0, len(ids) :].tolist()
   want = tok.decode(new)
   assert want.strip(), new  # Some text to compare, not only special tokens.
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, "run.py", "--mode=generate", f"--hf_dir={directory}",
-                           f"--prompt={prompt}", "--max_new_tokens=6",
-                           "--config.sample.temperature=0"],
-                          cwd=root, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  result = subprocess.run(
+    [
+      sys.executable,
+      "run.py",
+      "--mode=generate",
+      f"--hf_dir={directory}",
+      f"--prompt={prompt}",
+      "--max_new_tokens=6",
+      "--config.sample.temperature=0",
+    ],
+    cwd=root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"--- 0: {prompt}\n" in result.stdout
   got = result.stdout.split(f"--- 0: {prompt}\n", 1)[1].rstrip("\n")

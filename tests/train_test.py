@@ -1,4 +1,5 @@
 """The train loop: compile-once, resume exactness, NaN handling and clear errors."""
+
 import json
 import os
 
@@ -65,8 +66,13 @@ def poison_step(monkeypatch, first: int, last: int | None = None):
   def poisoned(state, grad_sum, sums, **kwargs):
     step = state.step + 1
     nan = jnp.where((step >= first) & (step <= (last or first)), jnp.nan, 1.0)
-    return original(state, jax.tree.map(lambda g: g * nan, grad_sum),
-                    {**sums, "loss": sums["loss"] * nan}, **kwargs)
+    return original(
+      state,
+      jax.tree.map(lambda g: g * nan, grad_sum),
+      {**sums, "loss": sums["loss"] * nan},
+      **kwargs,
+    )
+
   monkeypatch.setattr(steps, "apply_gradients", poisoned)
 
 
@@ -78,7 +84,8 @@ def nan_config(c):
 
 
 def test_nan_at_a_step_neither_logged_nor_saved_never_reaches_a_checkpoint(
-    tiny_config, tmp_path, monkeypatch):
+  tiny_config, tmp_path, monkeypatch
+):
   c, workdir = nan_config(tiny_config), str(tmp_path)
   poison_step(monkeypatch, 5)
   with pytest.raises(FloatingPointError, match=r"not finite at step 5.*checkpoint \(step 3\)"):
@@ -122,7 +129,9 @@ def test_resume_with_a_changed_model_fails_naming_the_key(tiny_config, tmp_path,
   other_lr = c.copy_and_resolve_references()
   other_lr.optim.lr = 0.5
   with checkpoint.make_manager(workdir, c.train) as manager:
-    train.check_resume(other_lr, workdir, manager, parts.build_layout(c).abstract, print)  # Same shapes.
+    train.check_resume(
+      other_lr, workdir, manager, parts.build_layout(c).abstract, print
+    )  # Same shapes.
     with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.5"):
       train.check_resume(other_lr, workdir, manager, parts.build_layout(wider).abstract, print)
   longer = c.copy_and_resolve_references()
@@ -161,6 +170,7 @@ GOLDEN = {1: (5.5765790939331055, 1.4720176458358765), 3: (5.530567169189453, 1.
 
 def test_the_default_configs_first_steps_give_the_golden_metrics():
   from configs import lm
+
   c = lm.get_config("tiny")
   mesh = sharding.make_mesh(c.mesh)
   model = build_model(c.model)
@@ -168,8 +178,11 @@ def test_the_default_configs_first_steps_give_the_golden_metrics():
   state, shardings, _ = parts.init_state(model, tx, c, mesh)
   engine = steps.jit_engine(model, tx, c, mesh, shardings)
   rows = np.random.default_rng(0).integers(3, 259, (c.train.batch_size, c.data.seq_len + 1))
-  batch = {"inputs": rows[:, :-1].astype(np.int32), "targets": rows[:, 1:].astype(np.int32),
-           "weights": np.ones((c.train.batch_size, c.data.seq_len), np.float32)}
+  batch = {
+    "inputs": rows[:, :-1].astype(np.int32),
+    "targets": rows[:, 1:].astype(np.int32),
+    "weights": np.ones((c.train.batch_size, c.data.seq_len), np.float32),
+  }
   got = {}
   with engine.context():
     for step in (1, 2, 3):
@@ -177,11 +190,16 @@ def test_the_default_configs_first_steps_give_the_golden_metrics():
       got[step] = (float(metrics["loss"]), float(metrics["grad_norm"]))
   for step, want in GOLDEN.items():
     np.testing.assert_allclose(
-        got[step], want, rtol=1e-6, err_msg=(
-            f"step {step}: (loss, grad_norm) moved. If a change to the model, its init, the "
-            "optimizer or the default config is meant to move them, check the default run's "
-            "loss (make demo, README) and update GOLDEN with the new values; otherwise the "
-            "change altered the numbers by accident."))
+      got[step],
+      want,
+      rtol=1e-6,
+      err_msg=(
+        f"step {step}: (loss, grad_norm) moved. If a change to the model, its init, the "
+        "optimizer or the default config is meant to move them, check the default run's "
+        "loss (make demo, README) and update GOLDEN with the new values; otherwise the "
+        "change altered the numbers by accident."
+      ),
+    )
 
 
 def test_a_training_start_builds_the_tokenizer_once(tiny_config, tmp_path, monkeypatch):
@@ -189,6 +207,7 @@ def test_a_training_start_builds_the_tokenizer_once(tiny_config, tmp_path, monke
   config.data's tokenizer is constructed once, not by each part that needs it."""
   from jtrans import modes
   from jtrans.data import tokenizers
+
   built, real = [], tokenizers.from_config
   monkeypatch.setattr(tokenizers, "from_config", lambda *a, **k: built.append(1) or real(*a, **k))
   c = tiny_config

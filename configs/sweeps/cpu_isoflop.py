@@ -9,6 +9,7 @@ Expected (estimated, not yet run here): one loss-vs-N parabola per budget (isofl
 minimum moves to larger N as C grows; approach 2 then gives N_opt ~ C^a and D_opt ~ C^b with
 a + b near 1, and approach 3 has N and D varying apart, so it is fitted too.
 """
+
 from configs import ladder
 
 BUDGETS = [1e12, 3e12, 1e13]  # FLOPs per run.

@@ -20,6 +20,7 @@ at an affordable 2 the small rungs see too few tokens to leave the unigram plate
 E + A/N^alpha + B/D^beta is E' + A/N^alpha in N, the law that `analyze` fits. Batch (16 rows,
 CPU_BATCH_LIMITS in configs/ladder.py) and lr (the planner's rule in C) as in the ladder.
 """
+
 from configs import ladder
 
 RUNGS = ["13k", "100k", "336k", "793k", "1.5M"]

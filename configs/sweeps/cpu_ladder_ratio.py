@@ -12,6 +12,7 @@ way. This is why configs/sweeps/cpu_ladder.py trains every size on the same toke
 at Chinchilla's 20 tokens per parameter (configs/sweeps/ladder.py) a ladder is the right
 design, but the CPU cannot afford it beyond a few hundred thousand parameters.
 """
+
 from configs import ladder
 
 RUNGS = ["13k", "100k", "336k", "793k", "1.5M"]

@@ -9,6 +9,7 @@ Expected (not yet run here): a U-shaped loss in lr per size; whether the 1.5M ru
 trails 793k in cpu_ladder at the planner's lr (6.8e-3), overtakes it at a lower one. `analyze`
 fits L(N) on the best lr of each size (scaling.md lists every run).
 """
+
 from configs import ladder
 from jtrans.scaling import sweep
 

@@ -10,6 +10,7 @@ One job per point (see the README's "Scaling laws" for a SLURM or Kubernetes job
 Expected (not run: needs an accelerator pod): approach 2 exponents a ~ b ~ 0.5 as in Hoffmann
 et al. (their Table 2: a = 0.49, b = 0.51 for approach 2), scaled to byte-level tokens.
 """
+
 from configs import ladder
 
 BUDGETS = [1e18, 3e18, 1e19, 3e19, 1e20]

@@ -11,6 +11,7 @@ Expected (not run: needs accelerators, 2e16 to 2e20 FLOPs per point): loss falli
 along the compute-optimal frontier, fitted by L(N) and L(C) in `analyze`; losses are per
 byte, so their constants are not comparable with papers that count BPE tokens.
 """
+
 from configs import ladder
 
 RUNGS = ["12M", "21M", "50M", "170M", "403M", "1.4B"]

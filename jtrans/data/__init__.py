@@ -13,15 +13,15 @@ from jtrans.data.sources import DatasetNotPreparedError, load_source
 from jtrans.data.tokenizers import ByteTokenizer, Tokenizer, from_config, get_tokenizer
 
 __all__ = [
-    "ByteTokenizer",
-    "DatasetNotPreparedError",
-    "Tokenizer",
-    "from_config",
-    "get_tokenizer",
-    "load_source",
-    "make_image_dataset",
-    "make_lm_dataset",
-    "make_seq2seq_dataset",
-    "sources",
-    "unigram_entropy",
+  "ByteTokenizer",
+  "DatasetNotPreparedError",
+  "Tokenizer",
+  "from_config",
+  "get_tokenizer",
+  "load_source",
+  "make_image_dataset",
+  "make_lm_dataset",
+  "make_seq2seq_dataset",
+  "sources",
+  "unigram_entropy",
 ]

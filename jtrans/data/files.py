@@ -30,14 +30,18 @@ def expand(pattern: str, key: str) -> list[str]:
   """Sorted files matching the comma-separated globs ``pattern`` (``config.data.<key>``)."""
   globs = [g.strip() for g in pattern.split(",") if g.strip()]
   if not globs:
-    raise ValueError(f"config.data.{key} is empty; set it to a glob of your files, e.g. "
-                     f"--config.data.{key}='/data/corpus/*.txt'.")
+    raise ValueError(
+      f"config.data.{key} is empty; set it to a glob of your files, e.g. "
+      f"--config.data.{key}='/data/corpus/*.txt'."
+    )
   matches = {g: storage.glob(g) for g in globs}
   paths = sorted({p for found in matches.values() for p in found})
   missing = [g for g, found in matches.items() if not found]
   if missing:
-    raise FileNotFoundError(f"config.data.{key}={pattern!r}: no file matches {missing[0]!r}; "
-                            "fix the glob (relative globs start at the working directory).")
+    raise FileNotFoundError(
+      f"config.data.{key}={pattern!r}: no file matches {missing[0]!r}; "
+      "fix the glob (relative globs start at the working directory)."
+    )
   return paths
 
 
@@ -81,11 +85,15 @@ class JsonLines(Sequence):
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path} at byte {self._start[i]}: not a JSON line ({e}); "
-                       "config.data.file_format='jsonl' needs one JSON object per line.") from e
+      raise ValueError(
+        f"{path} at byte {self._start[i]}: not a JSON line ({e}); "
+        "config.data.file_format='jsonl' needs one JSON object per line."
+      ) from e
     if not isinstance(record, dict):
-      raise ValueError(f"{path} at byte {self._start[i]}: a JSON line must be an object "
-                       f"(config.data.file_format='jsonl'), got {type(record).__name__}.")
+      raise ValueError(
+        f"{path} at byte {self._start[i]}: a JSON line must be an object "
+        f"(config.data.file_format='jsonl'), got {type(record).__name__}."
+      )
     return record
 
 
@@ -106,9 +114,13 @@ def load_files(pattern: str, file_format: str, text_key: str, key: str) -> Seque
   source = TextFiles(paths, text_key) if file_format == "text" else JsonLines(paths)
   if file_format == "text" and not any(_has_text(path) for path in paths):
     # Packing documents of no tokens would wait forever to fill a row.
-    raise ValueError(f"config.data.{key}={pattern!r} matches {len(paths)} file(s), but none "
-                     "holds any text (all are empty or whitespace); point it at your text files.")
+    raise ValueError(
+      f"config.data.{key}={pattern!r} matches {len(paths)} file(s), but none "
+      "holds any text (all are empty or whitespace); point it at your text files."
+    )
   if len(source) == 0:
-    raise ValueError(f"config.data.{key}={pattern!r} matches {len(paths)} files but no "
-                     "document (only blank lines).")
+    raise ValueError(
+      f"config.data.{key}={pattern!r} matches {len(paths)} files but no "
+      "document (only blank lines)."
+    )
   return source

@@ -18,6 +18,7 @@ Special tokens (bos, eos, pad, unk, mask, sep, cls) come from `tokenizer_config.
 pipelines add the separators they need (`eos_id`: the eos token, or BERT's `[SEP]`).
 A directory with none of these files fails, naming the files looked for.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ from etils import epath
 from jtrans import storage
 
 SPECIAL = ("bos", "eos", "pad", "unk", "mask", "sep", "cls")
-LOOKED_FOR = ("tokenizer.json", "source.spm + target.spm + vocab.json (Marian)",
-              "vocab.json + merges.txt (GPT-2 BPE)", "vocab.txt (BERT WordPiece)")
+LOOKED_FOR = (
+  "tokenizer.json",
+  "source.spm + target.spm + vocab.json (Marian)",
+  "vocab.json + merges.txt (GPT-2 BPE)",
+  "vocab.txt (BERT WordPiece)",
+)
 
 
 def special_tokens(root: epath.Path) -> dict[str, str]:
@@ -71,35 +76,50 @@ class HfTokenizer:
       tokens = {"eos": "</s>", "unk": "<unk>", "pad": "<pad>", **tokens}
     elif all((root / f).is_file() for f in ("vocab.json", "merges.txt")):
       from jtrans.data import tokenizers  # pylint: disable=g-import-not-at-top
+
       self.kind = "vocab.json + merges.txt"
       self._tok = tokenizers.Gpt2BpeTokenizer(directory).backend
       tokens = {"eos": tokenizers.GPT2_EOS, **tokens}
     elif (root / "vocab.txt").is_file():
       from tokenizers.implementations import BertWordPieceTokenizer  # pylint: disable=g-import-not-at-top
+
       self.kind = "vocab.txt"
       vocab = {t: i for i, t in enumerate((root / "vocab.txt").read_text().splitlines())}
       self._tok = BertWordPieceTokenizer(
-          vocab, lowercase=settings.get("do_lower_case", True),
-          strip_accents=settings.get("strip_accents"))._tokenizer
-      tokens = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]",
-                **tokens}
+        vocab,
+        lowercase=settings.get("do_lower_case", True),
+        strip_accents=settings.get("strip_accents"),
+      )._tokenizer
+      tokens = {
+        "unk": "[UNK]",
+        "sep": "[SEP]",
+        "pad": "[PAD]",
+        "cls": "[CLS]",
+        "mask": "[MASK]",
+        **tokens,
+      }
     else:
       raise FileNotFoundError(
-          f"{directory} (config.data.tokenizer_path): no tokenizer found; looked for "
-          f"{', '.join(LOOKED_FOR)}. Copy the model's tokenizer files there, or set "
-          "--config.data.tokenizer=byte (or sentencepiece) to train with another tokenizer.")
-    self.ids = {kind: i for kind, token in tokens.items()
-                if (i := self._token_id(token)) is not None}
+        f"{directory} (config.data.tokenizer_path): no tokenizer found; looked for "
+        f"{', '.join(LOOKED_FOR)}. Copy the model's tokenizer files there, or set "
+        "--config.data.tokenizer=byte (or sentencepiece) to train with another tokenizer."
+      )
+    self.ids = {
+      kind: i for kind, token in tokens.items() if (i := self._token_id(token)) is not None
+    }
     eos = self.ids.get("eos", self.ids.get("sep"))
     if eos is None:
-      raise ValueError(f"{directory}: its tokenizer names no eos (or sep) token in "
-                       "tokenizer_config.json; the pipelines need one to end documents.")
+      raise ValueError(
+        f"{directory}: its tokenizer names no eos (or sep) token in "
+        "tokenizer_config.json; the pipelines need one to end documents."
+      )
     self.eos_id = eos
     self.pad_id = self.ids.get("pad", eos)  # GPT-2 has none: padding has weight 0 anyway.
     self.bos_id = self.ids.get("bos")
     self.mask_id = self.ids.get("mask")
-    self.vocab_size = (self._marian.vocab_size if self._marian else
-                       self._tok.get_vocab_size(with_added_tokens=True))
+    self.vocab_size = (
+      self._marian.vocab_size if self._marian else self._tok.get_vocab_size(with_added_tokens=True)
+    )
 
   def _token_id(self, token: str) -> int | None:
     return self._marian.vocab.get(token) if self._marian else self._tok.token_to_id(token)

@@ -34,6 +34,7 @@ AUGMENTS = ("none", "inception_crop_flip")
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
   """How records' images become model inputs (``config.data.image_*`` and ``crop_fraction``)."""
+
   size: int  # config.model.image_size: the square side the model takes.
   mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # Per channel, of [0, 1] pixels.
   std: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -41,10 +42,15 @@ class ImageOptions:
   crop_fraction: float = 1.0  # Of the resized shorter side, the centre crop keeps this much.
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "ImageOptions":
+  def from_config(cls, config: ml_collections.ConfigDict) -> ImageOptions:
     d = config.data
-    return cls(size=config.model.image_size, mean=tuple(d.image_mean), std=tuple(d.image_std),
-               augment=d.image_augment, crop_fraction=d.crop_fraction)
+    return cls(
+      size=config.model.image_size,
+      mean=tuple(d.image_mean),
+      std=tuple(d.image_std),
+      augment=d.image_augment,
+      crop_fraction=d.crop_fraction,
+    )
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -52,8 +58,10 @@ class ImageOptions:
     if not 0 < self.crop_fraction <= 1:
       raise ValueError(f"config.data.crop_fraction={self.crop_fraction} must be in (0, 1].")
     if len(self.mean) != len(self.std) or min(self.std) <= 0:
-      raise ValueError(f"config.data.image_mean={self.mean} and image_std={self.std} need one "
-                       "value per channel each, and positive stds.")
+      raise ValueError(
+        f"config.data.image_mean={self.mean} and image_std={self.std} need one "
+        "value per channel each, and positive stds."
+      )
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -77,12 +85,16 @@ def centre_crop(image: np.ndarray, size: int, crop_fraction: float) -> np.ndarra
     image = resize(image, int(short * h / w), short)
   h, w = image.shape[:2]
   top, left = (h - size) // 2, (w - size) // 2
-  return image[top:top + size, left:left + size]
+  return image[top : top + size, left : left + size]
 
 
-def inception_crop(image: np.ndarray, size: int, rng: np.random.Generator,
-                   area: tuple[float, float] = (0.08, 1.0),
-                   ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def inception_crop(
+  image: np.ndarray,
+  size: int,
+  rng: np.random.Generator,
+  area: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
   """A random region of ``area`` of the image's area and aspect ratio (w / h) in ``ratio``
   (log-uniform), resized to a ``size`` square; after 10 draws that do not fit, the centre
   of the whole image at the nearest allowed ratio. uint8 [h, w, C] -> uint8 [size, size, C]."""
@@ -99,14 +111,16 @@ def inception_crop(image: np.ndarray, size: int, rng: np.random.Generator,
     cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
     cw, ch = min(cw, w), min(ch, h)
     top, left = (h - ch) // 2, (w - cw) // 2
-  return resize(image[top:top + ch, left:left + cw], size, size)
+  return resize(image[top : top + ch, left : left + cw], size, size)
 
 
 def _pixels(record: dict[str, Any], key: str) -> np.ndarray:
   image = np.asarray(record[key])
   if image.dtype != np.uint8 or image.ndim != 3:
-    raise ValueError(f"config.data.image_key={key!r} must name uint8 [H, W, C] images, got "
-                     f"{image.dtype} {image.shape}.")
+    raise ValueError(
+      f"config.data.image_key={key!r} must name uint8 [H, W, C] images, got "
+      f"{image.dtype} {image.shape}."
+    )
   return image
 
 
@@ -136,25 +150,30 @@ class _ToExample:
     o = self.options
     image = centre_crop(_pixels(record, self.image_key), o.size, o.crop_fraction)
     if len(self.scale) not in (1, image.shape[-1]):
-      raise ValueError(f"config.data.image_mean/image_std give {len(self.scale)} channels, the "
-                       f"images have {image.shape[-1]}.")
+      raise ValueError(
+        f"config.data.image_mean/image_std give {len(self.scale)} channels, the "
+        f"images have {image.shape[-1]}."
+      )
     images = (image * self.scale + self.shift).astype(np.float32)
-    return {"images": images, "targets": np.asarray(record[self.label_key], np.int32),
-            "weights": np.float32(1.0)}
+    return {
+      "images": images,
+      "targets": np.asarray(record[self.label_key], np.int32),
+      "weights": np.float32(1.0),
+    }
 
 
 def make_image_dataset(
-    *,
-    source: Sequence[dict[str, Any]],
-    image_key: str,
-    label_key: str,
-    options: ImageOptions,
-    batch_size: int,
-    seed: int,
-    train: bool,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    worker_count: int = 0,
+  *,
+  source: Sequence[dict[str, Any]],
+  image_key: str,
+  label_key: str,
+  options: ImageOptions,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
 ) -> grain.IterDataset:
   """Returns a grain dataset of classification batches of the images in ``source``.
 
@@ -168,6 +187,13 @@ def make_image_dataset(
   """
   augment = _Augment(image_key, options) if train and options.augment != "none" else None
   return record_batches(
-      source, _ToExample(image_key, label_key, options), augment=augment,
-      batch_size=batch_size, seed=seed, train=train, shard_index=shard_index,
-      shard_count=shard_count, worker_count=worker_count)
+    source,
+    _ToExample(image_key, label_key, options),
+    augment=augment,
+    batch_size=batch_size,
+    seed=seed,
+    train=train,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    worker_count=worker_count,
+  )

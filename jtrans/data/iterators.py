@@ -83,8 +83,11 @@ class _PadToCountIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "yielded": self._yielded,
-            "exhausted": self._exhausted}
+    return {
+      "parent": self._parent.get_state(),
+      "yielded": self._yielded,
+      "exhausted": self._exhausted,
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
@@ -101,16 +104,16 @@ def check_shard(shard_index: int, shard_count: int) -> None:
 
 
 def record_batches(
-    source: Sequence[dict[str, Any]],
-    to_example: Callable[[dict[str, Any]], Batch],
-    *,
-    augment: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None,
-    batch_size: int,
-    seed: int,
-    train: bool,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    worker_count: int = 0,
+  source: Sequence[dict[str, Any]],
+  to_example: Callable[[dict[str, Any]], Batch],
+  *,
+  augment: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
 ) -> grain.IterDataset:
   """Batches of ``to_example(record)``, stacked: each feature gains a leading [batch_size] axis.
 
@@ -130,8 +133,10 @@ def record_batches(
   check_shard(shard_index, shard_count)
   records = grain.MapDataset.source(source)[shard_index::shard_count]
   if len(records) == 0:
-    raise ValueError(f"Shard {shard_index}/{shard_count} has no records: the split has "
-                     f"{len(source)}, fewer than the {shard_count} processes.")
+    raise ValueError(
+      f"Shard {shard_index}/{shard_count} has no records: the split has "
+      f"{len(source)}, fewer than the {shard_count} processes."
+    )
   # Read ahead two batches of examples (grain's default is 500 elements on 16 threads).
   read = grain.ReadOptions(num_threads=4, prefetch_buffer_size=2 * batch_size)
   if train:

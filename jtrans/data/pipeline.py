@@ -73,9 +73,9 @@ def _to_batch_row(packed: Batch, segments: bool = False) -> Batch:
   crosses documents and positions restart per document.
   """
   row = {
-      "inputs": packed["inputs"],
-      "targets": packed["targets"],
-      "weights": (packed["targets_segment_ids"] > 0).astype(np.float32),
+    "inputs": packed["inputs"],
+    "targets": packed["targets"],
+    "weights": (packed["targets_segment_ids"] > 0).astype(np.float32),
   }
   if segments:
     row["segment_ids"] = packed["inputs_segment_ids"]
@@ -83,8 +83,9 @@ def _to_batch_row(packed: Batch, segments: bool = False) -> Batch:
   return row
 
 
-def _eval_batch_count(docs: grain.MapDataset, shard_count: int, seq_len: int,
-                      batch_size: int) -> int:
+def _eval_batch_count(
+  docs: grain.MapDataset, shard_count: int, seq_len: int, batch_size: int
+) -> int:
   """Most eval batches any shard yields: ceil(ceil(tokens / seq_len) / batch_size)."""
   counts = []
   for shard in range(shard_count):
@@ -93,8 +94,9 @@ def _eval_batch_count(docs: grain.MapDataset, shard_count: int, seq_len: int,
   return max(counts)
 
 
-def _source(source: Sequence[dict[str, Any]] | None, name: str, split: str,
-            data_dir: str | None) -> Sequence[dict[str, Any]]:
+def _source(
+  source: Sequence[dict[str, Any]] | None, name: str, split: str, data_dir: str | None
+) -> Sequence[dict[str, Any]]:
   return sources.load_source(name, split, data_dir) if source is None else source
 
 
@@ -103,22 +105,22 @@ def _tokenizer(tokenizer: str | Tokenizer) -> Tokenizer:
 
 
 def make_lm_dataset(
-    *,
-    name: str = "",
-    split: str = "",
-    data_dir: str | None = None,
-    source: Sequence[dict[str, Any]] | None = None,
-    tokenizer: str | Tokenizer,
-    text_key: str,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
-    train: bool,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    worker_count: int = 0,
-    shuffle_window: int = 0,
-    segment_ids: bool = False,
+  *,
+  name: str = "",
+  split: str = "",
+  data_dir: str | None = None,
+  source: Sequence[dict[str, Any]] | None = None,
+  tokenizer: str | Tokenizer,
+  text_key: str,
+  seq_len: int,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
+  shuffle_window: int = 0,
+  segment_ids: bool = False,
 ) -> grain.IterDataset:
   """Returns a grain dataset of next-token prediction batches.
 
@@ -157,16 +159,18 @@ def make_lm_dataset(
   all_examples = all_examples.map(_ToExample(tok, text_key))
   examples = all_examples[shard_index::shard_count]
   if len(examples) == 0:
-    raise ValueError(f"shard {shard_index} of {shard_count} of {name or 'the data set'}:"
-                     f"{split or 'its split'} has no documents: the split has {len(all_examples)}, "
-                     "fewer than the processes; use a larger split or fewer processes.")
+    raise ValueError(
+      f"shard {shard_index} of {shard_count} of {name or 'the data set'}:"
+      f"{split or 'its split'} has no documents: the split has {len(all_examples)}, "
+      "fewer than the processes; use a larger split or fewer processes."
+    )
   if train:
     n = len(examples)
     examples = examples.shuffle(seed=seed).repeat(None)
     examples = examples.map_with_index(_EpochOffset(n, seq_len, seed))
   packed = grain.experimental.ConcatThenSplitIterDataset(
-      examples.to_iter_dataset(),
-      length_struct={"inputs": seq_len, "targets": seq_len},
+    examples.to_iter_dataset(),
+    length_struct={"inputs": seq_len, "targets": seq_len},
   )
   rows = packed.map(functools.partial(_to_batch_row, segments=segment_ids))
   if train and shuffle_window > 1:
@@ -177,10 +181,16 @@ def make_lm_dataset(
     if shard_count == 1:
       return batches
     shape = (batch_size, seq_len)
-    pad_batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32),
-                 "weights": np.zeros(shape, np.float32)}
+    pad_batch = {
+      "inputs": np.zeros(shape, np.int32),
+      "targets": np.zeros(shape, np.int32),
+      "weights": np.zeros(shape, np.float32),
+    }
     if segment_ids:
-      pad_batch |= {"segment_ids": np.zeros(shape, np.int32), "positions": np.zeros(shape, np.int32)}
+      pad_batch |= {
+        "segment_ids": np.zeros(shape, np.int32),
+        "positions": np.zeros(shape, np.int32),
+      }
     count = _eval_batch_count(all_examples, shard_count, seq_len, batch_size)
     return PadToCount(batches, count, pad_batch)
   batches = rows.batch(batch_size, drop_remainder=True)
@@ -189,9 +199,15 @@ def make_lm_dataset(
   return JsonState(batches)
 
 
-def unigram_entropy(*, name: str = "", split: str = "", data_dir: str | None = None,
-                    source: Sequence[dict[str, Any]] | None = None,
-                    tokenizer: str | Tokenizer, text_key: str) -> float:
+def unigram_entropy(
+  *,
+  name: str = "",
+  split: str = "",
+  data_dir: str | None = None,
+  source: Sequence[dict[str, Any]] | None = None,
+  tokenizer: str | Tokenizer,
+  text_key: str,
+) -> float:
   """Entropy (nats) of the token unigram distribution of ``split``: documents plus one EOS each.
 
   The loss of the best context-free model: a baseline for the validation loss. The
@@ -201,7 +217,9 @@ def unigram_entropy(*, name: str = "", split: str = "", data_dir: str | None = N
   source = _source(source, name, split, data_dir)
   counts = np.zeros(tok.vocab_size, np.int64)
   for i in range(len(source)):
-    counts += np.bincount(tok.encode(sources.record_text(source[i], text_key)), minlength=tok.vocab_size)
+    counts += np.bincount(
+      tok.encode(sources.record_text(source[i], text_key)), minlength=tok.vocab_size
+    )
   counts[tok.eos_id] += len(source)
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())
@@ -213,12 +231,22 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
 
   The user's own files (``data.name="files"``) may change between runs and are recomputed.
   """
-  compute = lambda: unigram_entropy(source=sources.from_config(data, train=False),
-                                    tokenizer=tokenizer, text_key=data.text_key)
+  compute = lambda: unigram_entropy(
+    source=sources.from_config(data, train=False), tokenizer=tokenizer, text_key=data.text_key
+  )
   if data.name == sources.FILES:
     return compute()
-  key = json.dumps([data.name, data.eval_split, data.text_key, data.tokenizer,
-                    data.tokenizer_path, data.tokenizer_vocab_size, tokenizer.vocab_size])
+  key = json.dumps(
+    [
+      data.name,
+      data.eval_split,
+      data.text_key,
+      data.tokenizer,
+      data.tokenizer_path,
+      data.tokenizer_vocab_size,
+      tokenizer.vocab_size,
+    ]
+  )
   root = storage.path(data.data_dir or constants.get_default_data_dir()) / "jtrans_cache"
   path = root / f"entropy-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
   if path.exists():

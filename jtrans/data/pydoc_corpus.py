@@ -21,8 +21,8 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 VALIDATION_FRACTION = 0.10
 
@@ -57,12 +57,10 @@ class PydocTopics(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict(
-            {"text": tfds.features.Text(), "index": np.int64}
-        ),
-        supervised_keys=None,
+      builder=self,
+      description=__doc__,
+      features=tfds.features.FeaturesDict({"text": tfds.features.Text(), "index": np.int64}),
+      supervised_keys=None,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -70,12 +68,12 @@ class PydocTopics(tfds.core.GeneratorBasedBuilder):
     topics = load_topics()
     val = set(validation_topics(topics))
     return {
-        "train": self._generate_examples(topics, lambda name: name not in val),
-        "validation": self._generate_examples(topics, lambda name: name in val),
+      "train": self._generate_examples(topics, lambda name: name not in val),
+      "validation": self._generate_examples(topics, lambda name: name in val),
     }
 
   def _generate_examples(
-      self, topics: Mapping[str, str], keep: Callable[[str], bool]
+    self, topics: Mapping[str, str], keep: Callable[[str], bool]
   ) -> Iterator[tuple[str, dict]]:
     """Yields ``(topic name, {'text', 'index'})`` for the kept topics."""
     for index, (name, text) in enumerate(topics.items()):

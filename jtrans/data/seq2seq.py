@@ -21,20 +21,25 @@ from jtrans.data.tokenizers import Tokenizer
 
 def _ids_eos_padded(tok: Tokenizer, text: str, length: int) -> tuple[np.ndarray, int]:
   """(int32 [length] ids + EOS, truncated and padded with pad_id; the number of real ids)."""
-  ids = tok.encode(text)[:length - 1]
+  ids = tok.encode(text)[: length - 1]
   n = len(ids) + 1
   row = np.full(length, tok.pad_id, np.int32)
-  row[:n - 1], row[n - 1] = ids, tok.eos_id
+  row[: n - 1], row[n - 1] = ids, tok.eos_id
   return row, n
 
 
 class _ToPair:
   """Record -> one row of a seq2seq batch (see ``make_seq2seq_dataset``)."""
 
-  def __init__(self, tokenizer: Tokenizer, source_key: str, target_key: str, source_len: int,
-               seq_len: int):
+  def __init__(
+    self, tokenizer: Tokenizer, source_key: str, target_key: str, source_len: int, seq_len: int
+  ):
     self.tok, self.keys, self.source_len, self.seq_len = (
-        tokenizer, (source_key, target_key), source_len, seq_len)
+      tokenizer,
+      (source_key, target_key),
+      source_len,
+      seq_len,
+    )
 
   def __call__(self, record: dict[str, Any]) -> Batch:
     source_text = record_text(record, self.keys[0], "source_key")
@@ -43,28 +48,28 @@ class _ToPair:
     targets, n_target = _ids_eos_padded(self.tok, target_text, self.seq_len)
     inputs = np.concatenate([[self.tok.pad_id], targets[:-1]]).astype(np.int32)
     return {
-        "encoder_inputs": source,
-        "encoder_mask": (np.arange(self.source_len) < n_source).astype(np.float32),
-        "inputs": inputs,
-        "targets": targets,
-        "weights": (np.arange(self.seq_len) < n_target).astype(np.float32),
+      "encoder_inputs": source,
+      "encoder_mask": (np.arange(self.source_len) < n_source).astype(np.float32),
+      "inputs": inputs,
+      "targets": targets,
+      "weights": (np.arange(self.seq_len) < n_target).astype(np.float32),
     }
 
 
 def make_seq2seq_dataset(
-    *,
-    source: Sequence[dict[str, Any]],
-    tokenizer: Tokenizer,
-    source_key: str,
-    target_key: str,
-    source_len: int,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
-    train: bool,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    worker_count: int = 0,
+  *,
+  source: Sequence[dict[str, Any]],
+  tokenizer: Tokenizer,
+  source_key: str,
+  target_key: str,
+  source_len: int,
+  seq_len: int,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
 ) -> grain.IterDataset:
   """Returns a grain dataset of encoder-decoder batches of the pairs in ``source``.
 
@@ -79,9 +84,17 @@ def make_seq2seq_dataset(
   resumable state are those of ``iterators.record_batches``.
   """
   if source_len < 1 or seq_len < 1:
-    raise ValueError(f"source_len={source_len} and seq_len={seq_len} must be positive "
-                     "(config.data.source_len, config.data.seq_len).")
+    raise ValueError(
+      f"source_len={source_len} and seq_len={seq_len} must be positive "
+      "(config.data.source_len, config.data.seq_len)."
+    )
   return record_batches(
-      source, _ToPair(tokenizer, source_key, target_key, source_len, seq_len),
-      batch_size=batch_size, seed=seed, train=train, shard_index=shard_index,
-      shard_count=shard_count, worker_count=worker_count)
+    source,
+    _ToPair(tokenizer, source_key, target_key, source_len, seq_len),
+    batch_size=batch_size,
+    seed=seed,
+    train=train,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    worker_count=worker_count,
+  )

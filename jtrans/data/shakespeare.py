@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jtrans import storage
 
@@ -38,16 +38,21 @@ class TinyShakespeareFile(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)  # TFDS's own lookup needs importlib_resources.
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, homepage=URL,
-                                 features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=__doc__,
+      homepage=URL,
+      features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     # dl_manager.manual_dir asserts that the folder exists; name the file instead.
     path = storage.path(dl_manager._manual_dir) / FILE  # pylint: disable=protected-access
     if not path.is_file():
       raise FileNotFoundError(
-          f"Tiny Shakespeare needs {path}: download {URL} there (or point "
-          "config.data.manual_dir at the folder that holds input.txt).")
+        f"Tiny Shakespeare needs {path}: download {URL} there (or point "
+        "config.data.manual_dir at the folder that holds input.txt)."
+      )
     text = path.read_bytes().decode("utf-8")
     return {split: self._generate_examples(split, t) for split, t in split_text(text).items()}
 

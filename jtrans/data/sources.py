@@ -24,25 +24,46 @@ from jtrans import storage
 from jtrans.data import files, pydoc_corpus, shakespeare, synthetic_images, synthetic_tasks
 
 # Builders of this project: they download nothing, so they are prepared on demand.
-LOCAL_BUILDERS: frozenset[str] = frozenset({
+LOCAL_BUILDERS: frozenset[str] = frozenset(
+  {
     pydoc_corpus.PydocTopics.name,
     synthetic_tasks.ModularArithmetic.name,
     synthetic_tasks.CopyStrings.name,
     synthetic_tasks.ReverseStrings.name,
     synthetic_images.SyntheticImages.name,
     shakespeare.TinyShakespeareFile.name,  # Reads input.txt from the manual_dir.
-})
+  }
+)
 FILES = "files"  # config.data.name of local files.
 FILE_FORMAT = "array_record"
 # The config.data keys naming the record fields each objective reads (config.loss.objective).
 FIELDS: dict[str, tuple[str, ...]] = {
-    "lm": ("text_key",), "mlm": ("text_key",), "seq2seq": ("source_key", "target_key"),
-    "classification": ("image_key", "label_key")}
+  "lm": ("text_key",),
+  "mlm": ("text_key",),
+  "seq2seq": ("source_key", "target_key"),
+  "classification": ("image_key", "label_key"),
+}
 # TFDS's packages of its own builders (tensorflow_datasets/<family>/...).
-TFDS_FAMILIES = ("audio", "graphs", "image", "image_classification", "object_detection",
-                 "nearest_neighbors", "question_answering", "d4rl", "ranking", "recommendation",
-                 "structured", "summarization", "text", "text_simplification", "time_series",
-                 "translate", "video", "vision_language")
+TFDS_FAMILIES = (
+  "audio",
+  "graphs",
+  "image",
+  "image_classification",
+  "object_detection",
+  "nearest_neighbors",
+  "question_answering",
+  "d4rl",
+  "ranking",
+  "recommendation",
+  "structured",
+  "summarization",
+  "text",
+  "text_simplification",
+  "time_series",
+  "translate",
+  "video",
+  "vision_language",
+)
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -85,16 +106,17 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     return make()
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
-        f"{name!r} (config.data.name) is not a registered TFDS data set; the project's"
-        f" own are {sorted(LOCAL_BUILDERS)}, and {FILES!r} reads config.data.train_files."
+      f"{name!r} (config.data.name) is not a registered TFDS data set; the project's"
+      f" own are {sorted(LOCAL_BUILDERS)}, and {FILES!r} reads config.data.train_files."
     ) from e
 
 
 def _not_prepared(name: str, root: str) -> DatasetNotPreparedError:
   return DatasetNotPreparedError(
-      f"TFDS data set {name!r} (config.data.name) is not prepared in data_dir {root!r} "
-      f"(config.data.data_dir). Prepare it (on a machine with internet; the README's \"TFDS data "
-      f"sets\" says what each needs) with: {build_command(name, root)}")
+    f"TFDS data set {name!r} (config.data.name) is not prepared in data_dir {root!r} "
+    f"(config.data.data_dir). Prepare it (on a machine with internet; the README's \"TFDS data "
+    f'sets" says what each needs) with: {build_command(name, root)}'
+  )
 
 
 def _check_split(builder: tfds.core.DatasetBuilder, split: str, setting: str) -> None:
@@ -104,8 +126,10 @@ def _check_split(builder: tfds.core.DatasetBuilder, split: str, setting: str) ->
   for part in split.split("+"):
     base = re.sub(r"\[.*\]$", "", part.strip())
     if base not in names:
-      raise ValueError(f"{builder.info.full_name} has no split {base!r} (config.data.{setting}="
-                       f"{split!r}); its splits are {sorted(names)}.")
+      raise ValueError(
+        f"{builder.info.full_name} has no split {base!r} (config.data.{setting}="
+        f"{split!r}); its splits are {sorted(names)}."
+      )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -126,17 +150,23 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   features = builder.info.features
   for setting in FIELDS.get(config.loss.objective, ()):
     if d[setting] not in features:
-      raise ValueError(f"config.data.{setting}={d[setting]!r} is not a feature of {d.name}; its "
-                       f"features are {sorted(features.keys())}.")
+      raise ValueError(
+        f"config.data.{setting}={d[setting]!r} is not a feature of {d.name}; its "
+        f"features are {sorted(features.keys())}."
+      )
   if config.loss.objective == "classification":
     classes = getattr(features[d.label_key], "num_classes", None)
     if classes and classes > config.model.num_classes:
-      raise ValueError(f"config.model.num_classes={config.model.num_classes} is smaller than the "
-                       f"{classes} classes of {d.name}'s {d.label_key!r}; set it to {classes}.")
+      raise ValueError(
+        f"config.model.num_classes={config.model.num_classes} is smaller than the "
+        f"{classes} classes of {d.name}'s {d.label_key!r}; set it to {classes}."
+      )
     shape = getattr(features[d.image_key], "shape", None)
     if shape and shape[-1] not in (None, config.model.num_channels):
-      raise ValueError(f"config.model.num_channels={config.model.num_channels}, but {d.name}'s "
-                       f"{d.image_key!r} images have {shape[-1]} channels; set it to {shape[-1]}.")
+      raise ValueError(
+        f"config.model.num_channels={config.model.num_channels}, but {d.name}'s "
+        f"{d.image_key!r} images have {shape[-1]} channels; set it to {shape[-1]}."
+      )
 
 
 class SortedSource(Sequence):
@@ -161,8 +191,9 @@ def record_text(record: dict[str, Any], key: str, setting: str = "text_key") -> 
   try:
     text = record[key]
   except KeyError:
-    raise KeyError(f"Records have no field {key!r} (config.data.{setting}); their fields are "
-                   f"{sorted(record)}.") from None
+    raise KeyError(
+      f"Records have no field {key!r} (config.data.{setting}); their fields are {sorted(record)}."
+    ) from None
   return text.decode("utf-8") if isinstance(text, bytes) else str(text)  # TFDS Text: bytes.
 
 
@@ -172,12 +203,14 @@ def from_config(data: ml_collections.ConfigDict, train: bool) -> Sequence[dict[s
     key = "train_files" if train else "eval_files"
     return files.load_files(data[key], data.file_format, data.text_key, key)
   setting = "train_split" if train else "eval_split"
-  return load_source(data.name, data[setting], data.data_dir or None, data.manual_dir or None,
-                     setting)
+  return load_source(
+    data.name, data[setting], data.data_dir or None, data.manual_dir or None, setting
+  )
 
 
-def _prepare(builder: tfds.core.DatasetBuilder, name: str, root: str,
-             manual_dir: str | None) -> None:
+def _prepare(
+  builder: tfds.core.DatasetBuilder, name: str, root: str, manual_dir: str | None
+) -> None:
   """Prepares a project builder into `root`. ArrayRecord writes local files only, so for a
   `gs://` data_dir it is prepared in a local temporary folder and its files are copied up."""
   config = tfds.download.DownloadConfig(manual_dir=manual_dir)
@@ -191,8 +224,9 @@ def _prepare(builder: tfds.core.DatasetBuilder, name: str, root: str,
     storage.copy_tree(local_builder.data_path, storage.path(root) / relative)
 
 
-def load_source(name: str, split: str, data_dir: str | None,
-                manual_dir: str | None = None, setting: str = "split") -> Sequence[dict[str, Any]]:
+def load_source(
+  name: str, split: str, data_dir: str | None, manual_dir: str | None = None, setting: str = "split"
+) -> Sequence[dict[str, Any]]:
   """Returns a random-access source of decoded records of ``name``'s ``split``.
 
   Project builders (``LOCAL_BUILDERS``) are prepared into ``data_dir`` when
@@ -216,10 +250,11 @@ def load_source(name: str, split: str, data_dir: str | None,
     source = builder.as_data_source(split=split)
   except NotImplementedError as e:  # Prepared, but not as array_record (TFRecord, say).
     raise DatasetNotPreparedError(
-        f"TFDS data set {name!r} in data_dir {builder.data_dir_root} is not stored as "
-        f"{FILE_FORMAT} (random access needs it). Convert it where it is with: tfds "
-        f"convert_format --dataset_version_dir={builder.data_dir} --out_file_format="
-        f"{FILE_FORMAT}") from e
+      f"TFDS data set {name!r} in data_dir {builder.data_dir_root} is not stored as "
+      f"{FILE_FORMAT} (random access needs it). Convert it where it is with: tfds "
+      f"convert_format --dataset_version_dir={builder.data_dir} --out_file_format="
+      f"{FILE_FORMAT}"
+    ) from e
   if "index" in source.dataset_info.features:
     index = np.array([int(source[i]["index"]) for i in range(len(source))])
     return SortedSource(source, np.argsort(index, kind="stable"))

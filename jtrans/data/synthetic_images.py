@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 SIZE, CHANNELS, NUM_CLASSES = 32, 3, 10
 
@@ -51,12 +51,17 @@ class SyntheticImages(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, supervised_keys=("image", "label"),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(SIZE, SIZE, CHANNELS), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            "index": np.int64,
-        }))
+      builder=self,
+      description=__doc__,
+      supervised_keys=("image", "label"),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(SIZE, SIZE, CHANNELS), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+          "index": np.int64,
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.

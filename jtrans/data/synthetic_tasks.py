@@ -21,17 +21,21 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 _OPS = {
-    "add": ("+", lambda a, b, p: (a + b) % p),
-    "sub": ("-", lambda a, b, p: (a - b) % p),
-    "mul": ("*", lambda a, b, p: (a * b) % p),
-    "div": ("/", lambda a, b, p: (a * pow(int(b), -1, p)) % p),
+  "add": ("+", lambda a, b, p: (a + b) % p),
+  "sub": ("-", lambda a, b, p: (a - b) % p),
+  "mul": ("*", lambda a, b, p: (a * b) % p),
+  "div": ("/", lambda a, b, p: (a * pow(int(b), -1, p)) % p),
 }
-_FEATURES = {"source": tfds.features.Text(), "target": tfds.features.Text(),
-             "text": tfds.features.Text(), "index": np.int64}
+_FEATURES = {
+  "source": tfds.features.Text(),
+  "target": tfds.features.Text(),
+  "text": tfds.features.Text(),
+  "index": np.int64,
+}
 
 
 def modular_pairs(op: str, p: int) -> list[tuple[int, int]]:
@@ -43,7 +47,7 @@ def modular_split(op: str, p: int, train_fraction: float, seed: int) -> set[tupl
   """The train pairs: a seeded random ``train_fraction`` of ``modular_pairs``."""
   pairs = modular_pairs(op, p)
   order = np.random.default_rng(seed).permutation(len(pairs))
-  return {pairs[i] for i in order[:int(round(train_fraction * len(pairs)))]}
+  return {pairs[i] for i in order[: int(round(train_fraction * len(pairs)))]}
 
 
 @dataclasses.dataclass
@@ -63,24 +67,31 @@ class ModularArithmetic(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)  # TFDS's own lookup needs importlib_resources.
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(_FEATURES))
+    return tfds.core.DatasetInfo(
+      builder=self, description=__doc__, features=tfds.features.FeaturesDict(_FEATURES)
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
     c = self.builder_config
     train = modular_split(c.op, c.p, c.train_fraction, c.seed)
-    return {"train": self._generate_examples(train, True),
-            "validation": self._generate_examples(train, False)}
+    return {
+      "train": self._generate_examples(train, True),
+      "validation": self._generate_examples(train, False),
+    }
 
-  def _generate_examples(self, train: set[tuple[int, int]], keep: bool) -> Iterator[tuple[int, dict]]:
+  def _generate_examples(
+    self, train: set[tuple[int, int]], keep: bool
+  ) -> Iterator[tuple[int, dict]]:
     c = self.builder_config
     symbol, fn = _OPS[c.op]
     for a, b in modular_pairs(c.op, c.p):
       if ((a, b) in train) == keep:
         source, target = f"{a}{symbol}{b}=", str(fn(a, b, c.p))
-        yield a * c.p + b, {"source": source, "target": target, "text": source + target,
-                            "index": a * c.p + b}
+        yield (
+          a * c.p + b,
+          {"source": source, "target": target, "text": source + target, "index": a * c.p + b},
+        )
 
 
 def random_strings(n: int, seed: int, max_len: int = 32) -> list[str]:
@@ -103,13 +114,16 @@ class _StringTask(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(_FEATURES))
+    return tfds.core.DatasetInfo(
+      builder=self, description=__doc__, features=tfds.features.FeaturesDict(_FEATURES)
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(random_strings(n, seed))
-            for split, (n, seed) in self.SPLITS.items()}
+    return {
+      split: self._generate_examples(random_strings(n, seed))
+      for split, (n, seed) in self.SPLITS.items()
+    }
 
   def _generate_examples(self, strings: list[str]) -> Iterator[tuple[int, dict]]:
     for i, source in enumerate(strings):

@@ -80,9 +80,11 @@ class SentencePieceTokenizer:
     self.vocab_size = self._sp.vocab_size()
     self.pad_id, self.eos_id = self._sp.pad_id(), self._sp.eos_id()
     if self.pad_id < 0 or self.eos_id < 0:
-      raise ValueError(f"SentencePiece model {path} (config.data.tokenizer_path) has no pad or "
-                       "eos piece; train one with pad_id=0, eos_id=1 (python -m "
-                       "jtrans.data.train_tokenizer does).")
+      raise ValueError(
+        f"SentencePiece model {path} (config.data.tokenizer_path) has no pad or "
+        "eos piece; train one with pad_id=0, eos_id=1 (python -m "
+        "jtrans.data.train_tokenizer does)."
+      )
 
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids of shape [num_pieces]."""
@@ -99,8 +101,8 @@ class Gpt2BpeTokenizer:
   """GPT-2's byte-level BPE (the ``tokenizers`` package); ids equal Hugging Face's GPT2TokenizerFast."""
 
   def __init__(self, path: str):
-    from tokenizers import AddedToken, Tokenizer as HfTokenizer  # pylint: disable=g-import-not-at-top
-    from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top  # pylint: disable=g-import-not-at-top
+    from tokenizers import Tokenizer as HfTokenizer
 
     self.path = path
     files = _gpt2_files(path)
@@ -109,17 +111,25 @@ class Gpt2BpeTokenizer:
     else:
       # What GPT2TokenizerFast builds from vocab.json + merges.txt.
       vocab = json.loads(files[0].read_text())
-      merges = [tuple(line.split(" ")) for line in files[1].read_text().splitlines()
-                if line and not line.startswith("#version")]
-      self._tok = HfTokenizer(models.BPE(vocab, merges, continuing_subword_prefix="",
-                                         end_of_word_suffix="", fuse_unk=False))
+      merges = [
+        tuple(line.split(" "))
+        for line in files[1].read_text().splitlines()
+        if line and not line.startswith("#version")
+      ]
+      self._tok = HfTokenizer(
+        models.BPE(
+          vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False
+        )
+      )
       self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
       self._tok.decoder = decoders.ByteLevel()
       self._tok.add_special_tokens([AddedToken(GPT2_EOS, special=True)])
     eos = self._tok.token_to_id(GPT2_EOS)
     if eos is None:
-      raise ValueError(f"The BPE vocabulary at {path} (config.data.tokenizer_path) has no "
-                       f"{GPT2_EOS!r} token; use GPT-2's files or add it as a special token.")
+      raise ValueError(
+        f"The BPE vocabulary at {path} (config.data.tokenizer_path) has no "
+        f"{GPT2_EOS!r} token; use GPT-2's files or add it as a special token."
+      )
     self.eos_id = self.pad_id = eos
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
@@ -151,9 +161,10 @@ def _gpt2_files(path: str) -> list[epath.Path]:
   if all(f.is_file() for f in pair):
     return pair
   raise FileNotFoundError(
-      f"No GPT-2 BPE files at {path!r} (config.data.tokenizer_path): expected a tokenizer.json "
-      f"file, or a directory holding tokenizer.json or vocab.json + merges.txt (e.g. those of "
-      "huggingface.co/openai-community/gpt2).")
+    f"No GPT-2 BPE files at {path!r} (config.data.tokenizer_path): expected a tokenizer.json "
+    f"file, or a directory holding tokenizer.json or vocab.json + merges.txt (e.g. those of "
+    "huggingface.co/openai-community/gpt2)."
+  )
 
 
 def get_tokenizer(name: str) -> Tokenizer:
@@ -161,14 +172,20 @@ def get_tokenizer(name: str) -> Tokenizer:
   if name == "byte":
     return ByteTokenizer()
   if name in KINDS:
-    raise ValueError(f"config.data.tokenizer={name!r} needs files: build it with "
-                     "tokenizers.from_config(config.data).")
-  raise ValueError(f"Unknown tokenizer {name!r} in config.data.tokenizer; accepted names: "
-                   f"{sorted(KINDS)}.")
+    raise ValueError(
+      f"config.data.tokenizer={name!r} needs files: build it with "
+      "tokenizers.from_config(config.data)."
+    )
+  raise ValueError(
+    f"Unknown tokenizer {name!r} in config.data.tokenizer; accepted names: {sorted(KINDS)}."
+  )
 
 
-def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True,
-                text_keys: Sequence[str] | None = None) -> Tokenizer:
+def from_config(
+  data: ml_collections.ConfigDict,
+  train_if_missing: bool = True,
+  text_keys: Sequence[str] | None = None,
+) -> Tokenizer:
   """The tokenizer that ``config.data`` describes (keys ``tokenizer``, ``tokenizer_path``, ...).
 
   SentencePiece with an empty ``tokenizer_path`` loads the model cached for this data
@@ -182,24 +199,33 @@ def from_config(data: ml_collections.ConfigDict, train_if_missing: bool = True,
     return ByteTokenizer()
   if kind == "gpt2_bpe":
     if not path:
-      raise ValueError("config.data.tokenizer='gpt2_bpe' needs config.data.tokenizer_path: a "
-                       "directory with GPT-2's vocab.json + merges.txt, or a tokenizer.json.")
+      raise ValueError(
+        "config.data.tokenizer='gpt2_bpe' needs config.data.tokenizer_path: a "
+        "directory with GPT-2's vocab.json + merges.txt, or a tokenizer.json."
+      )
     return Gpt2BpeTokenizer(path)
   if kind == "hf":
     if not path:
-      raise ValueError("config.data.tokenizer='hf' needs config.data.tokenizer_path: a Hugging "
-                       "Face model directory with its tokenizer files.")
+      raise ValueError(
+        "config.data.tokenizer='hf' needs config.data.tokenizer_path: a Hugging "
+        "Face model directory with its tokenizer files."
+      )
     from jtrans.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
     return hf_tokenizer.HfTokenizer(path)
   if kind == "sentencepiece":
     if path:
       if not storage.path(path).is_file():
-        raise FileNotFoundError(f"SentencePiece model {path!r} (config.data.tokenizer_path) does "
-                                "not exist; fix the path, or set it to '' to train one on the "
-                                "train split.")
+        raise FileNotFoundError(
+          f"SentencePiece model {path!r} (config.data.tokenizer_path) does "
+          "not exist; fix the path, or set it to '' to train one on the "
+          "train split."
+        )
       return SentencePieceTokenizer(path)
     from jtrans.data import train_tokenizer  # pylint: disable=g-import-not-at-top
 
     keys = tuple(text_keys) if text_keys else (data.text_key,)
-    return SentencePieceTokenizer(train_tokenizer.cached_sentencepiece(data, train_if_missing, keys))
+    return SentencePieceTokenizer(
+      train_tokenizer.cached_sentencepiece(data, train_if_missing, keys)
+    )
   return get_tokenizer(kind)  # Raises, naming the accepted kinds.

@@ -22,9 +22,9 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from absl import app, flags
 import ml_collections
 import numpy as np
+from absl import app, flags
 from tensorflow_datasets.core import constants
 
 from jtrans import storage
@@ -42,12 +42,16 @@ def cache_path(data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",))
     dataset = data.name.replace("/", "-")
   fields = "" if tuple(keys) == ("text",) else "_" + "+".join(keys)
   root = storage.path(data.data_dir or constants.get_default_data_dir())
-  return os.fspath(root / "jtrans_tokenizers" /
-                   f"{dataset}_{data.train_split}{fields}_sp{data.tokenizer_vocab_size}.model")
+  return os.fspath(
+    root
+    / "jtrans_tokenizers"
+    / f"{dataset}_{data.train_split}{fields}_sp{data.tokenizer_vocab_size}.model"
+  )
 
 
-def training_texts(data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",),
-                   seed: int = 0) -> Iterator[str]:
+def training_texts(
+  data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",), seed: int = 0
+) -> Iterator[str]:
   """Non-blank lines of fields ``keys`` of a seeded sample of train records (both sides of a
   translation pair, say), MAX_TRAINING_CHARS at most."""
   source = sources.from_config(data, train=True)
@@ -69,28 +73,44 @@ def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int) -> Non
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
-        character_coverage=0.9995, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-        num_threads=os.cpu_count() or 1, minloglevel=2)
+      sentence_iterator=iter(texts),
+      model_writer=model,
+      vocab_size=vocab_size,
+      model_type="unigram",
+      pad_id=0,
+      eos_id=1,
+      unk_id=2,
+      bos_id=-1,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      byte_fallback=True,
+      character_coverage=0.9995,
+      input_sentence_size=2_000_000,
+      shuffle_input_sentence=True,
+      num_threads=os.cpu_count() or 1,
+      minloglevel=2,
+    )
   except RuntimeError as e:
-    raise ValueError(f"SentencePiece training failed ({e}); the data may be too small for "
-                     f"config.data.tokenizer_vocab_size={vocab_size}: lower it.") from e
+    raise ValueError(
+      f"SentencePiece training failed ({e}); the data may be too small for "
+      f"config.data.tokenizer_vocab_size={vocab_size}: lower it."
+    ) from e
   storage.write_bytes(path, model.getvalue())  # Whole: a reader never sees half a model.
 
 
-def cached_sentencepiece(data: ml_collections.ConfigDict, train_if_missing: bool = True,
-                         keys: Sequence[str] = ("text",)) -> str:
+def cached_sentencepiece(
+  data: ml_collections.ConfigDict, train_if_missing: bool = True, keys: Sequence[str] = ("text",)
+) -> str:
   """Path of the cached model of ``config.data``'s fields ``keys``, trained first if missing
   and allowed."""
   path = cache_path(data, keys)
   if not storage.path(path).is_file():
     if not train_if_missing:
       raise FileNotFoundError(
-          f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
-          "before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
-          "config and overrides>.")
+        f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
+        "before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
+        "config and overrides>."
+      )
     train_sentencepiece(training_texts(data, keys), path, data.tokenizer_vocab_size)
   return path
 
@@ -101,8 +121,10 @@ def run(config: ml_collections.ConfigDict, overwrite: bool = False) -> str:
 
   data = config.data
   if data.tokenizer != "sentencepiece":
-    raise app.UsageError(f"config.data.tokenizer={data.tokenizer!r}: this command trains "
-                         "SentencePiece models; add --config.data.tokenizer=sentencepiece.")
+    raise app.UsageError(
+      f"config.data.tokenizer={data.tokenizer!r}: this command trains "
+      "SentencePiece models; add --config.data.tokenizer=sentencepiece."
+    )
   keys = sources.text_keys(config)
   path = data.tokenizer_path or cache_path(data, keys)
   if storage.path(path).is_file() and not overwrite:

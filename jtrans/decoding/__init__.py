@@ -9,9 +9,31 @@
 `sampling.py` holds the steppers (one compiled decode step over a KV cache, for decoders and
 encoder-decoders) and the sampling loop; `beam_search.py` searches with the same steppers.
 """
-from jtrans.decoding.sampling import (Generated, Sampling, Stepper, check_length, filter_logits,
-                                      generate, generate_seq2seq, left_pad, lm_stepper,
-                                      sample_logits, seq2seq_stepper)
 
-__all__ = ["Generated", "Sampling", "Stepper", "check_length", "filter_logits", "generate",
-           "generate_seq2seq", "left_pad", "lm_stepper", "sample_logits", "seq2seq_stepper"]
+from jtrans.decoding.sampling import (
+  Generated,
+  Sampling,
+  Stepper,
+  check_length,
+  filter_logits,
+  generate,
+  generate_seq2seq,
+  left_pad,
+  lm_stepper,
+  sample_logits,
+  seq2seq_stepper,
+)
+
+__all__ = [
+  "Generated",
+  "Sampling",
+  "Stepper",
+  "check_length",
+  "filter_logits",
+  "generate",
+  "generate_seq2seq",
+  "left_pad",
+  "lm_stepper",
+  "sample_logits",
+  "seq2seq_stepper",
+]

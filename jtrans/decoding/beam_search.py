@@ -17,6 +17,7 @@ loop stops when no source can improve, or after max_new_tokens.
 Length penalties: "gnmt" divides by ((5 + length) / 6) ** alpha (Wu et al. 2016, GNMT, alpha
 0.6-0.7 there); "hf" divides by length ** alpha (Hugging Face's `length_penalty`, default 1.0).
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,12 +44,13 @@ def penalties(style: str, alpha: float, max_new_tokens: int) -> np.ndarray:
   """float32 `[max_new_tokens + 1]`: the divisor of a hypothesis of each length (computed in
   float64 and rounded once, as Python computes Hugging Face's)."""
   if style not in STYLES:
-    raise ValueError(f"length_penalty_style={style!r} is not one of {STYLES} "
-                     "(config.sample.length_penalty_style).")
+    raise ValueError(
+      f"length_penalty_style={style!r} is not one of {STYLES} (config.sample.length_penalty_style)."
+    )
   length = np.arange(max_new_tokens + 1, dtype=np.float64)
   base = (5.0 + length) / 6.0 if style == "gnmt" else length
   with np.errstate(divide="ignore"):
-    return (base ** alpha).astype(np.float32)
+    return (base**alpha).astype(np.float32)
 
 
 def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -58,6 +60,7 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
 
 class _State(NamedTuple):
   """The search between steps (all `[batch, beams, ...]` but the flags)."""
+
   i: jax.Array  # Generated tokens so far.
   run_tokens: jax.Array  # Running beams, `[batch, beams, max_new_tokens]`.
   run_scores: jax.Array  # Their summed log-probabilities.
@@ -69,9 +72,19 @@ class _State(NamedTuple):
   go_on: jax.Array  # Scalar: some source can still improve.
 
 
-def _search(stepper: sampling.Stepper, divisor: jax.Array, *, batch: int, num_beams: int,
-            max_new_tokens: int, eos_id: int | None, pad_id: int, early_stopping: bool | str,
-            assume_longest: bool, forced_eos: bool) -> Beams:
+def _search(
+  stepper: sampling.Stepper,
+  divisor: jax.Array,
+  *,
+  batch: int,
+  num_beams: int,
+  max_new_tokens: int,
+  eos_id: int | None,
+  pad_id: int,
+  early_stopping: bool | str,
+  assume_longest: bool,
+  forced_eos: bool,
+) -> Beams:
   k, n = num_beams, max_new_tokens
   vocab = stepper.logits.shape[-1]
   top_k_mask = jnp.arange(2 * k) < k  # Only the best `beams` candidates may finish.
@@ -112,55 +125,126 @@ def _search(stepper: sampling.Stepper, divisor: jax.Array, *, batch: int, num_be
     worst = jnp.where(fin_done, jnp.min(fin_scores, 1, keepdims=True), NEG)
     improvable = s.improvable & jnp.any(best_possible > worst, axis=1, keepdims=True)
     go_on = jnp.any(improvable) & ~(jnp.all(fin_done) & stop_when_full) & ~jnp.all(ended)
-    new = _State(i + 1, _gather(cand_tokens, keep), run_scores,
-                 pick(s.fin_tokens, cand_tokens), fin_scores,
-                 pick(s.fin_lengths, jnp.full_like(token, i + 1)), fin_done, improvable, go_on)
+    new = _State(
+      i + 1,
+      _gather(cand_tokens, keep),
+      run_scores,
+      pick(s.fin_tokens, cand_tokens),
+      fin_scores,
+      pick(s.fin_lengths, jnp.full_like(token, i + 1)),
+      fin_done,
+      improvable,
+      go_on,
+    )
     rows = (jnp.arange(batch)[:, None] * k + _gather(parent, keep)).reshape(-1)
     return new, rows
 
   def body(carry: tuple[_State, Any]) -> tuple[_State, Any]:
     s, model_state = carry
-    model_state, logits = stepper.step(model_state, s.run_tokens[:, :, s.i - 1].reshape(-1), s.i - 1)
+    model_state, logits = stepper.step(
+      model_state, s.run_tokens[:, :, s.i - 1].reshape(-1), s.i - 1
+    )
     s, rows = select(s, logits)
     return s, stepper.reorder(model_state, rows)
 
   tokens = jnp.full((batch, k, n), pad_id, jnp.int32)
   start = _State(
-      i=jnp.int32(0), run_tokens=tokens,
-      run_scores=jnp.zeros((batch, k), jnp.float32).at[:, 1:].set(NEG),  # Beam 0 alone at first.
-      fin_tokens=tokens, fin_scores=jnp.full((batch, k), NEG, jnp.float32),
-      fin_lengths=jnp.zeros((batch, k), jnp.int32), fin_done=jnp.zeros((batch, k), bool),
-      improvable=jnp.ones((batch, 1), bool), go_on=jnp.bool_(True))
+    i=jnp.int32(0),
+    run_tokens=tokens,
+    run_scores=jnp.zeros((batch, k), jnp.float32).at[:, 1:].set(NEG),  # Beam 0 alone at first.
+    fin_tokens=tokens,
+    fin_scores=jnp.full((batch, k), NEG, jnp.float32),
+    fin_lengths=jnp.zeros((batch, k), jnp.int32),
+    fin_done=jnp.zeros((batch, k), bool),
+    improvable=jnp.ones((batch, 1), bool),
+    go_on=jnp.bool_(True),
+  )
   s, rows = select(start, stepper.logits)
-  s, _ = jax.lax.while_loop(lambda c: (c[0].i < n) & c[0].go_on, body,
-                            (s, stepper.reorder(stepper.state, rows)))
+  s, _ = jax.lax.while_loop(
+    lambda c: (c[0].i < n) & c[0].go_on, body, (s, stepper.reorder(stepper.state, rows))
+  )
   return Beams(s.fin_tokens, s.fin_lengths, s.fin_scores)
 
 
-_STATIC = ("model", "num_beams", "max_new_tokens", "eos_id", "pad_id", "early_stopping",
-           "assume_longest", "forced_eos", "use_cache")
+_STATIC = (
+  "model",
+  "num_beams",
+  "max_new_tokens",
+  "eos_id",
+  "pad_id",
+  "early_stopping",
+  "assume_longest",
+  "forced_eos",
+  "use_cache",
+)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("start_id",))
-def _seq2seq(model, params, source, source_mask, divisor, *, start_id, num_beams, use_cache,
-             max_new_tokens, **options):
-  stepper = sampling.seq2seq_stepper(model, params, source, source_mask, start_id, max_new_tokens,
-                                     use_cache, beams=num_beams)
-  return _search(stepper, divisor, batch=source.shape[0], num_beams=num_beams,
-                 max_new_tokens=max_new_tokens, **options)
+def _seq2seq(
+  model,
+  params,
+  source,
+  source_mask,
+  divisor,
+  *,
+  start_id,
+  num_beams,
+  use_cache,
+  max_new_tokens,
+  **options,
+):
+  stepper = sampling.seq2seq_stepper(
+    model, params, source, source_mask, start_id, max_new_tokens, use_cache, beams=num_beams
+  )
+  return _search(
+    stepper,
+    divisor,
+    batch=source.shape[0],
+    num_beams=num_beams,
+    max_new_tokens=max_new_tokens,
+    **options,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _lm(model, params, prompts, prompt_lengths, divisor, *, num_beams, use_cache, max_new_tokens,
-        **options):
-  stepper = sampling.lm_stepper(model, params, jnp.repeat(prompts, num_beams, 0),
-                                jnp.repeat(prompt_lengths, num_beams, 0), max_new_tokens, use_cache)
-  return _search(stepper, divisor, batch=prompts.shape[0], num_beams=num_beams,
-                 max_new_tokens=max_new_tokens, **options)
+def _lm(
+  model,
+  params,
+  prompts,
+  prompt_lengths,
+  divisor,
+  *,
+  num_beams,
+  use_cache,
+  max_new_tokens,
+  **options,
+):
+  stepper = sampling.lm_stepper(
+    model,
+    params,
+    jnp.repeat(prompts, num_beams, 0),
+    jnp.repeat(prompt_lengths, num_beams, 0),
+    max_new_tokens,
+    use_cache,
+  )
+  return _search(
+    stepper,
+    divisor,
+    batch=prompts.shape[0],
+    num_beams=num_beams,
+    max_new_tokens=max_new_tokens,
+    **options,
+  )
 
 
-def _options(num_beams: int, max_new_tokens: int, length_penalty: float, style: str,
-             early_stopping: bool | str, **rest) -> tuple[jax.Array, dict]:
+def _options(
+  num_beams: int,
+  max_new_tokens: int,
+  length_penalty: float,
+  style: str,
+  early_stopping: bool | str,
+  **rest,
+) -> tuple[jax.Array, dict]:
   """The penalty table (a traced argument: changing alpha or style does not recompile) and
   the static options; checks them, naming the setting."""
   if num_beams < 1:
@@ -168,17 +252,32 @@ def _options(num_beams: int, max_new_tokens: int, length_penalty: float, style: 
   if early_stopping not in (True, False, "never"):
     raise ValueError(f"early_stopping={early_stopping!r} must be True, False or 'never'.")
   divisor = jnp.asarray(penalties(style, float(length_penalty), max_new_tokens))
-  return divisor, dict(num_beams=num_beams, max_new_tokens=max_new_tokens,
-                       early_stopping=early_stopping,
-                       assume_longest=early_stopping == "never" and length_penalty > 0, **rest)
+  return divisor, dict(
+    num_beams=num_beams,
+    max_new_tokens=max_new_tokens,
+    early_stopping=early_stopping,
+    assume_longest=early_stopping == "never" and length_penalty > 0,
+    **rest,
+  )
 
 
-def beam_search_seq2seq(model: nn.Module, params: Any, source: jax.Array,
-                        source_mask: jax.Array | None, *, start_id: int, num_beams: int,
-                        max_new_tokens: int, eos_id: int | None, pad_id: int = 0,
-                        length_penalty: float = 0.6, length_penalty_style: str = "gnmt",
-                        early_stopping: bool | str = False, forced_eos: bool = False,
-                        use_cache: bool = True) -> Beams:
+def beam_search_seq2seq(
+  model: nn.Module,
+  params: Any,
+  source: jax.Array,
+  source_mask: jax.Array | None,
+  *,
+  start_id: int,
+  num_beams: int,
+  max_new_tokens: int,
+  eos_id: int | None,
+  pad_id: int = 0,
+  length_penalty: float = 0.6,
+  length_penalty_style: str = "gnmt",
+  early_stopping: bool | str = False,
+  forced_eos: bool = False,
+  use_cache: bool = True,
+) -> Beams:
   """Beam search of an encoder-decoder model from the decoder start token.
 
   Args:
@@ -193,25 +292,60 @@ def beam_search_seq2seq(model: nn.Module, params: Any, source: jax.Array,
     `Beams(tokens [batch, beams, max_new_tokens], lengths, scores)`, best first.
   """
   sampling.check_length(model, 1, max_new_tokens, "beam_search_seq2seq")
-  divisor, options = _options(num_beams, max_new_tokens, length_penalty, length_penalty_style,
-                              early_stopping, eos_id=eos_id, pad_id=pad_id, forced_eos=forced_eos,
-                              use_cache=use_cache)
+  divisor, options = _options(
+    num_beams,
+    max_new_tokens,
+    length_penalty,
+    length_penalty_style,
+    early_stopping,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    forced_eos=forced_eos,
+    use_cache=use_cache,
+  )
   source = jnp.asarray(source, jnp.int32)
-  source_mask = jnp.ones_like(source) if source_mask is None else jnp.asarray(source_mask, jnp.int32)
+  source_mask = (
+    jnp.ones_like(source) if source_mask is None else jnp.asarray(source_mask, jnp.int32)
+  )
   return _seq2seq(model, params, source, source_mask, divisor, start_id=start_id, **options)
 
 
-def beam_search(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array, *,
-                num_beams: int, max_new_tokens: int, eos_id: int | None, pad_id: int = 0,
-                length_penalty: float = 0.6, length_penalty_style: str = "gnmt",
-                early_stopping: bool | str = False, forced_eos: bool = False,
-                use_cache: bool = True) -> Beams:
+def beam_search(
+  model: nn.Module,
+  params: Any,
+  prompts: jax.Array,
+  prompt_lengths: jax.Array,
+  *,
+  num_beams: int,
+  max_new_tokens: int,
+  eos_id: int | None,
+  pad_id: int = 0,
+  length_penalty: float = 0.6,
+  length_penalty_style: str = "gnmt",
+  early_stopping: bool | str = False,
+  forced_eos: bool = False,
+  use_cache: bool = True,
+) -> Beams:
   """Beam search of a decoder-only model continuing left-padded prompts `[batch, prompt_len]`
   (`sampling.left_pad`); lengths and scores count generated tokens only. Arguments as
   `beam_search_seq2seq`."""
   sampling.check_length(model, prompts.shape[1], max_new_tokens, "beam_search")
-  divisor, options = _options(num_beams, max_new_tokens, length_penalty, length_penalty_style,
-                              early_stopping, eos_id=eos_id, pad_id=pad_id, forced_eos=forced_eos,
-                              use_cache=use_cache)
-  return _lm(model, params, jnp.asarray(prompts, jnp.int32), jnp.asarray(prompt_lengths, jnp.int32),
-             divisor, **options)
+  divisor, options = _options(
+    num_beams,
+    max_new_tokens,
+    length_penalty,
+    length_penalty_style,
+    early_stopping,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    forced_eos=forced_eos,
+    use_cache=use_cache,
+  )
+  return _lm(
+    model,
+    params,
+    jnp.asarray(prompts, jnp.int32),
+    jnp.asarray(prompt_lengths, jnp.int32),
+    divisor,
+    **options,
+  )

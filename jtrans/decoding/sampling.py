@@ -9,10 +9,12 @@ that read and extend the KV cache and stops once every row has emitted EOS.
 instead: the reference the cache is tested against, and the baseline of
 benchmarks/decode_throughput.py. Beam search (jtrans/decoding/beam_search.py) uses the same `Stepper`s.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -34,6 +36,7 @@ class Stepper(NamedTuple):
     i and returns the logits of token i + 1.
   reorder: `(state, rows [rows]) -> state` with row r taken from row `rows[r]` (beam search).
   """
+
   state: Any
   logits: jax.Array
   step: Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
@@ -53,7 +56,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray,
     raise ValueError("every prompt needs at least one token (e.g. the tokenizer's EOS as BOS).")
   tokens = np.full((len(prompts), lengths.max()), pad_id, np.int32)
   for row, prompt in zip(tokens, prompts):
-    row[len(row) - len(prompt):] = prompt
+    row[len(row) - len(prompt) :] = prompt
   return tokens, lengths
 
 
@@ -61,15 +64,19 @@ def check_length(model: nn.Module, prompt_len: int, max_new_tokens: int, what: s
   """Fails, naming the settings, on no tokens to generate or on positions past the learned
   position table (config.model.max_len)."""
   if max_new_tokens < 1:
-    raise ValueError(f"{what}: max_new_tokens={max_new_tokens} (config.sample.length or "
-                     "--max_new_tokens) must be at least 1.")
+    raise ValueError(
+      f"{what}: max_new_tokens={max_new_tokens} (config.sample.length or "
+      "--max_new_tokens) must be at least 1."
+    )
   needed, max_len = prompt_len + max_new_tokens - 1, model.cfg.max_len
   if model.cfg.positions == "learned" and needed > max_len:
-    raise ValueError(f"{what}: the prompt ({prompt_len} tokens) plus max_new_tokens="
-                     f"{max_new_tokens} (config.sample.length or --max_new_tokens) need {needed} "
-                     f"positions but config.model.max_len={max_len} (the learned position "
-                     f"table); set config.sample.length (or --max_new_tokens) to at most "
-                     f"{max_len - prompt_len + 1}, or shorten the prompt.")
+    raise ValueError(
+      f"{what}: the prompt ({prompt_len} tokens) plus max_new_tokens="
+      f"{max_new_tokens} (config.sample.length or --max_new_tokens) need {needed} "
+      f"positions but config.model.max_len={max_len} (the learned position "
+      f"table); set config.sample.length (or --max_new_tokens) to at most "
+      f"{max_len - prompt_len + 1}, or shorten the prompt."
+    )
 
 
 def _empty_cache(init: Callable[[], Any]) -> Any:
@@ -81,11 +88,13 @@ def _reorder_cache(cache: Any, rows: jax.Array) -> Any:
   """Gathers the batch axis of every cache leaf: axis 1 under `nn.scan` (leaves gain a leading
   layers axis), else 0. Cross-attention keys and values are the same for every beam of a
   source, and the cache index is a counter: neither moves."""
+
   def gather(path, x):
     names = [getattr(k, "key", None) for k in path]
     if names[-1] in ("cache_index", "cached_cross_key", "cached_cross_value"):
       return x
     return jnp.take(x, rows, axis=1 if "layers" in names else 0)
+
   return jax.tree_util.tree_map_with_path(gather, cache)
 
 
@@ -96,8 +105,14 @@ def _take_rows(buffer: jax.Array, rows: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------- steppers (call under jit)
 
 
-def lm_stepper(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
-               max_new_tokens: int, use_cache: bool = True) -> Stepper:
+def lm_stepper(
+  model: nn.Module,
+  params: Any,
+  prompts: jax.Array,
+  prompt_lengths: jax.Array,
+  max_new_tokens: int,
+  use_cache: bool = True,
+) -> Stepper:
   """Decoder-only decoding of left-padded prompts `[rows, prompt_len]` (lengths `[rows]`).
 
   Row r's real tokens sit in slots `pad_r = prompt_len - length_r` onwards, at positions
@@ -113,9 +128,11 @@ def lm_stepper(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths
   prompts = prompts.astype(jnp.int32)
 
   if not use_cache:
+
     def forward(buffer, index):
-      logits = model.apply({"params": params}, buffer, positions=positions,
-                           segment_ids=real.astype(jnp.int32))
+      logits = model.apply(
+        {"params": params}, buffer, positions=positions, segment_ids=real.astype(jnp.int32)
+      )
       return jax.lax.dynamic_index_in_dim(logits, index, axis=1, keepdims=False)
 
     def step(buffer, token, i):
@@ -128,23 +145,38 @@ def lm_stepper(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths
   kv_mask = real[:, None, None, :]
 
   def apply(cache, tokens, pos):
-    logits, mutated = model.apply({"params": params, "cache": cache}, tokens, positions=pos,
-                                  decode=True, kv_mask=kv_mask, mutable=["cache"])
+    logits, mutated = model.apply(
+      {"params": params, "cache": cache},
+      tokens,
+      positions=pos,
+      decode=True,
+      kv_mask=kv_mask,
+      mutable=["cache"],
+    )
     return mutated["cache"], logits[:, -1]
 
   def step(cache, token, i):
-    return apply(cache, token[:, None],
-                 jax.lax.dynamic_slice_in_dim(positions, prompt_len + i, 1, axis=1))
+    return apply(
+      cache, token[:, None], jax.lax.dynamic_slice_in_dim(positions, prompt_len + i, 1, axis=1)
+    )
 
-  cache = _empty_cache(lambda: model.init(
-      jax.random.key(0), jnp.zeros((rows, slots), jnp.int32), decode=True)["cache"])
+  cache = _empty_cache(
+    lambda: model.init(jax.random.key(0), jnp.zeros((rows, slots), jnp.int32), decode=True)["cache"]
+  )
   cache, logits = apply(cache, prompts, positions[:, :prompt_len])
   return Stepper(cache, logits, step, _reorder_cache)
 
 
-def seq2seq_stepper(model: nn.Module, params: Any, source: jax.Array, source_mask: jax.Array,
-                    start_id: int, max_new_tokens: int, use_cache: bool = True,
-                    beams: int = 1) -> Stepper:
+def seq2seq_stepper(
+  model: nn.Module,
+  params: Any,
+  source: jax.Array,
+  source_mask: jax.Array,
+  start_id: int,
+  max_new_tokens: int,
+  use_cache: bool = True,
+  beams: int = 1,
+) -> Stepper:
   """Encoder-decoder decoding of `source` `[batch, source_len]` (mask 1 on real tokens) from
   the decoder start token at position 0; rows are batch x beams, each source repeated `beams`
   times after encoding it once."""
@@ -154,9 +186,11 @@ def seq2seq_stepper(model: nn.Module, params: Any, source: jax.Array, source_mas
   length = max_new_tokens  # The start token and every generated token but the last.
 
   if not use_cache:
+
     def forward(buffer, index):
-      logits = model.apply({"params": params}, None, buffer, encoder_mask=source_mask,
-                           encoded=encoded)
+      logits = model.apply(
+        {"params": params}, None, buffer, encoder_mask=source_mask, encoded=encoded
+      )
       return jax.lax.dynamic_index_in_dim(logits, index, axis=1, keepdims=False)
 
     def step(buffer, token, i):
@@ -168,25 +202,39 @@ def seq2seq_stepper(model: nn.Module, params: Any, source: jax.Array, source_mas
 
   def apply(cache, tokens, position, context=None):
     logits, mutated = model.apply(
-        {"params": params, "cache": cache}, None, tokens, encoder_mask=source_mask,
-        encoded=context, positions=jnp.full((rows, 1), position, jnp.int32), decode=True,
-        mutable=["cache"])
+      {"params": params, "cache": cache},
+      None,
+      tokens,
+      encoder_mask=source_mask,
+      encoded=context,
+      positions=jnp.full((rows, 1), position, jnp.int32),
+      decode=True,
+      mutable=["cache"],
+    )
     return mutated["cache"], logits[:, -1]
 
-  cache = _empty_cache(lambda: model.init(
-      jax.random.key(0), jnp.zeros(source_mask.shape, jnp.int32), jnp.zeros((rows, length), jnp.int32),
-      encoder_mask=source_mask, decode=True)["cache"])
+  cache = _empty_cache(
+    lambda: model.init(
+      jax.random.key(0),
+      jnp.zeros(source_mask.shape, jnp.int32),
+      jnp.zeros((rows, length), jnp.int32),
+      encoder_mask=source_mask,
+      decode=True,
+    )["cache"]
+  )
   # The first call passes the encoder output: each layer caches its cross-attention keys.
   cache, logits = apply(cache, jnp.full((rows, 1), start_id, jnp.int32), 0, encoded)
-  return Stepper(cache, logits, lambda cache, token, i: apply(cache, token[:, None], i + 1),
-                 _reorder_cache)
+  return Stepper(
+    cache, logits, lambda cache, token, i: apply(cache, token[:, None], i + 1), _reorder_cache
+  )
 
 
 # ---------------------------------------------------------------- choosing the next token
 
 
-def filter_logits(logits: jax.Array, *, top_k: int | jax.Array = 0,
-                  top_p: float | jax.Array = 1.0) -> jax.Array:
+def filter_logits(
+  logits: jax.Array, *, top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0
+) -> jax.Array:
   """`[..., vocab]` logits with -inf outside the top k and outside the nucleus.
 
   top_k keeps the k largest (ties with the k-th included, as Hugging Face does); 0 keeps all.
@@ -213,19 +261,28 @@ def filter_logits(logits: jax.Array, *, top_k: int | jax.Array = 0,
   return jax.lax.cond(jnp.asarray(top_p) < 1.0, cut_p, lambda x: x, logits)
 
 
-def sample_logits(key: jax.Array, logits: jax.Array, *, temperature: float | jax.Array = 1.0,
-                  top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0) -> jax.Array:
+def sample_logits(
+  key: jax.Array,
+  logits: jax.Array,
+  *,
+  temperature: float | jax.Array = 1.0,
+  top_k: int | jax.Array = 0,
+  top_p: float | jax.Array = 1.0,
+) -> jax.Array:
   """Next tokens `[...]` from logits `[..., vocab]`: argmax when temperature is 0, else a
   sample of softmax(filtered logits / temperature) (temperature first, as Hugging Face)."""
+
   def draw(logits):
     logits = filter_logits(logits / jnp.maximum(temperature, 1e-6), top_k=top_k, top_p=top_p)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
   greedy = lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32)
   return jax.lax.cond(jnp.asarray(temperature) > 0, draw, greedy, logits)
 
 
 class Sampling(NamedTuple):
   """How the next token is chosen; traced, so changing them does not recompile."""
+
   temperature: jax.Array  # 0: greedy.
   top_k: jax.Array  # 0: no cut.
   top_p: jax.Array  # 1.0: no cut.
@@ -233,23 +290,33 @@ class Sampling(NamedTuple):
   pad_id: jax.Array
 
   @classmethod
-  def make(cls, temperature: float, top_k: int, top_p: float, eos_id: int | None,
-           pad_id: int) -> "Sampling":
+  def make(
+    cls, temperature: float, top_k: int, top_p: float, eos_id: int | None, pad_id: int
+  ) -> Sampling:
     if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-      raise ValueError(f"temperature={temperature}, top_k={top_k}, top_p={top_p}: need "
-                       "temperature >= 0, top_k >= 0 and 0 < top_p <= 1 (config.sample).")
-    return cls(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
-               jnp.int32(-1 if eos_id is None else eos_id), jnp.int32(pad_id))
+      raise ValueError(
+        f"temperature={temperature}, top_k={top_k}, top_p={top_p}: need "
+        "temperature >= 0, top_k >= 0 and 0 < top_p <= 1 (config.sample)."
+      )
+    return cls(
+      jnp.float32(temperature),
+      jnp.int32(top_k),
+      jnp.float32(top_p),
+      jnp.int32(-1 if eos_id is None else eos_id),
+      jnp.int32(pad_id),
+    )
 
 
-def _sample_loop(stepper: Stepper, rng: jax.Array, sampling: Sampling,
-                 max_new_tokens: int) -> Generated:
+def _sample_loop(
+  stepper: Stepper, rng: jax.Array, sampling: Sampling, max_new_tokens: int
+) -> Generated:
   rows = stepper.logits.shape[0]
   s = sampling
 
   def pick(logits, i, done, lengths, tokens):
-    token = sample_logits(jax.random.fold_in(rng, i), logits, temperature=s.temperature,
-                          top_k=s.top_k, top_p=s.top_p)
+    token = sample_logits(
+      jax.random.fold_in(rng, i), logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p
+    )
     token = jnp.where(done, s.pad_id, token)
     lengths = lengths + (~done).astype(jnp.int32)
     done = done | (token == s.eos_id)
@@ -263,8 +330,13 @@ def _sample_loop(stepper: Stepper, rng: jax.Array, sampling: Sampling,
   def cond(carry):
     return (carry[0] < max_new_tokens) & ~jnp.all(carry[3])
 
-  first = pick(stepper.logits, 0, jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.int32),
-               jnp.full((rows, max_new_tokens), s.pad_id, jnp.int32))
+  first = pick(
+    stepper.logits,
+    0,
+    jnp.zeros((rows,), bool),
+    jnp.zeros((rows,), jnp.int32),
+    jnp.full((rows, max_new_tokens), s.pad_id, jnp.int32),
+  )
   *_, lengths, tokens = jax.lax.while_loop(cond, body, (jnp.int32(1), stepper.state, *first))
   return Generated(tokens, lengths)
 
@@ -276,16 +348,28 @@ def _generate(model, params, prompts, prompt_lengths, rng, sampling, *, max_new_
 
 
 @functools.partial(jax.jit, static_argnames=("model", "start_id", "max_new_tokens", "use_cache"))
-def _generate_seq2seq(model, params, source, source_mask, rng, sampling, *, start_id,
-                      max_new_tokens, use_cache):
+def _generate_seq2seq(
+  model, params, source, source_mask, rng, sampling, *, start_id, max_new_tokens, use_cache
+):
   stepper = seq2seq_stepper(model, params, source, source_mask, start_id, max_new_tokens, use_cache)
   return _sample_loop(stepper, rng, sampling, max_new_tokens)
 
 
-def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
-             rng: jax.Array | None = None, *, max_new_tokens: int, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, pad_id: int = 0,
-             use_cache: bool = True) -> Generated:
+def generate(
+  model: nn.Module,
+  params: Any,
+  prompts: jax.Array,
+  prompt_lengths: jax.Array,
+  rng: jax.Array | None = None,
+  *,
+  max_new_tokens: int,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int | None = None,
+  pad_id: int = 0,
+  use_cache: bool = True,
+) -> Generated:
   """Continues each prompt of a decoder-only model by up to `max_new_tokens` tokens.
 
   Args:
@@ -305,14 +389,34 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
   check_length(model, prompts.shape[1], max_new_tokens, "generate")
   sampling = Sampling.make(temperature, top_k, top_p, eos_id, pad_id)
   rng = jax.random.key(0) if rng is None else rng
-  return _generate(model, params, jnp.asarray(prompts, jnp.int32), jnp.asarray(prompt_lengths, jnp.int32),
-                   rng, sampling, max_new_tokens=max_new_tokens, use_cache=use_cache)
+  return _generate(
+    model,
+    params,
+    jnp.asarray(prompts, jnp.int32),
+    jnp.asarray(prompt_lengths, jnp.int32),
+    rng,
+    sampling,
+    max_new_tokens=max_new_tokens,
+    use_cache=use_cache,
+  )
 
 
-def generate_seq2seq(model: nn.Module, params: Any, source: jax.Array, source_mask: jax.Array | None,
-                     rng: jax.Array | None = None, *, start_id: int, max_new_tokens: int,
-                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                     eos_id: int | None = None, pad_id: int = 0, use_cache: bool = True) -> Generated:
+def generate_seq2seq(
+  model: nn.Module,
+  params: Any,
+  source: jax.Array,
+  source_mask: jax.Array | None,
+  rng: jax.Array | None = None,
+  *,
+  start_id: int,
+  max_new_tokens: int,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int | None = None,
+  pad_id: int = 0,
+  use_cache: bool = True,
+) -> Generated:
   """Decodes an encoder-decoder model from `start_id` for each source row.
 
   Args:
@@ -325,8 +429,19 @@ def generate_seq2seq(model: nn.Module, params: Any, source: jax.Array, source_ma
   """
   check_length(model, 1, max_new_tokens, "generate_seq2seq")  # The start token.
   source = jnp.asarray(source, jnp.int32)
-  source_mask = jnp.ones_like(source) if source_mask is None else jnp.asarray(source_mask, jnp.int32)
+  source_mask = (
+    jnp.ones_like(source) if source_mask is None else jnp.asarray(source_mask, jnp.int32)
+  )
   sampling = Sampling.make(temperature, top_k, top_p, eos_id, pad_id)
   rng = jax.random.key(0) if rng is None else rng
-  return _generate_seq2seq(model, params, source, source_mask, rng, sampling, start_id=start_id,
-                           max_new_tokens=max_new_tokens, use_cache=use_cache)
+  return _generate_seq2seq(
+    model,
+    params,
+    source,
+    source_mask,
+    rng,
+    sampling,
+    start_id=start_id,
+    max_new_tokens=max_new_tokens,
+    use_cache=use_cache,
+  )

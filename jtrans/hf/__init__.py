@@ -6,6 +6,7 @@
 
 One file per architecture maps the names and layouts; `common` holds the shared plumbing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,21 @@ from jtrans.models import ModelConfig
 
 # config.json model_type -> converter (and the HF class it reads).
 ARCHITECTURES: dict[str, ModuleType] = {
-    "gpt2": gpt2, "llama": llama, "bert": bert, "marian": marian, "t5": t5, "vit": vit}
-HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM",
-              "marian": "MarianMTModel", "t5": "T5ForConditionalGeneration",
-              "vit": "ViTForImageClassification"}
+  "gpt2": gpt2,
+  "llama": llama,
+  "bert": bert,
+  "marian": marian,
+  "t5": t5,
+  "vit": vit,
+}
+HF_CLASSES = {
+  "gpt2": "GPT2LMHeadModel",
+  "llama": "LlamaForCausalLM",
+  "bert": "BertForMaskedLM",
+  "marian": "MarianMTModel",
+  "t5": "T5ForConditionalGeneration",
+  "vit": "ViTForImageClassification",
+}
 EXPORTERS = (gpt2, llama)
 
 
@@ -32,8 +44,10 @@ def _converter(directory: str) -> tuple[dict[str, Any], ModuleType]:
   model_type = config.get("model_type")
   if model_type not in ARCHITECTURES:
     supported = ", ".join(f"{k} ({v})" for k, v in HF_CLASSES.items())
-    raise ConversionError(f"{directory}: config.json model_type={model_type!r} is not supported; "
-                          f"jtrans.hf reads {supported}.")
+    raise ConversionError(
+      f"{directory}: config.json model_type={model_type!r} is not supported; "
+      f"jtrans.hf reads {supported}."
+    )
   return config, ARCHITECTURES[model_type]
 
 
@@ -41,8 +55,7 @@ def load_config(directory: str) -> ModelConfig:
   """Our ModelConfig of a Hugging Face directory, from `config.json` and the safetensors
   headers (names and shapes) alone: no weight is read."""
   config, arch = _converter(directory)
-  ckpt = common.Checkpoint(directory, common.read_tensors(directory), arch.IGNORE,
-                           shapes_only=True)
+  ckpt = common.Checkpoint(directory, common.read_tensors(directory), arch.IGNORE, shapes_only=True)
   cfg, _ = arch.load(config, ckpt)
   ckpt.finish()
   return cfg
@@ -74,12 +87,14 @@ def save_pretrained(directory: str, cfg: ModelConfig, params: dict[str, Any]) ->
   exporter = next((e for e in EXPORTERS if e.matches(cfg)), None)
   if exporter is None:
     raise ConversionError(
-        f"save_pretrained: config.model (family={cfg.family!r}, positions={cfg.positions!r}, "
-        f"norm={cfg.norm!r}, gated_mlp={cfg.gated_mlp}, activation={cfg.activation!r}) is "
-        "neither GPT-2 shaped (decoder, learned positions, layernorm) nor Llama shaped (decoder, "
-        "rotary positions, rmsnorm, gated_mlp with silu); only those two export.")
+      f"save_pretrained: config.model (family={cfg.family!r}, positions={cfg.positions!r}, "
+      f"norm={cfg.norm!r}, gated_mlp={cfg.gated_mlp}, activation={cfg.activation!r}) is "
+      "neither GPT-2 shaped (decoder, learned positions, layernorm) nor Llama shaped (decoder, "
+      "rotary positions, rmsnorm, gated_mlp with silu); only those two export."
+    )
   flat = common.unstack_layers(common.flatten(params), cfg)
-  common.check_tree(dataclasses.replace(cfg, scan_layers=False), flat,
-                    f"save_pretrained({directory!r})")
+  common.check_tree(
+    dataclasses.replace(cfg, scan_layers=False), flat, f"save_pretrained({directory!r})"
+  )
   config, tensors = exporter.save(cfg, flat)
   common.write(directory, config, tensors)

@@ -7,12 +7,14 @@ parameter path, e.g. "decoder/block_0/attention/query/kernel", of numpy arrays (
 unless the import asks for another dtype). Tensors are read from the files one at a time, when a
 converter takes them, so an import holds the converted model and one tensor, never the file twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,14 +27,30 @@ from jtrans import storage
 from jtrans.models import ModelConfig, build_model, example_inputs
 
 Flat = dict[str, np.ndarray]
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
-                      "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
-                      "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+SAFETENSORS_DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
 
 # Hugging Face activation names -> ours ("gelu_new" and friends are the tanh approximation).
-ACTIVATIONS = {"gelu": "gelu_exact", "gelu_python": "gelu_exact", "gelu_new": "gelu",
-               "gelu_fast": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu", "silu": "silu",
-               "swish": "silu"}
+ACTIVATIONS = {
+  "gelu": "gelu_exact",
+  "gelu_python": "gelu_exact",
+  "gelu_new": "gelu",
+  "gelu_fast": "gelu",
+  "gelu_pytorch_tanh": "gelu",
+  "relu": "relu",
+  "silu": "silu",
+  "swish": "silu",
+}
 
 
 class ConversionError(ValueError):
@@ -42,8 +60,10 @@ class ConversionError(ValueError):
 def read_config(directory: str) -> dict[str, Any]:
   path = storage.path(directory) / "config.json"
   if not path.is_file():
-    raise ConversionError(f"{directory}: no config.json; point at a Hugging Face model directory "
-                          "(the one save_pretrained writes).")
+    raise ConversionError(
+      f"{directory}: no config.json; point at a Hugging Face model directory "
+      "(the one save_pretrained writes)."
+    )
   return json.loads(path.read_text())
 
 
@@ -56,7 +76,7 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
   nbytes = int(np.prod(shape)) * dtype.itemsize
   buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
   offset = -buffer.ctypes.data % ALIGNMENT
-  return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+  return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def aligned(x: np.ndarray) -> np.ndarray:
@@ -72,6 +92,7 @@ def aligned(x: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class StoredTensor:
   """Where one tensor lies in a .safetensors file: read only when a converter takes it."""
+
   path: epath.Path
   name: str
   dtype: np.dtype
@@ -88,8 +109,10 @@ class StoredTensor:
       f.seek(self.begin)
       got = f.readinto(out)
     if got != size:
-      raise ConversionError(f"{self.path}: tensor {self.name!r} is cut short ({got} of {size} "
-                            "bytes); the file is incomplete, download or copy it again.")
+      raise ConversionError(
+        f"{self.path}: tensor {self.name!r} is cut short ({got} of {size} "
+        "bytes); the file is incomplete, download or copy it again."
+      )
     return out[:size].view(self.dtype).reshape(self.shape)
 
 
@@ -104,11 +127,19 @@ def _index_file(path: epath.Path) -> dict[str, StoredTensor]:
     if name == "__metadata__":
       continue
     if info["dtype"] not in SAFETENSORS_DTYPES:
-      raise ConversionError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which jtrans "
-                            f"does not read (it reads {sorted(SAFETENSORS_DTYPES)}).")
+      raise ConversionError(
+        f"{path}: tensor {name!r} has dtype {info['dtype']}, which jtrans "
+        f"does not read (it reads {sorted(SAFETENSORS_DTYPES)})."
+      )
     begin, end = info["data_offsets"]
-    out[name] = StoredTensor(path, name, np.dtype(SAFETENSORS_DTYPES[info["dtype"]]),
-                             tuple(info["shape"]), 8 + header_len + begin, 8 + header_len + end)
+    out[name] = StoredTensor(
+      path,
+      name,
+      np.dtype(SAFETENSORS_DTYPES[info["dtype"]]),
+      tuple(info["shape"]),
+      8 + header_len + begin,
+      8 + header_len + end,
+    )
   return out
 
 
@@ -126,21 +157,29 @@ def read_tensors(directory: str) -> dict[str, StoredTensor]:
     for shard in shards:
       path = root / shard
       if not path.is_file():
-        raise ConversionError(f"{directory}: shard {shard} listed in {index.name} "
-                              "is missing; download every shard.")
+        raise ConversionError(
+          f"{directory}: shard {shard} listed in {index.name} is missing; download every shard."
+        )
       tensors.update(_index_file(path))
     return tensors
-  raise ConversionError(f"{directory}: neither model.safetensors nor model.safetensors.index.json "
-                        "found; save the model with save_pretrained(..., safe_serialization=True).")
+  raise ConversionError(
+    f"{directory}: neither model.safetensors nor model.safetensors.index.json "
+    "found; save the model with save_pretrained(..., safe_serialization=True)."
+  )
 
 
 class Checkpoint:
   """The tensors of one directory, handed out once each, so that `finish` can name those that
   no converter took (a sign of an option we do not model)."""
 
-  def __init__(self, directory: str, tensors: dict[str, StoredTensor],
-               ignore: Iterable[str] = (), dtype: Any = np.float32,
-               shapes_only: bool = False):
+  def __init__(
+    self,
+    directory: str,
+    tensors: dict[str, StoredTensor],
+    ignore: Iterable[str] = (),
+    dtype: Any = np.float32,
+    shapes_only: bool = False,
+  ):
     """`shapes_only`: a pass that only works out the architecture. Tensors are then zero-stride
     stand-ins that read and allocate nothing."""
     self.directory = directory
@@ -160,8 +199,10 @@ class Checkpoint:
 
   def take(self, name: str) -> np.ndarray:
     if name not in self.tensors:
-      raise ConversionError(f"{self.directory}: tensor {name!r} is missing from the checkpoint; "
-                            "is the config.json from the same model as the weights?")
+      raise ConversionError(
+        f"{self.directory}: tensor {name!r} is missing from the checkpoint; "
+        "is the config.json from the same model as the weights?"
+      )
     return self._read(name)
 
   def take_tied(self, name: str, source: np.ndarray) -> np.ndarray | None:
@@ -188,15 +229,19 @@ class Checkpoint:
   def finish(self):
     left = sorted(k for k in self.tensors if not any(p.search(k) for p in self.ignore))
     if left:
-      raise ConversionError(f"{self.directory}: unexpected tensors {left[:8]}"
-                            f"{' ...' if len(left) > 8 else ''}; the checkpoint has parts this "
-                            "converter does not map (an option jtrans does not model).")
+      raise ConversionError(
+        f"{self.directory}: unexpected tensors {left[:8]}"
+        f"{' ...' if len(left) > 8 else ''}; the checkpoint has parts this "
+        "converter does not map (an option jtrans does not model)."
+      )
 
 
 def activation(name: str, setting: str, directory: str) -> str:
   if name not in ACTIVATIONS:
-    raise ConversionError(f"{directory}: config.json {setting}={name!r} has no jtrans "
-                          f"equivalent; supported: {sorted(ACTIVATIONS)}.")
+    raise ConversionError(
+      f"{directory}: config.json {setting}={name!r} has no jtrans "
+      f"equivalent; supported: {sorted(ACTIVATIONS)}."
+    )
   return ACTIVATIONS[name]
 
 
@@ -213,7 +258,19 @@ def require(ok: bool, directory: str, why: str):
     raise ConversionError(f"{directory}: {why}")
 
 
+def require_settings(cfg: ModelConfig, required: dict[str, Any], name: str, model_type: str):
+  """An export to `model_type` needs these config.model values; the error names the first
+  that differs."""
+  for key, value in required.items():
+    if getattr(cfg, key) != value:
+      raise ConversionError(
+        f"config.model.{key}={getattr(cfg, key)!r}: {name} needs {value!r}; only {name} shaped "
+        f"decoders can be exported as {model_type}."
+      )
+
+
 # Torch Linear weights are [out, in]; our kernels [in, out], split per head where they touch heads.
+
 
 def linear_kernel(weight: np.ndarray) -> np.ndarray:
   if not any(weight.strides):  # A shapes-only stand-in stays a view: nothing to copy.
@@ -246,8 +303,13 @@ def norm(ckpt: Checkpoint, name: str, bias: bool = True) -> Flat:
   return out
 
 
-def attention(ckpt: Checkpoint, names: tuple[str, str, str, str], cfg: ModelConfig,
-              bias: bool | tuple[bool, bool] = True, query_scale: float = 1.0) -> Flat:
+def attention(
+  ckpt: Checkpoint,
+  names: tuple[str, str, str, str],
+  cfg: ModelConfig,
+  bias: bool | tuple[bool, bool] = True,
+  query_scale: float = 1.0,
+) -> Flat:
   """Separate query, key, value and output Linears as our Attention's head-shaped Einsums.
 
   `bias`: (projections, output) when only some carry one (absent biases become zeros, which
@@ -255,8 +317,9 @@ def attention(ckpt: Checkpoint, names: tuple[str, str, str, str], cfg: ModelConf
   """
   qkv_bias, out_bias = (bias, bias) if isinstance(bias, bool) else bias
   out = {}
-  for ours, theirs, heads in zip(("query", "key", "value"), names[:3],
-                                 (cfg.num_heads, cfg.kv_heads, cfg.kv_heads)):
+  for ours, theirs, heads in zip(
+    ("query", "key", "value"), names[:3], (cfg.num_heads, cfg.kv_heads, cfg.kv_heads)
+  ):
     out[f"{ours}/kernel"] = in_heads(linear_kernel(ckpt.take(f"{theirs}.weight")), heads)
     if cfg.use_bias:
       b = ckpt.take(f"{theirs}.bias") if qkv_bias else np.zeros(heads * cfg.head_dim, np.float32)
@@ -267,7 +330,9 @@ def attention(ckpt: Checkpoint, names: tuple[str, str, str, str], cfg: ModelConf
         out[name] = out[name] * out[name].dtype.type(query_scale)
   out["out/kernel"] = out_heads(linear_kernel(ckpt.take(f"{names[3]}.weight")), cfg.num_heads)
   if cfg.use_bias:
-    out["out/bias"] = ckpt.take(f"{names[3]}.bias") if out_bias else np.zeros(cfg.embed_dim, np.float32)
+    out["out/bias"] = (
+      ckpt.take(f"{names[3]}.bias") if out_bias else np.zeros(cfg.embed_dim, np.float32)
+    )
   return out
 
 
@@ -292,17 +357,22 @@ def flatten(tree: Any) -> Flat:
   """Our (unboxed) parameter tree -> float32 numpy arrays keyed by path."""
   tree = nn.meta.unbox(tree)
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
-          for path, v in leaves}
+  return {
+    "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
+    for path, v in leaves
+  }
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Path -> shape of the parameters `build_model(cfg).init` creates (traced, not computed)."""
   model = build_model(cfg)
-  shapes = jax.eval_shape(lambda: nn.meta.unbox(
-      model.init(jax.random.key(0), *example_inputs(cfg))["params"]))
-  return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+  shapes = jax.eval_shape(
+    lambda: nn.meta.unbox(model.init(jax.random.key(0), *example_inputs(cfg))["params"])
+  )
+  return {
+    "/".join(str(k.key) for k in path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+  }
 
 
 def check_tree(cfg: ModelConfig, flat: Flat, where: str):
@@ -310,12 +380,16 @@ def check_tree(cfg: ModelConfig, flat: Flat, where: str):
   expected = expected_shapes(cfg)
   missing = sorted(set(expected) - set(flat))
   unexpected = sorted(set(flat) - set(expected))
-  wrong = sorted(f"{k}: {flat[k].shape} != {expected[k]}" for k in set(expected) & set(flat)
-                 if tuple(flat[k].shape) != expected[k])
+  wrong = sorted(
+    f"{k}: {flat[k].shape} != {expected[k]}"
+    for k in set(expected) & set(flat)
+    if tuple(flat[k].shape) != expected[k]
+  )
   if missing or unexpected or wrong:
     raise ConversionError(
-        f"{where}: the parameters do not match the jtrans model of this config: missing "
-        f"{missing[:6]}, unexpected {unexpected[:6]}, wrong shapes {wrong[:6]}.")
+      f"{where}: the parameters do not match the jtrans model of this config: missing "
+      f"{missing[:6]}, unexpected {unexpected[:6]}, wrong shapes {wrong[:6]}."
+    )
 
 
 def unstack_layers(flat: Flat, cfg: ModelConfig) -> Flat:
@@ -337,5 +411,6 @@ def write(directory: str, config: dict[str, Any], tensors: Flat):
   root = storage.path(directory)
   storage.write_text(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
   tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
-  storage.write_bytes(root / "model.safetensors",
-                      safetensors.numpy.save(tensors, metadata={"format": "pt"}))
+  storage.write_bytes(
+    root / "model.safetensors", safetensors.numpy.save(tensors, metadata={"format": "pt"})
+  )

@@ -3,11 +3,13 @@
 The imported parameters replace the random initialisation of step 0 and get a fresh optimizer
 state; once the run has a checkpoint, resuming restores that instead and reads nothing here.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -18,22 +20,36 @@ from jtrans.models import ModelConfig
 from jtrans.steps import TrainState
 
 # Settings of how a model runs, not of what it computes: free to differ from the checkpoint's.
-RUNTIME_FIELDS = ("dtype", "param_dtype", "attention_impl", "scan_layers", "remat",
-                  "dropout_rate", "max_len")
+RUNTIME_FIELDS = (
+  "dtype",
+  "param_dtype",
+  "attention_impl",
+  "scan_layers",
+  "remat",
+  "dropout_rate",
+  "max_len",
+)
 
 
 def check_matches(imported: ModelConfig, ours: ModelConfig, directory: str) -> None:
   """The config describes the imported architecture; else name each differing key."""
-  diffs = [f"config.model.{f.name}={getattr(ours, f.name)!r} (checkpoint: "
-           f"{getattr(imported, f.name)!r})" for f in dataclasses.fields(ModelConfig)
-           if f.name not in RUNTIME_FIELDS and getattr(ours, f.name) != getattr(imported, f.name)]
+  diffs = [
+    f"config.model.{f.name}={getattr(ours, f.name)!r} (checkpoint: {getattr(imported, f.name)!r})"
+    for f in dataclasses.fields(ModelConfig)
+    if f.name not in RUNTIME_FIELDS and getattr(ours, f.name) != getattr(imported, f.name)
+  ]
   if imported.positions == "learned" and ours.max_len != imported.max_len:
-    diffs.append(f"config.model.max_len={ours.max_len} (checkpoint's position table: "
-                 f"{imported.max_len})")
+    diffs.append(
+      f"config.model.max_len={ours.max_len} (checkpoint's position table: {imported.max_len})"
+    )
   if diffs:
-    raise ValueError(f"config.train.init_from={directory!r} holds a different model: "
-                     + "; ".join(diffs) + ". Start from configs/hf.py:" + directory
-                     + ", which reads the architecture from the directory.")
+    raise ValueError(
+      f"config.train.init_from={directory!r} holds a different model: "
+      + "; ".join(diffs)
+      + ". Start from configs/hf.py:"
+      + directory
+      + ", which reads the architecture from the directory."
+    )
 
 
 def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +60,11 @@ def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
   out = {}
   for name in list(params):
     sub = params.pop(name)
-    blocks = sorted((k for k in sub if re.fullmatch(r"block_\d+", k)), key=lambda k: int(k[6:])) \
-        if isinstance(sub, dict) else []
+    blocks = (
+      sorted((k for k in sub if re.fullmatch(r"block_\d+", k)), key=lambda k: int(k[6:]))
+      if isinstance(sub, dict)
+      else []
+    )
     if not blocks:
       out[name] = sub
       continue
@@ -62,14 +81,14 @@ def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
-                  shardings: Any) -> Any:
+def import_params(directory: str, ours: ModelConfig, abstract_params: Any, shardings: Any) -> Any:
   """The Hugging Face directory's parameters in the run's dtypes and shardings.
 
   Read in the run's parameter dtype and placed one leaf at a time from aligned host buffers
   (which a CPU device adopts; an accelerator copies them and the host array is dropped), so
   the peak is about one copy of the model."""
   from jtrans import hf  # Imported only when used: it reads safetensors.
+
   dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(abstract_params)}
   imported, params = hf.load_pretrained(directory, dtypes.pop() if len(dtypes) == 1 else np.float32)
   check_matches(imported, ours, directory)
@@ -77,16 +96,24 @@ def import_params(directory: str, ours: ModelConfig, abstract_params: Any,
     params = stack_layers(params)
   leaves, treedef = jax.tree.flatten(params)
   del params
-  for i, (abstract, sharding) in enumerate(zip(treedef.flatten_up_to(abstract_params),
-                                               treedef.flatten_up_to(shardings))):
+  for i, (abstract, sharding) in enumerate(
+    zip(treedef.flatten_up_to(abstract_params), treedef.flatten_up_to(shardings))
+  ):
     leaves[i] = jax.device_put(common.aligned(np.asarray(leaves[i], abstract.dtype)), sharding)
   return treedef.unflatten(leaves)
 
 
-def initial_state(config: ml_collections.ConfigDict, ours: ModelConfig, init_opt_state: Callable,
-                  abstract: TrainState, shardings: TrainState) -> TrainState:
+def initial_state(
+  config: ml_collections.ConfigDict,
+  ours: ModelConfig,
+  init_opt_state: Callable,
+  abstract: TrainState,
+  shardings: TrainState,
+) -> TrainState:
   """Step 0 with the imported parameters, placed with the run's shardings and dtypes."""
   params = import_params(config.train.init_from, ours, abstract.params, shardings.params)
-  return jax.jit(lambda p: TrainState(step=np.zeros((), np.int32), params=p,
-                                      opt_state=init_opt_state(p)),
-                 out_shardings=shardings, donate_argnums=0)(params)
+  return jax.jit(
+    lambda p: TrainState(step=np.zeros((), np.int32), params=p, opt_state=init_opt_state(p)),
+    out_shardings=shardings,
+    donate_argnums=0,
+  )(params)

@@ -1,4 +1,5 @@
 """Models built from the shared blocks, chosen by `config.model.family`."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -13,7 +14,11 @@ from jtrans.models.encoder_decoder import EncoderDecoder
 from jtrans.models.vit import ViT
 
 MODELS: dict[str, type[nn.Module]] = {
-    "decoder": DecoderLM, "encoder": EncoderMLM, "encoder_decoder": EncoderDecoder, "vit": ViT}
+  "decoder": DecoderLM,
+  "encoder": EncoderMLM,
+  "encoder_decoder": EncoderDecoder,
+  "vit": ViT,
+}
 
 
 def build_model(model: ml_collections.ConfigDict | ModelConfig) -> nn.Module:
@@ -22,7 +27,9 @@ def build_model(model: ml_collections.ConfigDict | ModelConfig) -> nn.Module:
   return MODELS[cfg.family](cfg)
 
 
-def example_inputs(cfg: ModelConfig, length: int = 1, source_length: int = 0) -> tuple[jax.Array, ...]:
+def example_inputs(
+  cfg: ModelConfig, length: int = 1, source_length: int = 0
+) -> tuple[jax.Array, ...]:
   """Zero inputs of batch 1 that `build_model(cfg).init` traces to create the parameters
   (their shapes never depend on the lengths): tokens `[1, length]`, source tokens
   `[1, source_length or length]` for an encoder-decoder, an image for ViT."""

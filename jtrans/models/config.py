@@ -1,4 +1,5 @@
 """The typed model description that modules take (never the whole ConfigDict)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +20,20 @@ FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit")
 POOLS = ("cls", "mean")
 # "none": keep every activation; "full": recompute the whole block in the backward pass;
 # other names are jax.checkpoint_policies (what to save, the rest is recomputed).
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
-                  "nothing_saveable", "everything_saveable")
+REMAT_POLICIES = (
+  "none",
+  "full",
+  "dots_saveable",
+  "dots_with_no_batch_dims_saveable",
+  "nothing_saveable",
+  "everything_saveable",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shape and options of a Transformer; see configs/base.py for each field's meaning."""
+
   family: str = "decoder"
   vocab_size: int = 259
   num_layers: int = 4
@@ -50,7 +58,8 @@ class ModelConfig:
   scale_embeddings: bool = False  # Multiply token embeddings by sqrt(embed_dim) (Vaswani et al.).
   embed_norm: bool = False  # A norm right after the embeddings (BERT).
   type_vocab_size: int = 0  # Token-type (segment A/B) embeddings (BERT); 0 = none.
-  output_bias: bool = False  # A bias on the logits (BERT's MLM decoder, Marian's final_logits_bias).
+  # A bias on the logits (BERT's MLM decoder, Marian's final_logits_bias).
+  output_bias: bool = False
   logits_scale: float = 1.0  # Multiplies the final hidden state before tied logits (T5: d^-0.5).
   num_encoder_layers: int = 0  # Encoder depth of an encoder-decoder; 0 = num_layers.
   image_size: int = 32  # ViT: square input images of image_size^2 pixels, num_channels each.
@@ -67,23 +76,36 @@ class ModelConfig:
   def __post_init__(self):
     def fail(key: str, why: str):
       raise ValueError(f"config.model.{key}: {why}")
+
     if self.family not in FAMILIES:
       fail("family", f"{self.family!r} is not one of {FAMILIES}.")
     if self.num_heads <= 0 or (self.embed_dim % self.num_heads and not self.attention_head_dim):
-      fail("num_heads", f"{self.num_heads} heads do not divide embed_dim={self.embed_dim}; "
-           "choose num_heads that divides the width (head_dim = embed_dim / num_heads).")
+      fail(
+        "num_heads",
+        f"{self.num_heads} heads do not divide embed_dim={self.embed_dim}; "
+        "choose num_heads that divides the width (head_dim = embed_dim / num_heads).",
+      )
     if self.kv_heads <= 0 or self.num_heads % self.kv_heads:
-      fail("num_kv_heads", f"{self.num_kv_heads} key/value heads do not divide num_heads="
-           f"{self.num_heads}; use a divisor of num_heads, or 0 for one per query head.")
+      fail(
+        "num_kv_heads",
+        f"{self.num_kv_heads} key/value heads do not divide num_heads="
+        f"{self.num_heads}; use a divisor of num_heads, or 0 for one per query head.",
+      )
     if self.positions == "sinusoidal" and self.embed_dim % 2:
       fail("embed_dim", "sinusoidal positions need an even width.")
     if self.positions == "rotary" and self.head_dim % 2:
       fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
     if self.family == "vit" and self.image_size % self.patch_size:
       fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
-    for key, allowed in (("positions", POSITIONS), ("norm", NORMS), ("activation", ACTIVATIONS),
-                         ("norm_position", NORM_POSITIONS), ("pool", POOLS),
-                         ("attention_impl", attention.IMPLEMENTATIONS), ("remat", REMAT_POLICIES)):
+    for key, allowed in (
+      ("positions", POSITIONS),
+      ("norm", NORMS),
+      ("activation", ACTIVATIONS),
+      ("norm_position", NORM_POSITIONS),
+      ("pool", POOLS),
+      ("attention_impl", attention.IMPLEMENTATIONS),
+      ("remat", REMAT_POLICIES),
+    ):
       if getattr(self, key) not in allowed:
         fail(key, f"{getattr(self, key)!r} is not one of {allowed}.")
 
@@ -104,7 +126,7 @@ class ModelConfig:
     return (self.image_size // self.patch_size) ** 2
 
   @classmethod
-  def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
+  def from_config(cls, model: ml_collections.ConfigDict) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(model.keys()) - fields)
     if unknown:

@@ -1,6 +1,7 @@
 """Encoder-decoder Transformer. The original one (post-LN, sinusoidal positions, embeddings
 shared by source, target and output and scaled by sqrt(d_model)) and T5 (pre-RMSNorm, bucketed
 relative position bias, gated GELU) are options of this one module."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -14,22 +15,30 @@ from jtrans.models.config import ModelConfig
 class EncoderDecoder(nn.Module):
   """Source tokens `[batch, source_length]` and decoder inputs `[batch, length]` (the targets
   shifted right after a start token) -> logits `[batch, length, vocab]` (float32)."""
+
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, encoder_inputs: jax.Array | None, inputs: jax.Array | None, *,
-               encoder_mask: jax.Array | None = None, encoded: jax.Array | None = None,
-               positions: jax.Array | None = None, deterministic: bool = True,
-               decode: bool = False) -> jax.Array:
+  def __call__(
+    self,
+    encoder_inputs: jax.Array | None,
+    inputs: jax.Array | None,
+    *,
+    encoder_mask: jax.Array | None = None,
+    encoded: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    deterministic: bool = True,
+    decode: bool = False,
+  ) -> jax.Array:
     """Args:
-      encoder_inputs: int `[batch, source_length]`; may be None when `encoded` is given, or
-        when decoding after the first step (the cross-attention keys and values are cached).
-      inputs: int `[batch, length]` decoder inputs; None returns the encoder output
-        `[batch, source_length, embed]` instead of logits.
-      encoder_mask: `[batch, source_length]`, 1 on real source tokens; None: all real.
-      encoded: an encoder output computed before (skips the encoder).
-      positions: int `[batch, length]` decoder positions (when decoding: the cache index).
-      decode: use and extend the decoder's KV cache (created by `init` with decode=True).
+    encoder_inputs: int `[batch, source_length]`; may be None when `encoded` is given, or
+      when decoding after the first step (the cross-attention keys and values are cached).
+    inputs: int `[batch, length]` decoder inputs; None returns the encoder output
+      `[batch, source_length, embed]` instead of logits.
+    encoder_mask: `[batch, source_length]`, 1 on real source tokens; None: all real.
+    encoded: an encoder output computed before (skips the encoder).
+    positions: int `[batch, length]` decoder positions (when decoding: the cache index).
+    decode: use and extend the decoder's KV cache (created by `init` with decode=True).
     """
     cfg = self.cfg
     embed = layers.Embed(cfg, name="embed")  # Shared by source, target and output.
@@ -40,17 +49,30 @@ class EncoderDecoder(nn.Module):
       x = dropout(embed(encoder_inputs, source_positions))
       self_mask = None if encoder_mask is None else attention.padding_mask(encoder_mask)
       encoded = layers.Stack(cfg, cfg.encoder_layers, deterministic=deterministic, name="encoder")(
-          x, layers.BlockInputs(mask=self_mask, positions=source_positions))
+        x, layers.BlockInputs(mask=self_mask, positions=source_positions)
+      )
     if inputs is None:
       return encoded
 
     positions = layers.default_positions(inputs, positions, decode and not self.is_initializing())
     y = dropout(embed(inputs, positions))
-    self_mask = None if decode and not self.is_initializing() else attention.causal_mask(inputs.shape[1])
-    y = layers.Stack(cfg, cfg.num_layers, causal=True, cross=True, deterministic=deterministic,
-                     decode=decode, name="decoder")(
-        y, layers.BlockInputs(mask=self_mask, positions=positions, context=encoded,
-                              context_mask=cross_mask))
+    self_mask = (
+      None if decode and not self.is_initializing() else attention.causal_mask(inputs.shape[1])
+    )
+    y = layers.Stack(
+      cfg,
+      cfg.num_layers,
+      causal=True,
+      cross=True,
+      deterministic=deterministic,
+      decode=decode,
+      name="decoder",
+    )(
+      y,
+      layers.BlockInputs(
+        mask=self_mask, positions=positions, context=encoded, context_mask=cross_mask
+      ),
+    )
     return layers.Logits(cfg, name="logits")(y, embed)
 
   def encode(self, encoder_inputs: jax.Array, encoder_mask: jax.Array | None = None) -> jax.Array:

@@ -10,13 +10,15 @@ Decoding (`decode=True`) keeps a KV cache in the "cache" collection: self-attent
 each call's keys and values at the cache index; cross-attention projects the encoder output
 once, on the call that passes it, and reads the cached projections afterwards.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from typing import Callable, NamedTuple
 
 from jtrans import attention, positional
 from jtrans.models.config import ModelConfig
@@ -37,6 +39,7 @@ class Einsum(nn.Module):
   Used for the head-shaped attention projections: flax's DenseGeneral initialises a flat
   kernel and reshapes it, which clashes with 3-axis logical names under a mesh.
   """
+
   equation: str
   kernel_shape: tuple[int, ...]
   kernel_axes: tuple[str | None, ...]
@@ -49,12 +52,13 @@ class Einsum(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", init(self.kernel_axes, self.stddev), self.kernel_shape,
-                        self.param_dtype)
+    kernel = self.param(
+      "kernel", init(self.kernel_axes, self.stddev), self.kernel_shape, self.param_dtype
+    )
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     y = jnp.einsum(self.equation, x, kernel, preferred_element_type=self.accumulate_dtype)
     if self.use_bias:
-      bias_shape = self.kernel_shape[-len(self.bias_axes):]
+      bias_shape = self.kernel_shape[-len(self.bias_axes) :]
       bias = self.param("bias", zeros(self.bias_axes), bias_shape, self.param_dtype)
       y = y + bias.astype(y.dtype)
     return y
@@ -64,11 +68,22 @@ def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
   """LayerNorm or RMSNorm (statistics in float32) with a logically named scale."""
   ones = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
   if cfg.norm == "rmsnorm":
-    return nn.RMSNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      scale_init=ones, name=name)
-  return nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      use_bias=cfg.use_bias, scale_init=ones, bias_init=zeros(("embed",)),
-                      name=name)
+    return nn.RMSNorm(
+      epsilon=cfg.norm_epsilon,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      scale_init=ones,
+      name=name,
+    )
+  return nn.LayerNorm(
+    epsilon=cfg.norm_epsilon,
+    dtype=cfg.dtype,
+    param_dtype=cfg.param_dtype,
+    use_bias=cfg.use_bias,
+    scale_init=ones,
+    bias_init=zeros(("embed",)),
+    name=name,
+  )
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -84,15 +99,29 @@ def output_stddev(cfg: ModelConfig) -> float:
   return 0.02 / (2 * cfg.num_layers) ** 0.5
 
 
-def dense(cfg: ModelConfig, features: int, axes: tuple[str | None, str | None], name: str,
-          stddev: float = 0.02, use_bias: bool | None = None) -> nn.Dense:
+def dense(
+  cfg: ModelConfig,
+  features: int,
+  axes: tuple[str | None, str | None],
+  name: str,
+  stddev: float = 0.02,
+  use_bias: bool | None = None,
+) -> nn.Dense:
   use_bias = cfg.use_bias if use_bias is None else use_bias
-  return nn.Dense(features, use_bias=use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                  kernel_init=init(axes, stddev), bias_init=zeros(axes[-1:]), name=name)
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=cfg.dtype,
+    param_dtype=cfg.param_dtype,
+    kernel_init=init(axes, stddev),
+    bias_init=zeros(axes[-1:]),
+    name=name,
+  )
 
 
 class Mlp(nn.Module):
   """Position-wise feed-forward, plain or gated: `[batch, length, embed]` in and out."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -115,6 +144,7 @@ class Attention(nn.Module):
   Self-attention takes keys and values from `x`; cross-attention (`cross=True`) from
   `context`, the encoder output `[batch, kv_length, embed]`.
   """
+
   cfg: ModelConfig
   causal: bool = False  # For the relative position buckets and the cache's causal mask.
   cross: bool = False
@@ -123,21 +153,36 @@ class Attention(nn.Module):
   def _project(self, x: jax.Array, heads: int, name: str) -> jax.Array:
     """`[batch, length, embed] -> [batch, length, heads, head_dim]`."""
     cfg = self.cfg
-    return Einsum("ble,ehd->blhd", (cfg.embed_dim, heads, cfg.head_dim), ("embed", "heads", "kv"),
-                  ("heads", "kv"), cfg.use_bias, 0.02, cfg.dtype, cfg.param_dtype, name=name)(x)
+    return Einsum(
+      "ble,ehd->blhd",
+      (cfg.embed_dim, heads, cfg.head_dim),
+      ("embed", "heads", "kv"),
+      ("heads", "kv"),
+      cfg.use_bias,
+      0.02,
+      cfg.dtype,
+      cfg.param_dtype,
+      name=name,
+    )(x)
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None, *, positions: jax.Array | None = None,
-               context: jax.Array | None = None,
-               relative_table: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    mask: jax.Array | None,
+    *,
+    positions: jax.Array | None = None,
+    context: jax.Array | None = None,
+    relative_table: jax.Array | None = None,
+  ) -> jax.Array:
     """Args:
-      x: `[batch, length, embed]`.
-      mask: boolean, broadcastable to `[batch, heads, length, kv_length]` (when decoding,
-        kv_length is the cache's: the cache's own causal mask is added here).
-      positions: int `[batch, length]`, for rotary positions and the relative bias.
-      context: cross-attention's `[batch, kv_length, embed]`; when decoding, None reads the
-        projections cached by the call that passed it.
-      relative_table: `[num_buckets, heads]` for T5's relative position bias.
+    x: `[batch, length, embed]`.
+    mask: boolean, broadcastable to `[batch, heads, length, kv_length]` (when decoding,
+      kv_length is the cache's: the cache's own causal mask is added here).
+    positions: int `[batch, length]`, for rotary positions and the relative bias.
+    context: cross-attention's `[batch, kv_length, embed]`; when decoding, None reads the
+      projections cached by the call that passed it.
+    relative_table: `[num_buckets, heads]` for T5's relative position bias.
     """
     cfg = self.cfg
     q = self._project(x, cfg.num_heads, "query")
@@ -159,13 +204,25 @@ class Attention(nn.Module):
     bias = None
     if relative_table is not None and not self.cross:
       bias = positional.relative_position_bias(
-          relative_table, q_positions, k_positions, bidirectional=not self.causal,
-          max_distance=cfg.relative_max_distance)
+        relative_table,
+        q_positions,
+        k_positions,
+        bidirectional=not self.causal,
+        max_distance=cfg.relative_max_distance,
+      )
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     out = attention.dot_product_attention(q, k, v, mask, bias, implementation=cfg.attention_impl)
-    return Einsum("blhd,hde->ble", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
-                  ("heads", "kv", "embed"), ("embed",), cfg.use_bias, output_stddev(cfg),
-                  cfg.dtype, cfg.param_dtype, name="out")(out)
+    return Einsum(
+      "blhd,hde->ble",
+      (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
+      ("heads", "kv", "embed"),
+      ("embed",),
+      cfg.use_bias,
+      output_stddev(cfg),
+      cfg.dtype,
+      cfg.param_dtype,
+      name="out",
+    )(out)
 
   def _cross_keys_values(self, context: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     if context is not None:
@@ -176,9 +233,13 @@ class Attention(nn.Module):
         self.variable("cache", "cached_cross_value", lambda: v).value = v
       return k, v
     if not (self.decode and self.has_variable("cache", "cached_cross_key")):
-      raise ValueError("cross-attention needs the encoder output (context), or a decode cache "
-                       "filled by a call that passed it.")
-    return self.get_variable("cache", "cached_cross_key"), self.get_variable("cache", "cached_cross_value")
+      raise ValueError(
+        "cross-attention needs the encoder output (context), or a decode cache "
+        "filled by a call that passed it."
+      )
+    return self.get_variable("cache", "cached_cross_key"), self.get_variable(
+      "cache", "cached_cross_value"
+    )
 
   def _append_to_cache(self, k: jax.Array, v: jax.Array):
     """Writes this call's `[batch, length, kv_heads, head_dim]` keys and values at the cache
@@ -196,21 +257,24 @@ class Attention(nn.Module):
     if not initialized:
       return None
     start = index.value
-    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
-                                                  (0, start, 0, 0))
-    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
-                                                  (0, start, 0, 0))
+    cached_k.value = jax.lax.dynamic_update_slice(
+      cached_k.value, k.astype(cached_k.value.dtype), (0, start, 0, 0)
+    )
+    cached_v.value = jax.lax.dynamic_update_slice(
+      cached_v.value, v.astype(cached_v.value.dtype), (0, start, 0, 0)
+    )
     index.value = start + k.shape[1]
     batch, length = k.shape[:2]
     slots = cached_k.value.shape[1]
     q_slots = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
     k_slots = jnp.broadcast_to(jnp.arange(slots), (batch, slots))
-    cache_mask = (k_slots[:, None, None, :] <= q_slots[:, None, :, None])
+    cache_mask = k_slots[:, None, None, :] <= q_slots[:, None, :, None]
     return cached_k.value, cached_v.value, q_slots, k_slots, cache_mask
 
 
 class BlockInputs(NamedTuple):
   """What every block of a stack receives besides the residual stream (broadcast by scan)."""
+
   mask: jax.Array | None = None  # Self-attention mask, `[batch | 1, 1, length, kv_length]`.
   positions: jax.Array | None = None  # int `[batch, length]`.
   context: jax.Array | None = None  # Encoder output `[batch, source_length, embed]`.
@@ -221,6 +285,7 @@ class BlockInputs(NamedTuple):
 class Block(nn.Module):
   """Self-attention, optional cross-attention and an MLP, each a residual branch normed
   before it ("pre": x + f(norm(x))) or after the sum ("post": norm(x + f(x)))."""
+
   cfg: ModelConfig
   causal: bool = False
   cross: bool = False
@@ -237,13 +302,21 @@ class Block(nn.Module):
         return x + dropout(branch(make_norm(cfg, f"{name}_norm")(x)))
       return make_norm(cfg, f"{name}_norm")(x + dropout(branch(x)))
 
-    x = residual(x, lambda h: Attention(cfg, self.causal, decode=self.decode, name="attention")(
-        h, inputs.mask, positions=inputs.positions, relative_table=inputs.relative_table),
-        "attention")
+    x = residual(
+      x,
+      lambda h: Attention(cfg, self.causal, decode=self.decode, name="attention")(
+        h, inputs.mask, positions=inputs.positions, relative_table=inputs.relative_table
+      ),
+      "attention",
+    )
     if self.cross:
-      x = residual(x, lambda h: Attention(cfg, cross=True, decode=self.decode,
-                                          name="cross_attention")(
-          h, inputs.context_mask, context=inputs.context), "cross_attention")
+      x = residual(
+        x,
+        lambda h: Attention(cfg, cross=True, decode=self.decode, name="cross_attention")(
+          h, inputs.context_mask, context=inputs.context
+        ),
+        "cross_attention",
+      )
     x = residual(x, Mlp(cfg, name="mlp"), "mlp")
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -252,11 +325,14 @@ def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
   """The block class wrapped so that its activations are recomputed per `policy`."""
   if policy == "none":
     return block
-  return nn.remat(block, policy=None if policy == "full" else getattr(jax.checkpoint_policies, policy))
+  return nn.remat(
+    block, policy=None if policy == "full" else getattr(jax.checkpoint_policies, policy)
+  )
 
 
 class ScannedBlock(nn.Module):
   """A block with the scan signature `(carry, broadcast) -> (carry, None)`."""
+
   cfg: ModelConfig
   causal: bool = False
   cross: bool = False
@@ -266,14 +342,16 @@ class ScannedBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, inputs: BlockInputs) -> tuple[jax.Array, None]:
     block = remat(Block, self.cfg.remat)
-    return block(self.cfg, self.causal, self.cross, self.deterministic, self.decode,
-                 name="block")(x, inputs), None
+    return block(self.cfg, self.causal, self.cross, self.deterministic, self.decode, name="block")(
+      x, inputs
+    ), None
 
 
 class Stack(nn.Module):
   """`num_layers` blocks, unrolled or as one `nn.scan` (parameters stacked on a leading
   `layers` axis: compile time no longer grows with depth), then the final norm of pre-norm
   models. Owns T5's relative position table, shared by its layers."""
+
   cfg: ModelConfig
   num_layers: int
   causal: bool = False
@@ -285,14 +363,23 @@ class Stack(nn.Module):
   def __call__(self, x: jax.Array, inputs: BlockInputs) -> jax.Array:
     cfg = self.cfg
     if cfg.positions == "relative":
-      table = self.param("relative_bias", init((None, "heads"), 0.02),
-                         (cfg.relative_buckets, cfg.num_heads), cfg.param_dtype)
+      table = self.param(
+        "relative_bias",
+        init((None, "heads"), 0.02),
+        (cfg.relative_buckets, cfg.num_heads),
+        cfg.param_dtype,
+      )
       inputs = inputs._replace(relative_table=table)
     args = (cfg, self.causal, self.cross, self.deterministic, self.decode)
     if cfg.scan_layers:
-      stack = nn.scan(ScannedBlock, variable_axes={"params": 0, "cache": 0},
-                      split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
-                      length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      stack = nn.scan(
+        ScannedBlock,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast,
+        length=self.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
       x, _ = stack(*args, name="layers")(x, inputs)
     else:
       block = remat(Block, cfg.remat)
@@ -308,32 +395,50 @@ class Embed(nn.Module):
 
   `[batch, length]` ids -> `[batch, length, embed]`; `attend` maps back to vocabulary logits.
   """
+
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
     # Embeddings that are scaled by sqrt(d) start at std d^-0.5 (Vaswani et al., fairseq), so
     # that tokens enter at unit scale, level with the sinusoidal positions.
-    stddev = cfg.embed_dim ** -0.5 if cfg.scale_embeddings else 0.02
-    self.token = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                          embedding_init=init(("vocab", "embed"), stddev), name="token_embed")
+    stddev = cfg.embed_dim**-0.5 if cfg.scale_embeddings else 0.02
+    self.token = nn.Embed(
+      cfg.vocab_size,
+      cfg.embed_dim,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      embedding_init=init(("vocab", "embed"), stddev),
+      name="token_embed",
+    )
     if cfg.positions == "learned":
-      self.position = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
-                               param_dtype=cfg.param_dtype,
-                               embedding_init=init((None, "embed"), 0.01), name="position_embed")
+      self.position = nn.Embed(
+        cfg.max_len,
+        cfg.embed_dim,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        embedding_init=init((None, "embed"), 0.01),
+        name="position_embed",
+      )
     if cfg.type_vocab_size:
-      self.token_type = nn.Embed(cfg.type_vocab_size, cfg.embed_dim, dtype=cfg.dtype,
-                                 param_dtype=cfg.param_dtype, embedding_init=init((None, "embed")),
-                                 name="type_embed")
+      self.token_type = nn.Embed(
+        cfg.type_vocab_size,
+        cfg.embed_dim,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        embedding_init=init((None, "embed")),
+        name="type_embed",
+      )
     if cfg.embed_norm:
       self.norm = make_norm(self.cfg, "embed_norm")
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array,
-               token_types: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, tokens: jax.Array, positions: jax.Array, token_types: jax.Array | None = None
+  ) -> jax.Array:
     cfg = self.cfg
     x = self.token(tokens)
     if cfg.scale_embeddings:
-      x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
+      x = x * jnp.asarray(cfg.embed_dim**0.5, x.dtype)
     if cfg.positions == "learned":
       x = x + self.position(positions)
     elif cfg.positions == "sinusoidal":
@@ -355,6 +460,7 @@ class Logits(nn.Module):
   The product takes its inputs in the compute dtype but accumulates and returns float32
   (`preferred_element_type`), so a bfloat16 model's softmax and loss see float32 logits.
   """
+
   cfg: ModelConfig
 
   @nn.compact
@@ -363,28 +469,40 @@ class Logits(nn.Module):
     if cfg.tie_embeddings:
       x = x * jnp.asarray(cfg.logits_scale, x.dtype)
       table = embed.token.embedding  # [vocab, embed]
-      logits = jnp.einsum("...e,ve->...v", x, table.astype(cfg.dtype),
-                          preferred_element_type=jnp.float32)
+      logits = jnp.einsum(
+        "...e,ve->...v", x, table.astype(cfg.dtype), preferred_element_type=jnp.float32
+      )
     else:
-      logits = Einsum("...e,ev->...v", (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), (),
-                      use_bias=False, stddev=0.02, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      accumulate_dtype=jnp.float32, name="output")(x)
+      logits = Einsum(
+        "...e,ev->...v",
+        (cfg.embed_dim, cfg.vocab_size),
+        ("embed", "vocab"),
+        (),
+        use_bias=False,
+        stddev=0.02,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        accumulate_dtype=jnp.float32,
+        name="output",
+      )(x)
     if cfg.output_bias:
       bias = self.param("bias", zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
       logits = logits + bias.astype(jnp.float32)
     return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
-def default_positions(tokens: jax.Array, positions: jax.Array | None,
-                      decoding: bool = False) -> jax.Array:
+def default_positions(
+  tokens: jax.Array, positions: jax.Array | None, decoding: bool = False
+) -> jax.Array:
   """0..length-1 for every row unless given (packed rows restart them per document).
 
   A decode step has no default: its tokens sit at the cache index, which only the caller
   tracks (0..length-1 would silently be wrong after the first call)."""
   if positions is None and decoding:
-    raise ValueError("decode=True needs positions: int [batch, length], the slots the tokens "
-                     "take in the cache (jtrans.decoding passes them).")
+    raise ValueError(
+      "decode=True needs positions: int [batch, length], the slots the tokens "
+      "take in the cache (jtrans.decoding passes them)."
+    )
   if positions is None:
     return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape[:2])
   return positions
-

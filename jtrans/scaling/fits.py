@@ -16,11 +16,13 @@ L-BFGS runs from the best few (the objective has several local minima: starts fr
 Hoffmann et al.'s grid end at different ones). Confidence intervals are percentiles of refits
 on bootstrap resamples of the points.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.optimize
@@ -32,7 +34,7 @@ HUBER_DELTA = 1e-3  # Chinchilla's delta, on log-loss residuals.
 def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
   """Huber loss of residuals `r` and its derivative, elementwise."""
   small = np.abs(r) <= delta
-  value = np.where(small, 0.5 * r ** 2, delta * (np.abs(r) - 0.5 * delta))
+  value = np.where(small, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
   return value, np.where(small, r, delta * np.sign(r))
 
 
@@ -44,9 +46,13 @@ def _logsumexp(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return (top + np.log(total))[..., 0, :], exp / total
 
 
-def _minimise(objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
-              grid_values: np.ndarray, inits: np.ndarray, starts: int,
-              exponents: int) -> np.ndarray:
+def _minimise(
+  objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
+  grid_values: np.ndarray,
+  inits: np.ndarray,
+  starts: int,
+  exponents: int,
+) -> np.ndarray:
   """L-BFGS (analytic gradient) from the `starts` inits `[n, params]` of least `grid_values`;
   the last `exponents` parameters are kept >= 0 (a loss that grows with N or D is no law).
 
@@ -59,8 +65,14 @@ def _minimise(objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
   bounds = [(None, None)] * (inits.shape[1] - exponents) + [(0.0, None)] * exponents
   with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
     for x0 in inits[np.argsort(np.nan_to_num(grid_values, nan=np.inf))[:starts]]:
-      result = scipy.optimize.minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+      result = scipy.optimize.minimize(
+        objective,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10},
+      )
       if np.isfinite(result.fun) and result.fun < best_value:
         best_x, best_value = result.x, result.fun
   return best_x
@@ -76,7 +88,7 @@ def _huber_objective(logl: np.ndarray, features: np.ndarray, delta: float):
   k = features.shape[0]
 
   def terms(p):
-    c, s = p[..., :k + 1], p[..., k + 1:]
+    c, s = p[..., : k + 1], p[..., k + 1 :]
     slopes = s[..., :, None] * features  # [..., k, points]
     varying = c[..., :k, None] - slopes
     const = np.broadcast_to(c[..., k:, None], varying.shape[:-2] + (1, features.shape[1]))
@@ -108,6 +120,7 @@ def _r_squared(observed: np.ndarray, predicted: np.ndarray) -> float:
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
   """L(x) = E + A x^-alpha, with R^2 on the losses."""
+
   E: float
   A: float
   alpha: float
@@ -122,12 +135,15 @@ def _check_points(inputs: np.ndarray, constants: int, law: str) -> None:
   included, says nothing): refuse."""
   distinct = len({tuple(row) for row in np.asarray(inputs, np.float64).tolist()})
   if distinct < constants:
-    raise ValueError(f"{law} has {constants} constants but the data have only {distinct} "
-                     f"distinct points; a fit needs at least {constants}: add runs to the sweep.")
+    raise ValueError(
+      f"{law} has {constants} constants but the data have only {distinct} "
+      f"distinct points; a fit needs at least {constants}: add runs to the sweep."
+    )
 
 
-def fit_power_law(x: Sequence[float], loss: Sequence[float], starts: int = 8,
-                  delta: float = HUBER_DELTA) -> PowerLaw:
+def fit_power_law(
+  x: Sequence[float], loss: Sequence[float], starts: int = 8, delta: float = HUBER_DELTA
+) -> PowerLaw:
   """Fits E + A x^-alpha with the Huber loss on log residuals in (e, a, alpha) log space."""
   _check_points(np.asarray(x)[:, None], 3, "E + A x^-alpha")
   # x in units of its geometric mean: a = log A stays O(1) whether x is 1e4 parameters or
@@ -137,9 +153,13 @@ def fit_power_law(x: Sequence[float], loss: Sequence[float], starts: int = 8,
   objective, grid_values = _huber_objective(logl, (logx - shift)[None], delta)
   lo = np.log(np.min(loss))
   # Parameters (a, e, alpha): log L = logsumexp(a - alpha log x, e).
-  inits = np.array(list(itertools.product(
-      [lo - 3.0, lo - 1.0, lo - 0.3, lo], [lo - 2.0, lo - 0.5, lo - 0.1],
-      [0.05, 0.2, 0.5, 1.0])))
+  inits = np.array(
+    list(
+      itertools.product(
+        [lo - 3.0, lo - 1.0, lo - 0.3, lo], [lo - 2.0, lo - 0.5, lo - 0.1], [0.05, 0.2, 0.5, 1.0]
+      )
+    )
+  )
   a, e, alpha = _minimise(objective, grid_values(inits), inits, starts, exponents=1)
   a += alpha * shift
   law = PowerLaw(E=float(np.exp(e)), A=float(np.exp(a)), alpha=float(alpha), r2=0.0)
@@ -152,6 +172,7 @@ def fit_power_law(x: Sequence[float], loss: Sequence[float], starts: int = 8,
 @dataclasses.dataclass(frozen=True)
 class Chinchilla:
   """L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2)."""
+
   E: float
   A: float
   B: float
@@ -161,7 +182,7 @@ class Chinchilla:
 
   def __call__(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
     n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
-    return self.E + self.A * n ** -self.alpha + self.B * d ** -self.beta
+    return self.E + self.A * n**-self.alpha + self.B * d**-self.beta
 
   def optimal_params(self, flops: np.ndarray, flops_per_param_token: float = 6.0) -> np.ndarray:
     """N_opt(C) = G (C / 6)^(beta / (alpha + beta)), G = (alpha A / (beta B))^(1 / (alpha + beta)).
@@ -170,7 +191,8 @@ class Chinchilla:
     """
     g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
     return g * (np.asarray(flops, np.float64) / flops_per_param_token) ** (
-        self.beta / (self.alpha + self.beta))
+      self.beta / (self.alpha + self.beta)
+    )
 
   def frontier(self, flops: np.ndarray, flops_per_param_token: float = 6.0) -> np.ndarray:
     """The least loss that C FLOPs buy: L(N_opt, C / (6 N_opt))."""
@@ -180,13 +202,26 @@ class Chinchilla:
 
 def chinchilla_inits() -> np.ndarray:
   """Hoffmann et al.'s grid of (a, b, e, alpha, beta) starting points (appendix D.2)."""
-  return np.array(list(itertools.product(
-      np.arange(0.0, 30.0, 5.0), np.arange(0.0, 30.0, 5.0), np.arange(-1.0, 1.5, 0.5),
-      np.arange(0.0, 2.5, 0.5), np.arange(0.0, 2.5, 0.5))))
+  return np.array(
+    list(
+      itertools.product(
+        np.arange(0.0, 30.0, 5.0),
+        np.arange(0.0, 30.0, 5.0),
+        np.arange(-1.0, 1.5, 0.5),
+        np.arange(0.0, 2.5, 0.5),
+        np.arange(0.0, 2.5, 0.5),
+      )
+    )
+  )
 
 
-def fit_chinchilla(n: Sequence[float], d: Sequence[float], loss: Sequence[float],
-                   starts: int = 16, delta: float = HUBER_DELTA) -> Chinchilla:
+def fit_chinchilla(
+  n: Sequence[float],
+  d: Sequence[float],
+  loss: Sequence[float],
+  starts: int = 16,
+  delta: float = HUBER_DELTA,
+) -> Chinchilla:
   """Approach 3: Huber loss on log residuals over (a, b, e, alpha, beta), L-BFGS."""
   _check_points(np.stack([np.asarray(n), np.asarray(d)], 1), 5, "approach 3")
   logn, logd = np.log(np.asarray(n, np.float64)), np.log(np.asarray(d, np.float64))
@@ -194,8 +229,14 @@ def fit_chinchilla(n: Sequence[float], d: Sequence[float], loss: Sequence[float]
   objective, grid_values = _huber_objective(logl, np.stack([logn, logd]), delta)
   inits = chinchilla_inits()
   a, b, e, alpha, beta = _minimise(objective, grid_values(inits), inits, starts, exponents=2)
-  law = Chinchilla(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
-                   alpha=float(alpha), beta=float(beta), r2=0.0)
+  law = Chinchilla(
+    E=float(np.exp(e)),
+    A=float(np.exp(a)),
+    B=float(np.exp(b)),
+    alpha=float(alpha),
+    beta=float(beta),
+    r2=0.0,
+  )
   return dataclasses.replace(law, r2=_r_squared(np.exp(logl), law(n, d)))
 
 
@@ -206,6 +247,7 @@ def fit_chinchilla(n: Sequence[float], d: Sequence[float], loss: Sequence[float]
 class IsoFlop:
   """Approach 2: per budget C_i, the parabola minima N_opt_i, D_opt_i, and the power laws
   N_opt = n_coef C^a and D_opt = d_coef C^b fitted to them (least squares in log-log)."""
+
   budgets: list[float]
   n_opt: list[float]
   d_opt: list[float]
@@ -234,8 +276,13 @@ def group_budgets(flops: Sequence[float], tolerance: float = 0.1) -> list[list[i
   return groups
 
 
-def fit_isoflop(n: Sequence[float], d: Sequence[float], flops: Sequence[float],
-                loss: Sequence[float], min_points: int = 3) -> IsoFlop | None:
+def fit_isoflop(
+  n: Sequence[float],
+  d: Sequence[float],
+  flops: Sequence[float],
+  loss: Sequence[float],
+  min_points: int = 3,
+) -> IsoFlop | None:
   """Approach 2 over the budgets with at least `min_points` runs; None with fewer than 2."""
   n, d, flops, loss = (np.asarray(v, np.float64) for v in (n, d, flops, loss))
   budgets, n_opt, d_opt = [], [], []
@@ -252,8 +299,9 @@ def fit_isoflop(n: Sequence[float], d: Sequence[float], flops: Sequence[float],
     return None
   a, log_n = np.polyfit(np.log(budgets), np.log(n_opt), 1)
   b, log_d = np.polyfit(np.log(budgets), np.log(d_opt), 1)
-  return IsoFlop(budgets, n_opt, d_opt, float(a), float(np.exp(log_n)), float(b),
-                 float(np.exp(log_d)))
+  return IsoFlop(
+    budgets, n_opt, d_opt, float(a), float(np.exp(log_n)), float(b), float(np.exp(log_d))
+  )
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -261,13 +309,20 @@ def fit_isoflop(n: Sequence[float], d: Sequence[float], flops: Sequence[float],
 
 class Bootstrap(NamedTuple):
   """Percentile intervals, and how many of the resamples gave a fit."""
+
   intervals: dict[str, tuple[float, float]]
   succeeded: int
   samples: int
 
 
-def bootstrap(fit: Callable[[np.ndarray], dict[str, float]], num_points: int, samples: int = 100,
-              seed: int = 0, level: float = 0.95, min_success: float = 0.9) -> Bootstrap:
+def bootstrap(
+  fit: Callable[[np.ndarray], dict[str, float]],
+  num_points: int,
+  samples: int = 100,
+  seed: int = 0,
+  level: float = 0.95,
+  min_success: float = 0.9,
+) -> Bootstrap:
   """Percentile intervals of each value `fit(indices)` returns, over resamples of the points.
 
   `fit` takes indices (with repeats) into the data and returns named values; a resample whose
@@ -289,6 +344,9 @@ def bootstrap(fit: Callable[[np.ndarray], dict[str, float]], num_points: int, sa
       if np.isfinite(value):
         draws.setdefault(key, []).append(value)
   tail = 100 * (1 - level) / 2
-  intervals = {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
-               for k, v in draws.items() if len(v) >= max(2, min_success * samples)}
+  intervals = {
+    k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
+    for k, v in draws.items()
+    if len(v) >= max(2, min_success * samples)
+  }
   return Bootstrap(intervals, succeeded, samples)

@@ -11,11 +11,12 @@ eq. 1, fitted on 1e17..3e20 FLOPs; below that range they are extrapolations):
 N here is the non-embedding parameter count (Kaplan et al. 2020); C counts every matmul
 (`flops.train_flops_per_token`: 6 x matmul parameters + the attention term).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from jtrans import flops
 from jtrans.models.config import ModelConfig
@@ -28,6 +29,7 @@ MIN_STEPS = 100  # The batch shrinks (not below MIN_ROWS) until a run has at lea
 @dataclasses.dataclass(frozen=True)
 class Rung:
   """A candidate model: a name, its shape and the row length it trains on."""
+
   name: str
   model: ModelConfig
   seq_len: int
@@ -45,6 +47,7 @@ class Rung:
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """One training run: `steps` x `batch_size` rows of `seq_len` tokens on `rung`."""
+
   rung: str
   params: int  # Non-embedding parameters N.
   total_params: int
@@ -66,27 +69,37 @@ class Plan:
 
   def overrides(self) -> dict[str, float | int]:
     """The dotted config keys that set this plan's schedule (the model shape is the rung's)."""
-    return {"train.steps": self.steps, "train.batch_size": self.batch_size,
-            "optim.lr": self.lr, "optim.warmup_steps": max(self.steps // 20, 1)}
+    return {
+      "train.steps": self.steps,
+      "train.batch_size": self.batch_size,
+      "optim.lr": self.lr,
+      "optim.warmup_steps": max(self.steps // 20, 1),
+    }
 
 
 def optimal_batch_tokens(budget: float) -> float:
   """DeepSeek LLM's B_opt(C) in tokens per step for a budget of C FLOPs."""
-  return 0.2920 * budget ** 0.3271
+  return 0.2920 * budget**0.3271
 
 
 def optimal_lr(budget: float) -> float:
   """DeepSeek LLM's peak learning rate for AdamW with a warm-up and a decay, at C FLOPs."""
-  return 0.3118 * budget ** -0.1250
+  return 0.3118 * budget**-0.1250
 
 
 def _power_of_two_at_most(x: float) -> int:
   return 2 ** max(int(math.floor(math.log2(max(x, 1.0)))), 0)
 
 
-def plan_tokens(rung: Rung, tokens: float, budget: float | None = None, *,
-                max_rows: int | None = None, min_rows: int = MIN_ROWS,
-                min_steps: int = MIN_STEPS) -> Plan:
+def plan_tokens(
+  rung: Rung,
+  tokens: float,
+  budget: float | None = None,
+  *,
+  max_rows: int | None = None,
+  min_rows: int = MIN_ROWS,
+  min_steps: int = MIN_STEPS,
+) -> Plan:
   """The run that trains `rung` on about `tokens` tokens (rounded to whole steps).
 
   `budget` (FLOPs) sets batch and learning rate; by default it is this run's own compute.
@@ -100,14 +113,22 @@ def plan_tokens(rung: Rung, tokens: float, budget: float | None = None, *,
     rows //= 2  # Short runs: more, smaller steps rather than a handful of huge ones.
   steps = max(int(round(tokens / (rows * rung.seq_len))), 1)
   counts = flops.param_counts(rung.model)
-  return Plan(rung=rung.name, params=counts.non_embedding, total_params=counts.total,
-              flops_per_token=rung.flops_per_token, tokens=steps * rows * rung.seq_len,
-              steps=steps, batch_size=rows, seq_len=rung.seq_len,
-              lr=float(f"{optimal_lr(budget):.3g}"))  # 3 digits: readable configs.
+  return Plan(
+    rung=rung.name,
+    params=counts.non_embedding,
+    total_params=counts.total,
+    flops_per_token=rung.flops_per_token,
+    tokens=steps * rows * rung.seq_len,
+    steps=steps,
+    batch_size=rows,
+    seq_len=rung.seq_len,
+    lr=float(f"{optimal_lr(budget):.3g}"),
+  )  # 3 digits: readable configs.
 
 
-def plan_ratio(rung: Rung, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
-               **batch_limits) -> Plan:
+def plan_ratio(
+  rung: Rung, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM, **batch_limits
+) -> Plan:
   """`rung` trained on `tokens_per_param` x N tokens (`batch_limits`: see `plan_tokens`)."""
   return plan_tokens(rung, tokens_per_param * rung.non_embedding_params, **batch_limits)
 
@@ -122,16 +143,18 @@ def optimal_params(budget: float, tokens_per_param: float = CHINCHILLA_TOKENS_PE
   return math.sqrt(budget / (6.0 * tokens_per_param))
 
 
-def plan(budget: float, rungs: Sequence[Rung],
-         tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> list[Plan]:
+def plan(
+  budget: float, rungs: Sequence[Rung], tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> list[Plan]:
   """The rungs whose ratio D/N at `budget` brackets `tokens_per_param`, each with its plan.
 
   One plan when a rung hits the ratio within 10% or every rung lies on one side of it; else
   the two neighbours (one over-, one under-trained), best (nearest in log ratio) first.
   """
   if budget <= 0 or tokens_per_param <= 0:
-    raise ValueError(f"--flops={budget} and --tokens_per_param={tokens_per_param} must be "
-                     "positive.")
+    raise ValueError(
+      f"--flops={budget} and --tokens_per_param={tokens_per_param} must be positive."
+    )
   plans = sorted((plan_budget(r, budget) for r in rungs), key=lambda p: p.params)
   gap = [math.log(p.tokens_per_param / tokens_per_param) for p in plans]
   best = min(range(len(plans)), key=lambda i: abs(gap[i]))
@@ -147,16 +170,26 @@ def plan(budget: float, rungs: Sequence[Rung],
 def format_plans(budget: float, plans: Sequence[Plan], tokens_per_param: float | None) -> str:
   """A Markdown table of `plans`, under a line with the budget and the ideal size when
   `tokens_per_param` is given."""
-  lines = [f"Budget C = {budget:.3g} FLOPs; at {tokens_per_param:g} tokens/parameter the ideal "
-           f"non-embedding size is N = sqrt(C / (6 x {tokens_per_param:g})) = "
-           f"{optimal_params(budget, tokens_per_param):.3g}.", ""] if tokens_per_param else []
-  lines += ["| rung | N (non-emb.) | total params | D tokens | D/N | steps | batch x seq | lr "
-            "| C FLOPs |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = (
+    [
+      f"Budget C = {budget:.3g} FLOPs; at {tokens_per_param:g} tokens/parameter the ideal "
+      f"non-embedding size is N = sqrt(C / (6 x {tokens_per_param:g})) = "
+      f"{optimal_params(budget, tokens_per_param):.3g}.",
+      "",
+    ]
+    if tokens_per_param
+    else []
+  )
+  lines += [
+    "| rung | N (non-emb.) | total params | D tokens | D/N | steps | batch x seq | lr | C FLOPs |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for p in plans:
-    lines.append(f"| {p.rung} | {p.params:,} | {p.total_params:,} | {p.tokens:.3g} | "
-                 f"{p.tokens_per_param:.1f} | {p.steps:,} | {p.batch_size} x {p.seq_len} | "
-                 f"{p.lr:.2e} | {p.flops:.3g} |")
+    lines.append(
+      f"| {p.rung} | {p.params:,} | {p.total_params:,} | {p.tokens:.3g} | "
+      f"{p.tokens_per_param:.1f} | {p.steps:,} | {p.batch_size} x {p.seq_len} | "
+      f"{p.lr:.2e} | {p.flops:.3g} |"
+    )
   return "\n".join(lines)
 
 
@@ -175,14 +208,22 @@ def plan_config(config, name: str = "config") -> Plan:
   model = ModelConfig.from_config(config["model"])
   counts = flops.param_counts(model)
   train, seq_len = config["train"], config["data"]["seq_len"]
-  return Plan(rung=name, params=counts.non_embedding, total_params=counts.total,
-              flops_per_token=flops.train_flops_per_token(model, seq_len),
-              tokens=train["steps"] * train["batch_size"] * seq_len, steps=train["steps"],
-              batch_size=train["batch_size"], seq_len=seq_len, lr=config["optim"]["lr"])
+  return Plan(
+    rung=name,
+    params=counts.non_embedding,
+    total_params=counts.total,
+    flops_per_token=flops.train_flops_per_token(model, seq_len),
+    tokens=train["steps"] * train["batch_size"] * seq_len,
+    steps=train["steps"],
+    batch_size=train["batch_size"],
+    seq_len=seq_len,
+    lr=config["optim"]["lr"],
+  )
 
 
-def estimate_seconds(plan: Plan, peak_flops: float, mfu: float,
-                     overhead: float = OVERHEAD_SECONDS) -> float:
+def estimate_seconds(
+  plan: Plan, peak_flops: float, mfu: float, overhead: float = OVERHEAD_SECONDS
+) -> float:
   """Wall time of `plan` at `mfu` of `peak_flops` FLOP/s (all devices), plus a fixed overhead."""
   return plan.flops / (peak_flops * mfu) + overhead
 
@@ -190,13 +231,20 @@ def estimate_seconds(plan: Plan, peak_flops: float, mfu: float,
 def machine_speed() -> tuple[float, float, str]:
   """(peak FLOP/s of all local devices, assumed MFU, a sentence saying where both come from)."""
   import jax  # Here: planning a budget needs no devices.
+
   platform = jax.devices()[0].platform
   # Simulated CPU devices share one host's cores: its measured peak is the whole machine's.
   peak = flops.peak_flops_per_device() * (1 if platform == "cpu" else jax.device_count())
   mfu = ASSUMED_MFU.get(platform, DEFAULT_MFU)
   how = "measured float32 matmul peak" if platform == "cpu" else "bf16 peak"
-  return peak, mfu, (f"{jax.device_count()} {platform} device(s), {how} {peak / 1e9:,.0f} "
-                     f"GFLOP/s x assumed MFU {mfu:.0%} + {OVERHEAD_SECONDS:.0f} s per run")
+  return (
+    peak,
+    mfu,
+    (
+      f"{jax.device_count()} {platform} device(s), {how} {peak / 1e9:,.0f} "
+      f"GFLOP/s x assumed MFU {mfu:.0%} + {OVERHEAD_SECONDS:.0f} s per run"
+    ),
+  )
 
 
 def format_budget(budget: float, rungs: Sequence[Rung], tokens_per_param: float) -> str:
@@ -204,10 +252,13 @@ def format_budget(budget: float, rungs: Sequence[Rung], tokens_per_param: float)
   plans = plan(budget, rungs, tokens_per_param)
   lines = [format_plans(budget, plans, tokens_per_param), "", "Commands:"]
   for p in plans:
-    keys = " ".join(f"--config.{k}={v:.3g}" if isinstance(v, float) else f"--config.{k}={v}"
-                    for k, v in p.overrides().items())
-    lines.append(f"  python run.py --config=configs/ladder.py:{p.rung} --workdir=runs/{p.rung} "
-                 f"{keys}")
+    keys = " ".join(
+      f"--config.{k}={v:.3g}" if isinstance(v, float) else f"--config.{k}={v}"
+      for k, v in p.overrides().items()
+    )
+    lines.append(
+      f"  python run.py --config=configs/ladder.py:{p.rung} --workdir=runs/{p.rung} {keys}"
+    )
   return "\n".join(lines)
 
 
@@ -220,12 +271,17 @@ def format_config(config) -> str:
   p = plan_config(config)
   peak, mfu, how = machine_speed()
   exact = flops.exact_train_flops_per_token(model, seq_len)
-  return "\n".join([
+  return "\n".join(
+    [
       f"{counts.total:,} parameters, {counts.non_embedding:,} non-embedding "
       f"(parameter tree: {tree.total:,} and {tree.non_embedding:,}).",
       f"Training FLOPs per token at seq_len {seq_len}: {p.flops_per_token:.4g} (6 x matmul "
       f"parameters + 6 L n_ctx d: used for C and MFU); Kaplan 6N + 6 L n_ctx d_attn "
       f"{flops.kaplan_flops_per_token(model, seq_len):.4g}; every matmul exactly {exact:.4g} "
       f"(causal half: {flops.exact_train_flops_per_token(model, seq_len, causal=True):.4g}).",
-      "", format_plans(p.flops, [p], None), "",
-      f"Estimated time: {estimate_seconds(p, peak, mfu) / 3600:.3g} h on {how}."])
+      "",
+      format_plans(p.flops, [p], None),
+      "",
+      f"Estimated time: {estimate_seconds(p, peak, mfu) / 3600:.3g} h on {how}.",
+    ]
+  )

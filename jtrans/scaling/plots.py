@@ -4,17 +4,19 @@ Each plot shows the data, each fitted law with its constants in the legend, soli
 data's range and dashed where it extrapolates (to 30x beyond the largest point). Axes are
 log-scaled where the law is a power law.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # Before pyplot: files only, on machines without a display.
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from jtrans import storage
 from jtrans.scaling import fits  # noqa: E402
@@ -58,15 +60,25 @@ def _chinchilla(fit: dict[str, Any]) -> fits.Chinchilla:
 def plot_params(path: storage.PathLike, runs, sizes, laws: dict[str, Any]) -> str:
   """Loss against N: every run, the best run per size, and L(N)."""
   fig, ax = plt.subplots(figsize=(7, 5))
-  ax.scatter([r.params for r in runs], [r.loss for r in runs], s=14, color="0.6",
-             label="runs")
-  ax.scatter([r.params for r in sizes], [r.loss for r in sizes], s=36, color="C0",
-             label="best run per size", zorder=3)
+  ax.scatter([r.params for r in runs], [r.loss for r in runs], s=14, color="0.6", label="runs")
+  ax.scatter(
+    [r.params for r in sizes],
+    [r.loss for r in sizes],
+    s=36,
+    color="C0",
+    label="best run per size",
+    zorder=3,
+  )
   if "loss_vs_params" in laws:
     f = laws["loss_vs_params"]
-    _law_curve(ax, _power_law(f), sizes[0].params, sizes[-1].params,
-               f"L(N) = {f['E']:.3f} + {f['A']:.3g} N^-{f['alpha']:.3f}  (R^2 = {f['r2']:.3f})",
-               "C1")
+    _law_curve(
+      ax,
+      _power_law(f),
+      sizes[0].params,
+      sizes[-1].params,
+      f"L(N) = {f['E']:.3f} + {f['A']:.3g} N^-{f['alpha']:.3f}  (R^2 = {f['r2']:.3f})",
+      "C1",
+    )
     ax.axhline(f["E"], color="0.4", linewidth=0.8, linestyle=":", label=f"E = {f['E']:.3f}")
   ax.set_xscale("log")
   ax.set_yscale("log")
@@ -82,19 +94,40 @@ def plot_compute(path: storage.PathLike, runs, frontier, laws: dict[str, Any]) -
   for i, r in enumerate(runs):
     c, loss = zip(*r.curve) if r.curve else ((), ())
     ax.plot(c, loss, color="0.75", linewidth=0.8, label="eval during training" if i == 0 else None)
-  ax.scatter([r.flops for r in runs], [r.loss for r in runs], s=14, color="0.45",
-             label="final loss")
-  ax.plot([r.flops for r in frontier], [r.loss for r in frontier], "o", color="C0", markersize=6,
-          label="compute frontier", zorder=3)
+  ax.scatter(
+    [r.flops for r in runs], [r.loss for r in runs], s=14, color="0.45", label="final loss"
+  )
+  ax.plot(
+    [r.flops for r in frontier],
+    [r.loss for r in frontier],
+    "o",
+    color="C0",
+    markersize=6,
+    label="compute frontier",
+    zorder=3,
+  )
   lo, hi = frontier[0].flops, frontier[-1].flops
   if "loss_vs_compute" in laws:
     f = laws["loss_vs_compute"]
-    _law_curve(ax, _power_law(f), lo, hi, f"L(C) = {f['E']:.3f} + {f['A']:.3g} C^-{f['alpha']:.3f}"
-               f"  (R^2 = {f['r2']:.3f})", "C1")
+    _law_curve(
+      ax,
+      _power_law(f),
+      lo,
+      hi,
+      f"L(C) = {f['E']:.3f} + {f['A']:.3g} C^-{f['alpha']:.3f}  (R^2 = {f['r2']:.3f})",
+      "C1",
+    )
   if "approach3" in laws:
     f = laws["approach3"]
-    _law_curve(ax, _chinchilla(f).frontier, lo, hi, f"approach 3: {f['E']:.2f} + {f['A']:.3g}/N^"
-               f"{f['alpha']:.2f} + {f['B']:.3g}/D^{f['beta']:.2f} at N_opt(C)", "C2")
+    _law_curve(
+      ax,
+      _chinchilla(f).frontier,
+      lo,
+      hi,
+      f"approach 3: {f['E']:.2f} + {f['A']:.3g}/N^"
+      f"{f['alpha']:.2f} + {f['B']:.3g}/D^{f['beta']:.2f} at N_opt(C)",
+      "C2",
+    )
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("training compute C (FLOPs)")
@@ -122,8 +155,15 @@ def plot_isoflop(path: storage.PathLike, runs, laws: dict[str, Any]) -> str:
     left.plot(xs, np.polyval(p, np.log(xs)), color=color, linewidth=1)
     if p[0] > 0:  # A convex parabola: mark its minimum, this budget's N_opt.
       best = -p[1] / (2 * p[0])
-      left.plot(np.exp(best), np.polyval(p, best), "*", color=color, markersize=12,
-                markeredgecolor="k", label=None if labelled else "minimum (N_opt)")
+      left.plot(
+        np.exp(best),
+        np.polyval(p, best),
+        "*",
+        color=color,
+        markersize=12,
+        markeredgecolor="k",
+        label=None if labelled else "minimum (N_opt)",
+      )
       labelled = True
   left.set_xscale("log")
   left.set_xlabel("non-embedding parameters N")
@@ -146,8 +186,13 @@ def plot_isoflop(path: storage.PathLike, runs, laws: dict[str, Any]) -> str:
   _law_curve(right, d_law, lo, hi, f"D_opt = {iso['d_coef']:.3g} C^{iso['b']:.3f}", "C3")
   if "approach3" in laws:
     xs = np.geomspace(budgets.min(), budgets.max() * EXTRAPOLATE, 50)
-    right.plot(xs, _chinchilla(laws["approach3"]).optimal_params(xs), color="C2", linestyle=":",
-               label="N_opt from approach 3")
+    right.plot(
+      xs,
+      _chinchilla(laws["approach3"]).optimal_params(xs),
+      color="C2",
+      linestyle=":",
+      label="N_opt from approach 3",
+    )
   right.set_xscale("log")
   right.set_yscale("log")
   right.set_xlabel("training compute C (FLOPs)")
@@ -155,12 +200,15 @@ def plot_isoflop(path: storage.PathLike, runs, laws: dict[str, Any]) -> str:
   return _finish(fig, right, path, "Compute-optimal size and tokens (approach 2)")
 
 
-def plot_all(workdir: str, runs: Sequence, sizes: Sequence, frontier: Sequence,
-             laws: dict[str, Any]) -> list[str]:
+def plot_all(
+  workdir: str, runs: Sequence, sizes: Sequence, frontier: Sequence, laws: dict[str, Any]
+) -> list[str]:
   """Writes every plot the fits allow into `workdir`; returns the file names."""
   root = storage.path(workdir)
-  names = [plot_params(root / "loss_vs_params.png", runs, sizes, laws),
-           plot_compute(root / "loss_vs_compute.png", runs, frontier, laws)]
+  names = [
+    plot_params(root / "loss_vs_params.png", runs, sizes, laws),
+    plot_compute(root / "loss_vs_compute.png", runs, frontier, laws),
+  ]
   if "approach2" in laws:
     names.append(plot_isoflop(root / "isoflop.png", runs, laws))
   return names

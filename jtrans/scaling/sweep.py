@@ -10,6 +10,7 @@ points, resumes interrupted ones and retries failed ones; one failure does not s
 Point files are written only by the process running that point, so a job array (one point
 per job, `--sweep_index=i`) never has two writers on one file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,8 @@ import os
 import time
 import traceback
 import types
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 from etils import epath
@@ -84,6 +86,7 @@ def apply(config: ml_collections.ConfigDict, overrides: Override) -> ml_collecti
 @dataclasses.dataclass
 class Sweep:
   """A loaded sweep file: where it came from, its base config and its points."""
+
   path: str
   base: ml_collections.ConfigDict
   points: list[Override]
@@ -137,8 +140,14 @@ def write_summary(sweep: Sweep, workdir: str) -> dict[str, Any]:
   points = []
   for i in range(len(sweep.points)):
     status = read_point(workdir, sweep.name(i))
-    points.append({"index": i, "name": sweep.name(i), "overrides": sweep.points[i],
-                   **{k: status[k] for k in ("state", "error", "seconds", "step") if k in status}})
+    points.append(
+      {
+        "index": i,
+        "name": sweep.name(i),
+        "overrides": sweep.points[i],
+        **{k: status[k] for k in ("state", "error", "seconds", "step") if k in status},
+      }
+    )
   counts = {}
   for p in points:
     counts[p["state"]] = counts.get(p["state"], 0) + 1
@@ -150,9 +159,14 @@ def write_summary(sweep: Sweep, workdir: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- running
 
 
-def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | None = None,
-        train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None,
-        log: Callable[[str], None] = print) -> dict[str, int]:
+def run(
+  sweep: Sweep,
+  workdir: str,
+  index: int | None = None,
+  extra: Override | None = None,
+  train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None,
+  log: Callable[[str], None] = print,
+) -> dict[str, int]:
   """Runs every point (or only `index`) that is not done; returns counts of final states.
 
   A point whose training returns before `config.train.steps` (SIGTERM/SIGINT: the loop saved
@@ -160,8 +174,10 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
   point is recorded as "failed" with its message, and the next point starts.
   """
   import jax  # Here, so that building and listing sweeps needs no JAX.
+
   if train_fn is None:
     from jtrans import train
+
     train_fn = train.train
   if index is not None and not 0 <= index < len(sweep.points):
     raise IndexError(f"--sweep_index={index}: {sweep.path} has points 0..{len(sweep.points) - 1}.")
@@ -184,9 +200,14 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
       continue
     if records:
       point_dir.mkdir(parents=True, exist_ok=True)
-    status = {"index": i, "name": name, "overrides": sweep.points[i],
-              "attempts": previous.get("attempts", 0) + 1, "state": "running",
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    status = {
+      "index": i,
+      "name": name,
+      "overrides": sweep.points[i],
+      "attempts": previous.get("attempts", 0) + 1,
+      "state": "running",
+      "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     record(point_dir, status)
     verb = "starting" if previous["state"] == "pending" else "resuming"
     log(f"[sweep] point {i} ({name}): {verb} {json.dumps(sweep.points[i], default=str)}")
@@ -197,8 +218,11 @@ def run(sweep: Sweep, workdir: str, index: int | None = None, extra: Override | 
       state = train_fn(config, os.fspath(point_dir))
     except Exception as error:  # pylint: disable=broad-except
       # Recorded, not raised: one bad point (NaN, a bad shape) must not cost the others.
-      status.update(state="failed", error=f"{type(error).__name__}: {error}",
-                    traceback=traceback.format_exc()[-4000:])
+      status.update(
+        state="failed",
+        error=f"{type(error).__name__}: {error}",
+        traceback=traceback.format_exc()[-4000:],
+      )
       log(f"[sweep] point {i} ({name}): FAILED: {status['error']}")
     except BaseException:
       record(point_dir, {**status, "state": "interrupted", "error": "KeyboardInterrupt/SystemExit"})
@@ -229,22 +253,30 @@ def _duration(seconds: float) -> str:
 def dry_run_table(sweep: Sweep, extra: Override | None = None, workdir: str | None = None) -> str:
   """`--dry_run`: each point's N, D, C and estimated time on this machine (and its state)."""
   from jtrans.scaling import planner  # Here: counting needs jax, building sweeps does not.
+
   peak, mfu, how = planner.machine_speed()
-  lines = [f"{sweep.path}: {len(sweep.points)} points", "",
-           "| i | point | state | N (non-emb.) | D tokens | D/N | C FLOPs | est. time "
-           "| overrides |",
-           "|---:|---|---|---:|---:|---:|---:|---:|---|"]
+  lines = [
+    f"{sweep.path}: {len(sweep.points)} points",
+    "",
+    "| i | point | state | N (non-emb.) | D tokens | D/N | C FLOPs | est. time | overrides |",
+    "|---:|---|---|---:|---:|---:|---:|---:|---|",
+  ]
   total = 0.0
   # Only the keys that differ between points, so a row stays readable.
-  keys = [k for k in dict.fromkeys(k for p in sweep.points for k in p)
-          if len({json.dumps(p.get(k), default=str) for p in sweep.points}) > 1]
+  keys = [
+    k
+    for k in dict.fromkeys(k for p in sweep.points for k in p)
+    if len({json.dumps(p.get(k), default=str) for p in sweep.points}) > 1
+  ]
   for i in range(len(sweep.points)):
     p = planner.plan_config(sweep.config(i, extra))
     seconds = planner.estimate_seconds(p, peak, mfu)
     state = read_point(workdir, sweep.name(i))["state"] if workdir else "-"
     total += 0.0 if state == "done" else seconds
-    lines.append(f"| {i} | {sweep.name(i)} | {state} | {p.params:,} | {p.tokens:.3g} | "
-                 f"{p.tokens_per_param:.3g} | {p.flops:.3g} | {_duration(seconds)} | "
-                 f"{', '.join(f'{k}={_short(sweep.points[i].get(k))}' for k in keys)} |")
+    lines.append(
+      f"| {i} | {sweep.name(i)} | {state} | {p.params:,} | {p.tokens:.3g} | "
+      f"{p.tokens_per_param:.3g} | {p.flops:.3g} | {_duration(seconds)} | "
+      f"{', '.join(f'{k}={_short(sweep.points[i].get(k))}' for k in keys)} |"
+    )
   lines += ["", f"Estimated time of the points not done: {_duration(total)} ({how})."]
   return "\n".join(lines)
