@@ -48,8 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
   m.num_channels = 3  # ...of num_channels channels,
   m.num_classes = 10  # ...classified into num_classes classes,
   m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
-  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU) or "cudnn".
+  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU), "cudnn", or
+  # "blockwise" (online softmax over key blocks with its own backward: no [q, kv] matrix).
   m.attention_impl = "xla"
+  # Sliding-window attention: each query sees this many keys before it (causal, Mistral) or on
+  # each side (bidirectional, Longformer's local attention); 0 = every key.
+  m.attention_window = 0
+  m.attention_block_q = 256  # attention_impl="blockwise": query rows per block...
+  m.attention_block_kv = 256  # ...and key rows per block (lengths need not divide them).
   m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.
   m.remat = "none"  # Recompute activations: "none", "full", or a jax.checkpoint_policies name.
   m.dtype = "float32"  # Compute dtype of activations and matmuls ("bfloat16" on accelerators).

@@ -97,3 +97,36 @@ def test_the_import_memory_benchmark_runs_as_shown(tmp_path):
   # vocab 512 x 64 tied, 2 layers of q,k,v,o (64x64, 32x64 twice, 64x64), 3 MLP 64x128, norms.
   params = 512 * 64 + 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128 + 2 * 64) + 64
   assert row.startswith(f"| Llama {params / 1e9:.2f}B | float32 | unrolled |"), row
+
+
+def test_the_long_sequence_commands_run_as_shown(tmp_path):
+  """The README's "Long sequences" commands: the T=8192 compile as written (its report under
+  1 GiB), and the attention benchmark at small lengths (its table, every row)."""
+  commands = run_commands(section("Long sequences"))
+  compile_command = next(c for c in commands if "--mode=compile" in c)
+  out = subprocess.run(
+    [sys.executable, *compile_command],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ},
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  total = float(re.search(r"total\s+([\d.]+) GiB", out.stdout).group(1))
+  assert total < 1.0, out.stdout
+  text = section("Long sequences")
+  bench = re.search(r"PYTHONPATH=\. python (benchmarks/attention\.py)", text).group(1)
+  out = subprocess.run(
+    [sys.executable, bench, "--lengths=64,96", "--repeats=1"],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [
+    line for line in out.stdout.splitlines() if line.startswith("| 64 ") or line.startswith("| 96 ")
+  ]
+  assert len(rows) == 8 and all(line.count("|") == 7 for line in rows), out.stdout

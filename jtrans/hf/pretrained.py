@@ -24,6 +24,8 @@ RUNTIME_FIELDS = (
   "dtype",
   "param_dtype",
   "attention_impl",
+  "attention_block_q",
+  "attention_block_kv",
   "scan_layers",
   "remat",
   "dropout_rate",

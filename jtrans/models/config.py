@@ -68,6 +68,9 @@ class ModelConfig:
   num_classes: int = 10  # ViT classification head.
   pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
   attention_impl: str = "xla"
+  attention_window: int = 0  # Keys each query sees before it (and after: bidirectional); 0 = all.
+  attention_block_q: int = 256  # Blockwise attention: query rows per block...
+  attention_block_kv: int = 256  # ...and key rows per block.
   scan_layers: bool = False
   remat: str = "none"
   dtype: Any = jnp.float32

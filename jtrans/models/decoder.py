@@ -46,9 +46,7 @@ class DecoderLM(nn.Module):
     if decode and not self.is_initializing():
       mask = kv_mask  # The cache adds causality over its slots.
     else:
-      mask = attention.causal_mask(tokens.shape[1])
-      if segment_ids is not None:
-        mask = attention.combine_masks(mask, attention.segment_mask(segment_ids))
+      mask = attention.MaskSpec(segment_ids, segment_ids, causal=True, window=layers.window(cfg))
     x = layers.Stack(
       cfg, cfg.num_layers, causal=True, deterministic=deterministic, decode=decode, name="decoder"
     )(x, layers.BlockInputs(mask=mask, positions=positions))

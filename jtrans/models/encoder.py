@@ -40,7 +40,7 @@ class EncoderMLM(nn.Module):
       embed(tokens, positions, token_types)
     )
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    mask = None if segment_ids is None else attention.segment_mask(segment_ids)
+    mask = attention.MaskSpec(segment_ids, segment_ids, window=layers.window(cfg, causal=False))
     x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
       x, layers.BlockInputs(mask=mask, positions=positions)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jtrans import attention
 from jtrans.models import layers
@@ -43,11 +44,12 @@ class EncoderDecoder(nn.Module):
     cfg = self.cfg
     embed = layers.Embed(cfg, name="embed")  # Shared by source, target and output.
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
-    cross_mask = None if encoder_mask is None else encoder_mask.astype(bool)[:, None, None, :]
+    source_valid = None if encoder_mask is None else encoder_mask.astype(jnp.int32)
+    cross_mask = attention.MaskSpec(kv_segments=source_valid)
     if encoded is None and encoder_inputs is not None:
       source_positions = layers.default_positions(encoder_inputs, None)
       x = dropout(embed(encoder_inputs, source_positions))
-      self_mask = None if encoder_mask is None else attention.padding_mask(encoder_mask)
+      self_mask = attention.MaskSpec(source_valid, source_valid, window=layers.window(cfg, False))
       encoded = layers.Stack(cfg, cfg.encoder_layers, deterministic=deterministic, name="encoder")(
         x, layers.BlockInputs(mask=self_mask, positions=source_positions)
       )
@@ -57,7 +59,9 @@ class EncoderDecoder(nn.Module):
     positions = layers.default_positions(inputs, positions, decode and not self.is_initializing())
     y = dropout(embed(inputs, positions))
     self_mask = (
-      None if decode and not self.is_initializing() else attention.causal_mask(inputs.shape[1])
+      None
+      if decode and not self.is_initializing()
+      else attention.MaskSpec(causal=True, window=layers.window(cfg))
     )
     y = layers.Stack(
       cfg,

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans import attention, positional
+from jtrans import attention, blockwise, positional
 from jtrans.models.config import ModelConfig
 
 
@@ -137,6 +137,14 @@ class Mlp(nn.Module):
     return dense(cfg, cfg.embed_dim, ("mlp", "embed"), "wo", output_stddev(cfg))(h)
 
 
+def window(cfg: ModelConfig, causal: bool = True) -> tuple[int, int] | None:
+  """The (left, right) key window of config.model.attention_window: the `w` previous keys and
+  the query's own (Mistral's sliding window) when causal, `w` each side (Longformer) else."""
+  if not cfg.attention_window:
+    return None
+  return (cfg.attention_window, 0 if causal else cfg.attention_window)
+
+
 class Attention(nn.Module):
   """Multi-head, grouped-query or multi-query attention: projections around the pure
   `dot_product_attention`, with rotary positions, a relative position bias and a KV cache.
@@ -169,7 +177,7 @@ class Attention(nn.Module):
   def __call__(
     self,
     x: jax.Array,
-    mask: jax.Array | None,
+    mask: attention.MaskSpec | jax.Array | None,
     *,
     positions: jax.Array | None = None,
     context: jax.Array | None = None,
@@ -177,8 +185,9 @@ class Attention(nn.Module):
   ) -> jax.Array:
     """Args:
     x: `[batch, length, embed]`.
-    mask: boolean, broadcastable to `[batch, heads, length, kv_length]` (when decoding,
-      kv_length is the cache's: the cache's own causal mask is added here).
+    mask: which keys each query sees: an `attention.MaskSpec`, or (when decoding) a boolean
+      array broadcastable to `[batch, heads, length, kv_length]` over the cache's slots, to
+      which the cache's own causal mask is added here.
     positions: int `[batch, length]`, for rotary positions and the relative bias.
     context: cross-attention's `[batch, kv_length, embed]`; when decoding, None reads the
       projections cached by the call that passed it.
@@ -200,6 +209,8 @@ class Attention(nn.Module):
       cached = self._append_to_cache(k, v)
       if cached is not None:
         k, v, q_positions, k_positions, cache_mask = cached
+        if isinstance(mask, attention.MaskSpec):
+          mask = mask.dense(q.shape[1], k.shape[1])
         mask = attention.combine_masks(mask, cache_mask)
     bias = None
     if relative_table is not None and not self.cross:
@@ -211,7 +222,14 @@ class Attention(nn.Module):
         max_distance=cfg.relative_max_distance,
       )
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    out = attention.dot_product_attention(q, k, v, mask, bias, implementation=cfg.attention_impl)
+    if isinstance(mask, attention.MaskSpec) or mask is None:
+      blocks = blockwise.Blocks(cfg.attention_block_q, cfg.attention_block_kv)
+      out = attention.attention(
+        q, k, v, mask, bias, implementation=cfg.attention_impl, blocks=blocks
+      )
+    else:  # A decode step over the cache: a handful of queries, the dense path.
+      impl = "xla" if cfg.attention_impl == "blockwise" else cfg.attention_impl
+      out = attention.dot_product_attention(q, k, v, mask, bias, implementation=impl)
     return Einsum(
       "blhd,hde->ble",
       (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
@@ -269,16 +287,20 @@ class Attention(nn.Module):
     q_slots = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
     k_slots = jnp.broadcast_to(jnp.arange(slots), (batch, slots))
     cache_mask = k_slots[:, None, None, :] <= q_slots[:, None, :, None]
+    if self.cfg.attention_window:  # Slots are consecutive positions: the window holds in slots.
+      cache_mask &= (
+        k_slots[:, None, None, :] >= q_slots[:, None, :, None] - self.cfg.attention_window
+      )
     return cached_k.value, cached_v.value, q_slots, k_slots, cache_mask
 
 
 class BlockInputs(NamedTuple):
   """What every block of a stack receives besides the residual stream (broadcast by scan)."""
 
-  mask: jax.Array | None = None  # Self-attention mask, `[batch | 1, 1, length, kv_length]`.
+  mask: attention.MaskSpec | jax.Array | None = None  # Self-attention (dense: decoding).
   positions: jax.Array | None = None  # int `[batch, length]`.
   context: jax.Array | None = None  # Encoder output `[batch, source_length, embed]`.
-  context_mask: jax.Array | None = None  # Cross-attention mask `[batch, 1, 1, source_length]`.
+  context_mask: attention.MaskSpec | None = None  # Cross-attention: the source's padding.
   relative_table: jax.Array | None = None  # `[num_buckets, heads]` (T5).
 
 
