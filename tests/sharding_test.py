@@ -209,3 +209,41 @@ def test_pmap_and_jit_draw_the_same_dropout_and_masks(changes, other_draws):
     )
     > 1e-4
   )
+
+
+BLOCKWISE = {
+  "model.attention_impl": "blockwise",
+  "model.attention_block_q": 8,
+  "model.attention_block_kv": 8,
+}  # Length 16: two blocks each way.
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_blockwise_attention_with_heads_split_and_remat_matches_one_dense_device(
+  single_device, scan
+):
+  """Blockwise attention on a (data 2, fsdp 2, tensor 2) mesh, heads split over tensor, every
+  block rematerialised, optionally scanned: the single-device dense run's numbers."""
+  c = config(
+    **BLOCKWISE,
+    **{
+      "mesh.data": 2,
+      "mesh.fsdp": 2,
+      "mesh.tensor": 2,
+      "model.remat": "full",
+      "model.scan_layers": scan,
+    },
+  )
+  mesh = sharding.make_mesh(c.mesh)
+  start = None
+  if scan:
+    tx = optim.make_optimizer(c.optim, c.train.steps)
+    reference = config(**{"mesh.data": 1})
+    one = sharding.make_mesh(reference.mesh, devices(1))
+    unrolled, _, _ = parts.init_state(build_model(reference.model), tx, reference, one)
+    params = stack_layers(jax.device_get(unrolled.params), c.model.num_layers)
+    start = steps.TrainState(step=unrolled.step, params=params, opt_state=tx.init(params))
+  losses, state = run(c, mesh, start)
+  np.testing.assert_allclose(losses, single_device[0], atol=TOL, rtol=TOL)
+  want = single_device[1].params
+  assert_close(state.params, stack_layers(jax.device_get(want), 2) if scan else want)
