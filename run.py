@@ -70,8 +70,8 @@ def main(argv):
 
     # On Cloud TPU and under SLURM, jax finds the coordinator itself; elsewhere name it.
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  without_workdir = (FLAGS.sweep and FLAGS.dry_run) or FLAGS.mode in ("plan", "compile")
-  if FLAGS.workdir is None and not without_workdir and not FLAGS.hf_dir:
+  free = {"plan", "compile", "generate" if FLAGS.hf_dir else "plan"}  # Modes without a workdir.
+  if FLAGS.workdir is None and not (FLAGS.sweep and FLAGS.dry_run) and FLAGS.mode not in free:
     raise app.UsageError(f"{'--sweep' if FLAGS.sweep else '--mode=' + FLAGS.mode} needs --workdir.")
   if FLAGS.sweep and FLAGS["config"].present:
     logging.warning("--config is ignored: a sweep's base config is its file's get_config().")
@@ -102,8 +102,8 @@ def dispatch() -> list[str]:
     return [f"--- {i}: {prompt}\n{text}\n" for i, (prompt, text) in enumerate(zip(prompts, texts))]
   if mode == "train":
     return [f"--- sample {i}:\n{text}\n" for i, text in enumerate(modes.train(config, workdir))]
-  if mode == "export" and not (workdir and FLAGS.hf_dir):
-    raise app.UsageError("--mode=export needs --workdir and --hf_dir (where to write).")
+  if mode == "export" and not FLAGS.hf_dir:
+    raise app.UsageError("--mode=export needs --hf_dir (where to write).")
   return [
     {
       "eval": lambda: modes.evaluate(config, workdir),

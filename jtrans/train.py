@@ -251,6 +251,7 @@ class _Session(NamedTuple):
   speed: _Throughput
   log: Callable[[str], None]
   entropy: float  # The eval split's unigram entropy (token objectives), else NaN.
+  start: int  # The step this call starts from (read before the state is placed).
 
 
 @dataclasses.dataclass
@@ -315,7 +316,7 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
   speed, entropy = _meters(run, state, log)
   stack.enter_context(run.engine.context())
   stop = stack.enter_context(_StopSignal())
-  session = _Session(manager, writer, train_iter, stop, speed, log, entropy)
+  session = _Session(manager, writer, train_iter, stop, speed, log, entropy, int(state.step))
   return session, run.engine.place_state(state)
 
 
@@ -363,8 +364,7 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
   """Steps until the last (or `stop_at`, or a signal); the previous step is read back while
   the next one runs, and nothing is saved after a step whose loss or gradient was not finite."""
   settings, engine = LoopSettings.from_config(run.config.train), run.engine
-  first = int(engine.global_state(state).step)
-  p = _Progress(step=first, first=first, last_saved=first)
+  p = _Progress(step=s.start, first=s.start, last_saved=s.start)
   end = settings.steps if stop_at is None else min(stop_at, settings.steps)
   while p.step < end and not _should_stop(s.stop, p.step, settings.log_every):
     batch = engine.place_batch(next(s.train_iter))

@@ -239,3 +239,17 @@ def test_no_intact_checkpoint_ends_on_the_error_even_with_a_changed_config(data_
     f"jtrans.checkpoint.CheckpointError: none of the 2 checkpoints in {tmp_path}"
   ), out.stderr[-2000:]
   assert "config changed on resume" in out.stdout and "train.steps: 4 -> 6" in out.stdout
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--mode=train", "--hf_dir=/nonexistent"], "--mode=train needs --workdir."),
+    (["--mode=generate", "--prompt=a"], "--mode=generate needs --workdir."),
+    (["--mode=export", "--workdir=/nonexistent"], "--mode=export needs --hf_dir"),
+  ],
+)
+def test_a_mode_missing_a_path_fails_naming_the_flag(args, message):
+  """Only --mode=generate may take --hf_dir instead of --workdir; export needs both."""
+  out = run([sys.executable, "run.py", *args])
+  assert out.returncode == 1 and message in last_line(out.stderr), out.stderr[-2000:]

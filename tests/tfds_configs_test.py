@@ -252,3 +252,17 @@ def test_the_readme_prepares_every_data_set_the_configs_name():
     ]
     assert "--file_format=array_record" in build or converted, name
   assert sources.build_command("lm1b", "gs://my-bucket/tfds") in readme
+
+
+def test_the_tokenizer_command_trains_the_model_a_multihost_run_loads(tfds_dir, tmp_path):
+  """`python -m jtrans.data.train_tokenizer --config=configs/transformer.py:base` (run once
+  before a multi-host launch, whose processes never train one) writes the both-sides model
+  that training looks up."""
+  from jtrans.data import tokenizers, train_tokenizer
+
+  config = shrink(config_of("configs/transformer.py", "base"), str(tmp_path / "tfds"))
+  tfds_mock.wmt14(config.data.data_dir)
+  path = train_tokenizer.run(config)
+  assert path.endswith(f"_en+de_sp{SP_VOCAB}.model"), path
+  loaded = tokenizers.from_config(config.data, False, sources.text_keys(config))
+  assert loaded.path == path
