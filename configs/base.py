@@ -146,6 +146,10 @@ def get_config() -> ml_collections.ConfigDict:
   l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
+  # Token objectives: compute the logits and loss this many positions at a time, so the
+  # float32 [batch, length, vocab] logits never exist at once (large vocabularies, long
+  # context); same loss and gradients. 0 = all at once.
+  l.chunk_length = 0
 
   c.mesh = ms = ml_collections.ConfigDict()
   ms.data = -1  # Data-parallel axis size; -1 = the devices the other axes leave.

@@ -6,8 +6,12 @@ reduction: divide by the summed denominator once, after everything is added up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+
+SUMS = ("loss", "nll", "z_loss", "accuracy", "denominator")
 
 
 def cross_entropy(
@@ -57,6 +61,49 @@ def cross_entropy(
     "accuracy": jnp.sum(correct * weights),
     "denominator": jnp.sum(weights),
   }
+
+
+def chunked_cross_entropy(
+  hidden: jax.Array,
+  project: Callable[[jax.Array], jax.Array],
+  targets: jax.Array,
+  weights: jax.Array | None = None,
+  *,
+  chunk_length: int,
+  label_smoothing: float = 0.0,
+  z_loss: float = 0.0,
+) -> dict[str, jax.Array]:
+  """`cross_entropy(project(hidden), ...)` computed `chunk_length` positions at a time, so the
+  float32 logits `[batch, length, vocab]` never exist at once: a scan adds each chunk's sums,
+  and `jax.checkpoint` makes the backward pass recompute a chunk's logits instead of keeping
+  them. Same sums and gradients as the unchunked loss (up to float32 summation order).
+
+  Args:
+    hidden: final hidden states `[batch, length, embed]`.
+    project: `[batch, chunk_length, embed]` -> logits `[batch, chunk_length, vocab]` (the
+      model's output layer, closing over its parameters).
+    targets, weights, label_smoothing, z_loss: as `cross_entropy`.
+  """
+  batch, length = targets.shape
+  if weights is None:
+    weights = jnp.ones(targets.shape, jnp.float32)
+  chunks = -(-length // chunk_length)
+  pad = chunks * chunk_length - length
+
+  def split(x: jax.Array) -> jax.Array:  # [batch, length, ...] -> [chunks, batch, chunk, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))  # Padding weighs 0.
+    return jnp.moveaxis(x.reshape(batch, chunks, chunk_length, *x.shape[2:]), 1, 0)
+
+  @jax.checkpoint
+  def chunk_sums(h: jax.Array, t: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
+    return cross_entropy(project(h), t, w, label_smoothing=label_smoothing, z_loss=z_loss)
+
+  def add(total, chunk):
+    return jax.tree.map(jnp.add, total, chunk_sums(*chunk)), None
+
+  zeros = {k: jnp.zeros((), jnp.float32) for k in SUMS}
+  total, _ = jax.lax.scan(add, zeros, (split(hidden), split(targets), split(weights)))
+  return total
 
 
 def normalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:

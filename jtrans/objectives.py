@@ -104,8 +104,11 @@ def logits(
   objective: str,
   deterministic: bool,
   rngs: dict | None = None,
+  hidden: bool = False,
 ) -> jax.Array:
-  """float32 logits aligned with `batch["targets"]` (plus a vocabulary or class axis)."""
+  """float32 logits aligned with `batch["targets"]` (plus a vocabulary or class axis); with
+  `hidden` (token objectives only), the hidden states `[batch, length, embed]` that `project`
+  turns into those logits."""
   variables = {"params": params}
   if objective in ("lm", "mlm"):
     return model.apply(
@@ -115,6 +118,7 @@ def logits(
       segment_ids=batch.get("segment_ids"),
       deterministic=deterministic,
       rngs=rngs,
+      hidden=hidden,
     )
   if objective == "seq2seq":
     return model.apply(
@@ -124,10 +128,16 @@ def logits(
       encoder_mask=batch.get("encoder_mask"),
       deterministic=deterministic,
       rngs=rngs,
+      hidden=hidden,
     )
   if objective == "classification":
     return model.apply(variables, batch["images"], deterministic=deterministic, rngs=rngs)
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
+
+
+def project(model: nn.Module, params: Any, hidden: jax.Array) -> jax.Array:
+  """The token models' output layer: hidden states `[batch, length, embed]` -> float32 logits."""
+  return model.apply({"params": params}, hidden, method="project")
 
 
 def batch_spec(

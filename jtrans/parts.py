@@ -116,6 +116,12 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
     raise ValueError(
       f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'."
     )
+  chunk = config.loss.get("chunk_length", 0)
+  if chunk < 0 or (chunk and config.loss.objective == "classification"):
+    raise ValueError(
+      f"config.loss.chunk_length={chunk} must be 0 (off) or a positive number of positions "
+      "of a token objective (lm, mlm, seq2seq); set it to 0."
+    )
   for key in ("steps", "log_every", "eval_every", "checkpoint_every", "max_skipped_steps"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")

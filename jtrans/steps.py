@@ -43,6 +43,7 @@ class StepSettings:
   masking: objectives.Masking | None = None  # mlm: how inputs are corrupted.
   label_smoothing: float = 0.0
   z_loss: float = 0.0
+  chunk_length: int = 0  # Positions per chunk of the chunked loss; 0: all logits at once.
   grad_accum_steps: int = 1
   skip_nonfinite: bool = False  # config.train.nan_policy == "skip".
   draws_randomness: bool = False  # Dropout or masking: per-row keys (`_row_loss_sums`).
@@ -56,6 +57,7 @@ class StepSettings:
       masking=objectives.Masking.from_config(config),
       label_smoothing=config.loss.label_smoothing,
       z_loss=config.loss.z_loss,
+      chunk_length=config.loss.get("chunk_length", 0),
       grad_accum_steps=config.train.grad_accum_steps,
       skip_nonfinite=config.train.nan_policy == "skip",
       draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
@@ -64,34 +66,56 @@ class StepSettings:
     )
 
 
-def forward(
+def _rules(settings: StepSettings, mesh: Mesh | None, rows_vmapped: bool) -> tuple:
+  """The logical-axis rules the activations follow (none under pmap, which has no mesh).
+  `rows_vmapped`: called per row under a vmap that shards the rows over the batch mesh axes
+  itself, so the activations' constraints leave those axes out."""
+  if mesh is None:
+    return ()
+  if not rows_vmapped:
+    return settings.rules
+
+  def without_batch_axes(axes):
+    kept = tuple(
+      a for a in ((axes,) if isinstance(axes, str) else axes or ()) if a not in sharding.BATCH_AXES
+    )
+    return kept or None
+
+  return tuple((name, without_batch_axes(axes)) for name, axes in settings.rules)
+
+
+def loss_sums(
   model: nn.Module,
   params: Any,
   batch: Batch,
   settings: StepSettings,
   mesh: Mesh | None,
+  *,
   deterministic: bool,
   rngs: dict | None = None,
   rows_vmapped: bool = False,
-) -> jax.Array:
-  """Logits `[batch, length, vocab]` (or `[batch, classes]`); over a mesh, the config's
-  logical-axis rules constrain the activations (under pmap there is no mesh and so no rules).
-  `rows_vmapped`: called per row under a vmap that shards the rows over the batch mesh axes
-  itself, so the activations' constraints leave those axes out."""
-  rules = settings.rules if mesh is not None else ()
-  if rows_vmapped:  # The vmap owns the batch mesh axes: no activation constraint may name them.
-
-    def without_batch_axes(axes):
-      kept = tuple(
-        a
-        for a in ((axes,) if isinstance(axes, str) else axes or ())
-        if a not in sharding.BATCH_AXES
+) -> Metrics:
+  """The cross-entropy sums of `batch` (already prepared); training (not `deterministic`) adds
+  label smoothing and the z-loss. With `settings.chunk_length`, token objectives compute the
+  logits a chunk of positions at a time (`losses.chunked_cross_entropy`)."""
+  options = {}
+  if not deterministic:
+    options = {"label_smoothing": settings.label_smoothing, "z_loss": settings.z_loss}
+  targets, weights = batch["targets"], batch["weights"]
+  with nn.logical_axis_rules(_rules(settings, mesh, rows_vmapped)):
+    apply = functools.partial(
+      objectives.logits, model, params, batch, settings.objective, deterministic, rngs
+    )
+    if settings.chunk_length and settings.objective != "classification":
+      return losses.chunked_cross_entropy(
+        apply(hidden=True),
+        functools.partial(objectives.project, model, params),
+        targets,
+        weights,
+        chunk_length=settings.chunk_length,
+        **options,
       )
-      return kept or None
-
-    rules = tuple((name, without_batch_axes(axes)) for name, axes in rules)
-  with nn.logical_axis_rules(rules):
-    return objectives.logits(model, params, batch, settings.objective, deterministic, rngs)
+    return losses.cross_entropy(apply(), targets, weights, **options)
 
 
 def _loss_sums(
@@ -107,15 +131,15 @@ def _loss_sums(
   """Loss and metric sums of `batch` with its dropout and masking drawn from `key`."""
   dropout_key, mask_key = jax.random.split(key)
   batch = objectives.prepare(batch, mask_key, settings.masking)
-  logits = forward(
-    model, params, batch, settings, mesh, False, {"dropout": dropout_key}, rows_vmapped
-  )
-  return losses.cross_entropy(
-    logits,
-    batch["targets"],
-    batch["weights"],
-    label_smoothing=settings.label_smoothing,
-    z_loss=settings.z_loss,
+  return loss_sums(
+    model,
+    params,
+    batch,
+    settings,
+    mesh,
+    deterministic=False,
+    rngs={"dropout": dropout_key},
+    rows_vmapped=rows_vmapped,
   )
 
 
@@ -278,8 +302,7 @@ def eval_step(
   Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
   """
   batch = objectives.prepare(batch, jax.random.key(settings.seed + 2), settings.masking)
-  logits = forward(model, params, batch, settings, mesh, True)
-  return losses.cross_entropy(logits, batch["targets"], batch["weights"])
+  return loss_sums(model, params, batch, settings, mesh, deterministic=True)
 
 
 class Engine(NamedTuple):

@@ -17,6 +17,15 @@ class DecoderLM(nn.Module):
 
   cfg: ModelConfig
 
+  def setup(self):
+    self.embed = layers.Embed(self.cfg)
+    self.logits = layers.Logits(self.cfg)
+
+  def project(self, hidden: jax.Array) -> jax.Array:
+    """Final hidden states `[batch, length, embed]` -> float32 logits `[batch, length, vocab]`
+    (the chunked loss calls it a chunk of positions at a time)."""
+    return self.logits(hidden, self.embed)
+
   @nn.compact
   def __call__(
     self,
@@ -27,6 +36,7 @@ class DecoderLM(nn.Module):
     deterministic: bool = True,
     decode: bool = False,
     kv_mask: jax.Array | None = None,
+    hidden: bool = False,
   ) -> jax.Array:
     """Args:
     tokens: int `[batch, length]`.
@@ -37,11 +47,11 @@ class DecoderLM(nn.Module):
       tokens it is given); `tokens` are then the next tokens, written at the cache index.
     kv_mask: when decoding, which cache slots hold real tokens, `[batch, 1, 1, slots]`
       (False on the left padding of shorter prompts); None: all of them.
+    hidden: return the final hidden states `[batch, length, embed]` for `project` instead.
     """
     cfg = self.cfg
     positions = layers.default_positions(tokens, positions, decode and not self.is_initializing())
-    embed = layers.Embed(cfg, name="embed")
-    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(embed(tokens, positions))
+    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(self.embed(tokens, positions))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     if decode and not self.is_initializing():
       mask = kv_mask  # The cache adds causality over its slots.
@@ -50,4 +60,4 @@ class DecoderLM(nn.Module):
     x = layers.Stack(
       cfg, cfg.num_layers, causal=True, deterministic=deterministic, decode=decode, name="decoder"
     )(x, layers.BlockInputs(mask=mask, positions=positions))
-    return layers.Logits(cfg, name="logits")(x, embed)
+    return x if hidden else self.project(x)

@@ -18,6 +18,15 @@ class EncoderMLM(nn.Module):
 
   cfg: ModelConfig
 
+  def setup(self):
+    self.embed = layers.Embed(self.cfg)
+    self.logits = layers.Logits(self.cfg)
+
+  def project(self, hidden: jax.Array) -> jax.Array:
+    """Head output `[batch, length, embed]` -> float32 logits `[batch, length, vocab]` (the
+    chunked loss calls it a chunk of positions at a time)."""
+    return self.logits(hidden, self.embed)
+
   @nn.compact
   def __call__(
     self,
@@ -27,17 +36,18 @@ class EncoderMLM(nn.Module):
     segment_ids: jax.Array | None = None,
     token_types: jax.Array | None = None,
     deterministic: bool = True,
+    hidden: bool = False,
   ) -> jax.Array:
     """Args:
     tokens: int `[batch, length]`.
     segment_ids: int `[batch, length]`: tokens attend within their segment; 0 is padding.
     token_types: int `[batch, length]` (sentence A/B); None: all 0.
+    hidden: return the head's output `[batch, length, embed]` for `project` instead.
     """
     cfg = self.cfg
     positions = layers.default_positions(tokens, positions)
-    embed = layers.Embed(cfg, name="embed")
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(
-      embed(tokens, positions, token_types)
+      self.embed(tokens, positions, token_types)
     )
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     mask = attention.MaskSpec(segment_ids, segment_ids, window=layers.window(cfg, causal=False))
@@ -46,4 +56,4 @@ class EncoderMLM(nn.Module):
     )
     x = layers.dense(cfg, cfg.embed_dim, (None, "embed"), "head_transform", use_bias=True)(x)
     x = layers.make_norm(cfg, "head_norm")(layers.activation(cfg.activation)(x))
-    return layers.Logits(cfg, name="logits")(x, embed)
+    return x if hidden else self.project(x)

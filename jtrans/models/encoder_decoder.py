@@ -19,6 +19,15 @@ class EncoderDecoder(nn.Module):
 
   cfg: ModelConfig
 
+  def setup(self):
+    self.embed = layers.Embed(self.cfg)  # Shared by source, target and output.
+    self.logits = layers.Logits(self.cfg)
+
+  def project(self, hidden: jax.Array) -> jax.Array:
+    """Decoder output `[batch, length, embed]` -> float32 logits `[batch, length, vocab]` (the
+    chunked loss calls it a chunk of positions at a time)."""
+    return self.logits(hidden, self.embed)
+
   @nn.compact
   def __call__(
     self,
@@ -30,6 +39,7 @@ class EncoderDecoder(nn.Module):
     positions: jax.Array | None = None,
     deterministic: bool = True,
     decode: bool = False,
+    hidden: bool = False,
   ) -> jax.Array:
     """Args:
     encoder_inputs: int `[batch, source_length]`; may be None when `encoded` is given, or
@@ -40,9 +50,10 @@ class EncoderDecoder(nn.Module):
     encoded: an encoder output computed before (skips the encoder).
     positions: int `[batch, length]` decoder positions (when decoding: the cache index).
     decode: use and extend the decoder's KV cache (created by `init` with decode=True).
+    hidden: return the decoder output `[batch, length, embed]` for `project` instead.
     """
     cfg = self.cfg
-    embed = layers.Embed(cfg, name="embed")  # Shared by source, target and output.
+    embed = self.embed
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
     source_valid = None if encoder_mask is None else encoder_mask.astype(jnp.int32)
     cross_mask = attention.MaskSpec(kv_segments=source_valid)
@@ -77,7 +88,7 @@ class EncoderDecoder(nn.Module):
         mask=self_mask, positions=positions, context=encoded, context_mask=cross_mask
       ),
     )
-    return layers.Logits(cfg, name="logits")(y, embed)
+    return y if hidden else self.project(y)
 
   def encode(self, encoder_inputs: jax.Array, encoder_mask: jax.Array | None = None) -> jax.Array:
     """`[batch, source_length]` -> encoder output `[batch, source_length, embed]`."""
