@@ -140,10 +140,12 @@ def test_kv_cache_decoding_with_blockwise_equals_the_dense_model(window):
 @pytest.mark.parametrize("impl", ["xla", "blockwise"])
 def test_a_windowed_kv_cache_reproduces_the_windowed_full_forward(impl):
   """A prefill of 5 tokens and 7 cached steps give the logits of one windowed forward pass:
-  the cache applies the window (3 keys back) as the full pass does."""
+  the cache is a ring of the window's 3 keys (not the 16 slots fed), which wraps 4 times."""
   model, params, tokens = decoder(impl, attention_window=3)
   full = model.apply({"params": params}, tokens)
   cache = model.init(jax.random.key(0), jnp.zeros((2, 16), jnp.int32), decode=True)["cache"]
+  keys = [x for p, x in jax.tree_util.tree_leaves_with_path(cache) if "cached_key" in str(p)]
+  assert keys and all(x.shape[-3] == 3 for x in keys), [x.shape for x in keys]
   variables, steps = {"params": params, "cache": cache}, []
   for start, stop in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]:
     positions = jnp.broadcast_to(jnp.arange(start, stop), (2, stop - start))
@@ -153,3 +155,26 @@ def test_a_windowed_kv_cache_reproduces_the_windowed_full_forward(impl):
     variables = {"params": params, **mutated}
     steps.append(logits)
   np.testing.assert_allclose(np.asarray(jnp.concatenate(steps, 1)), np.asarray(full), atol=1e-5)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_ring_buffer_decoding_equals_full_forward_decoding_token_for_token(scan_layers):
+  """Left-padded prompts (lengths 12 and 7), window 4, 10 new tokens: the ring cache (4 keys
+  per layer) gives the logits, and so the tokens, of re-running the windowed model over the
+  whole buffer at every step (`use_cache=False`)."""
+  from jtrans import decoding
+
+  model, params, tokens = decoder("xla", attention_window=4, max_len=32, scan_layers=scan_layers)
+  lengths = jnp.array([12, 7])
+  prompts = jnp.where(jnp.arange(12)[None] >= 12 - lengths[:, None], tokens, 0)
+  logits = []
+  for use_cache in (True, False):
+    stepper = decoding.lm_stepper(model, params, prompts, lengths, 10, use_cache=use_cache)
+    state, step_logits, chosen = stepper.state, [stepper.logits], []
+    for i in range(9):
+      chosen.append(jnp.argmax(step_logits[-1], -1))
+      state, out = stepper.step(state, chosen[-1], i)
+      step_logits.append(out)
+    logits.append(np.stack(step_logits))
+  np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+  np.testing.assert_array_equal(logits[0].argmax(-1), logits[1].argmax(-1))

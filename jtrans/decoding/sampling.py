@@ -87,11 +87,11 @@ def _empty_cache(init: Callable[[], Any]) -> Any:
 def _reorder_cache(cache: Any, rows: jax.Array) -> Any:
   """Gathers the batch axis of every cache leaf: axis 1 under `nn.scan` (leaves gain a leading
   layers axis), else 0. Cross-attention keys and values are the same for every beam of a
-  source, and the cache index is a counter: neither moves."""
+  source, and the cache index and a ring's slots are counters: none of them moves."""
 
   def gather(path, x):
     names = [getattr(k, "key", None) for k in path]
-    if names[-1] in ("cache_index", "cached_cross_key", "cached_cross_value"):
+    if names[-1] in ("cache_index", "cache_slots", "cached_cross_key", "cached_cross_value"):
       return x
     return jnp.take(x, rows, axis=1 if "layers" in names else 0)
 

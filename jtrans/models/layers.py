@@ -206,12 +206,10 @@ class Attention(nn.Module):
       k = positional.rotary(k, positions, cfg.rope_theta)
     q_positions = k_positions = positions
     if self.decode and not self.cross:
-      cached = self._append_to_cache(k, v)
+      append = self._append_to_ring if cfg.attention_window else self._append_to_cache
+      cached = append(k, v, mask)
       if cached is not None:
-        k, v, q_positions, k_positions, cache_mask = cached
-        if isinstance(mask, attention.MaskSpec):
-          mask = mask.dense(q.shape[1], k.shape[1])
-        mask = attention.combine_masks(mask, cache_mask)
+        k, v, q_positions, k_positions, mask = cached
     bias = None
     if relative_table is not None and not self.cross:
       bias = positional.relative_position_bias(
@@ -259,9 +257,10 @@ class Attention(nn.Module):
       "cache", "cached_cross_value"
     )
 
-  def _append_to_cache(self, k: jax.Array, v: jax.Array):
+  def _append_to_cache(self, k: jax.Array, v: jax.Array, mask):
     """Writes this call's `[batch, length, kv_heads, head_dim]` keys and values at the cache
-    index; returns the whole cache, query and key slots, and the causal mask over the slots.
+    index; returns the whole cache, the query and key slots, and `mask` (a `MaskSpec` or a
+    boolean array over the cache's slots) with causality over the slots added.
 
     The first call (from `init`) only creates the cache, with as many slots as it has
     tokens, and returns None: that call attends as a normal forward pass would. Writing past
@@ -284,14 +283,62 @@ class Attention(nn.Module):
     index.value = start + k.shape[1]
     batch, length = k.shape[:2]
     slots = cached_k.value.shape[1]
+    if isinstance(mask, attention.MaskSpec):
+      mask = mask.dense(length, slots)
     q_slots = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
     k_slots = jnp.broadcast_to(jnp.arange(slots), (batch, slots))
     cache_mask = k_slots[:, None, None, :] <= q_slots[:, None, :, None]
-    if self.cfg.attention_window:  # Slots are consecutive positions: the window holds in slots.
-      cache_mask &= (
-        k_slots[:, None, None, :] >= q_slots[:, None, :, None] - self.cfg.attention_window
-      )
-    return cached_k.value, cached_v.value, q_slots, k_slots, cache_mask
+    return (
+      cached_k.value,
+      cached_v.value,
+      q_slots,
+      k_slots,
+      attention.combine_masks(mask, cache_mask),
+    )
+
+  def _append_to_ring(self, k: jax.Array, v: jax.Array, mask: jax.Array | None):
+    """`_append_to_cache` for a causal window of w keys back (config.model.attention_window):
+    the cache is a ring of min(w, slots) entries, slot s at entry s % size, so decoding keeps
+    w keys per layer however long it runs. This call's queries attend over the ring and their
+    own keys; then the last of those keys overwrite the oldest entries.
+
+    `mask`, when given, is a boolean array over the caller's slots `[..., slots]` (the left
+    padding of shorter prompts); it is read at the slots the ring holds. Returns the keys and
+    values attended, query and key slots, and the mask.
+    """
+    window = self.cfg.attention_window
+    batch, length = k.shape[:2]
+    initialized = self.has_variable("cache", "cached_key")
+    size = min(window, length)  # At `init`, `length` is every slot the caller will feed.
+    ring_k = self.variable("cache", "cached_key", jnp.zeros, (batch, size, *k.shape[2:]), k.dtype)
+    ring_v = self.variable("cache", "cached_value", jnp.zeros, (batch, size, *v.shape[2:]), v.dtype)
+    # Slot + 1 of each entry, 0 = empty (so a cache of zeros is an empty one).
+    held = self.variable("cache", "cache_slots", jnp.zeros, (size,), jnp.int32)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return None
+    start, size = index.value, ring_k.value.shape[1]
+    new_slots = start + jnp.arange(length)
+    keys = jnp.concatenate([ring_k.value, k.astype(ring_k.value.dtype)], 1)
+    values = jnp.concatenate([ring_v.value, v.astype(ring_v.value.dtype)], 1)
+    k_slots = jnp.concatenate([held.value - 1, new_slots])  # -1: empty entry.
+    q, key = new_slots[:, None], k_slots[None, :]
+    window_mask = (key >= 0) & (key <= q) & (key >= q - window)
+    if mask is not None:
+      mask = jnp.take(mask, jnp.maximum(k_slots, 0), axis=-1, mode="clip")
+    kept = min(length, size)  # The newest keys, at distinct entries.
+    entries = (start + length - kept + jnp.arange(kept)) % size
+    ring_k.value = ring_k.value.at[:, entries].set(k[:, length - kept :].astype(ring_k.value.dtype))
+    ring_v.value = ring_v.value.at[:, entries].set(v[:, length - kept :].astype(ring_v.value.dtype))
+    held.value = held.value.at[entries].set(new_slots[length - kept :] + 1)
+    index.value = start + length
+    return (
+      keys,
+      values,
+      jnp.broadcast_to(new_slots, (batch, length)),
+      jnp.broadcast_to(k_slots, (batch, k_slots.shape[0])),
+      attention.combine_masks(mask, window_mask[None, None]),
+    )
 
 
 class BlockInputs(NamedTuple):
