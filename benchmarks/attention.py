@@ -32,12 +32,12 @@ def attention_row(impl: str, spec_name: str, length: int) -> tuple[float, float]
   import jax.numpy as jnp
   import numpy as np
 
-  from jtrans import attention
+  from jtrans import attention, masks
 
   specs = {
-    "full": attention.MaskSpec(),
-    "causal": attention.MaskSpec(causal=True),
-    "window 512": attention.MaskSpec(causal=True, window=(512, 0)),
+    "full": masks.MaskSpec(),
+    "causal": masks.MaskSpec(causal=True),
+    "window 512": masks.MaskSpec(causal=True, window=(512, 0)),
   }
   spec = specs[spec_name]
 

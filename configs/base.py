@@ -54,6 +54,18 @@ def get_config() -> ml_collections.ConfigDict:
   # Sliding-window attention: each query sees this many keys before it (causal, Mistral) or on
   # each side (bidirectional, Longformer's local attention); 0 = every key.
   m.attention_window = 0
+  # Longformer's global tokens: the first n positions (a [CLS], a question) see every position
+  # and every position sees them; 0 = none. With attention_window, the two are a union.
+  m.attention_global_tokens = 0
+  # BigBird's block-sparse attention over blocks of this many positions (0 = off): each query
+  # block sees sparse_window blocks either side, the first sparse_global blocks (which see
+  # everything) and sparse_random random blocks drawn from sparse_seed. Linear in length on
+  # attention_impl="blockwise"; the dense paths apply the same mask.
+  m.attention_sparse_block = 0
+  m.attention_sparse_window = 1
+  m.attention_sparse_global = 1
+  m.attention_sparse_random = 3
+  m.attention_sparse_seed = 0
   m.attention_block_q = 256  # attention_impl="blockwise": query rows per block...
   m.attention_block_kv = 256  # ...and key rows per block (lengths need not divide them).
   m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.

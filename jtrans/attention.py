@@ -1,8 +1,9 @@
-"""Scaled dot-product attention and its masks, as pure functions.
+"""Scaled dot-product attention as pure functions, and `attention`, the one entry point the
+models call with a described mask (`masks.py`) and an implementation.
 
 Layout everywhere: queries `[batch, q_length, heads, head_dim]`, keys and values
 `[batch, kv_length, kv_heads, head_dim]` with `heads % kv_heads == 0` (grouped-query
-attention when `kv_heads < heads`). Masks are boolean, True where a query may attend,
+attention when `kv_heads < heads`). Dense masks are boolean, True where a query may attend,
 shaped to broadcast against `[batch, heads, q_length, kv_length]`.
 """
 
@@ -10,57 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import flax
 import jax
 import jax.numpy as jnp
 
-from jtrans import blockwise
+from jtrans import blockwise, masks
 
 Implementation = Literal["xla", "jax", "cudnn", "blockwise"]
 IMPLEMENTATIONS = ("xla", "jax", "cudnn", "blockwise")
-
-
-def causal_mask(q_length: int, kv_length: int | None = None, offset: int = 0) -> jax.Array:
-  """`[1, 1, q_length, kv_length]`: query i sees keys at positions <= i + offset."""
-  kv_length = q_length if kv_length is None else kv_length
-  q_pos = jnp.arange(q_length)[:, None] + offset
-  k_pos = jnp.arange(kv_length)[None, :]
-  return (k_pos <= q_pos)[None, None]
-
-
-def padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
-  """`[batch, 1, q_length, kv_length]` from validity flags `[batch, length]` (True = real token)."""
-  kv_valid = q_valid if kv_valid is None else kv_valid
-  return q_valid.astype(bool)[:, None, :, None] & kv_valid.astype(bool)[:, None, None, :]
-
-
-def segment_mask(q_segments: jax.Array, kv_segments: jax.Array | None = None) -> jax.Array:
-  """`[batch, 1, q_length, kv_length]`: attend only within the same packed document.
-
-  Segment ids are `[batch, length]` integers; 0 marks padding and never matches.
-  """
-  kv_segments = q_segments if kv_segments is None else kv_segments
-  same = q_segments[:, None, :, None] == kv_segments[:, None, None, :]
-  return same & (q_segments[:, None, :, None] != 0)
-
-
-def window_mask(q_length: int, kv_length: int, left: int, right: int) -> jax.Array:
-  """`[1, 1, q_length, kv_length]`: query i sees keys i - left .. i + right (Longformer's local
-  attention; a causal model's window is (left, 0))."""
-  q_pos = jnp.arange(q_length)[:, None]
-  k_pos = jnp.arange(kv_length)[None, :]
-  return ((k_pos >= q_pos - left) & (k_pos <= q_pos + right))[None, None]
-
-
-def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
-  """Logical AND of the masks that are not None (None if all are)."""
-  present = [m for m in masks if m is not None]
-  if not present:
-    return None
-  combined = present[0]
-  for m in present[1:]:
-    combined = combined & m
-  return combined
 
 
 def dot_product_attention(
@@ -121,45 +78,11 @@ def dot_product_attention(
   return out.reshape(batch, q_length, heads, head_dim).astype(query.dtype)
 
 
-@flax.struct.dataclass
-class MaskSpec:
-  """Which keys each query may see, described rather than materialised: the blockwise path
-  reads it block by block (and skips blocks it masks whole); `dense` builds the boolean mask
-  the other paths take.
-
-  Segment ids are int `[batch, length]` packed-document ids, 0 = padding: with both, a query
-  sees keys of its own non-zero segment; with kv_segments alone only padded keys are masked
-  (cross-attention); with q_segments alone padded queries see nothing.
-  """
-
-  q_segments: jax.Array | None = None
-  kv_segments: jax.Array | None = None
-  causal: bool = flax.struct.field(pytree_node=False, default=False)
-  window: tuple[int, int] | None = flax.struct.field(pytree_node=False, default=None)
-
-  def dense(self, q_length: int, kv_length: int) -> jax.Array | None:
-    """The boolean mask, broadcastable to `[batch, heads, q_length, kv_length]` (None: all)."""
-    q, kv = self.q_segments, self.kv_segments
-    if q is not None and kv is not None:
-      segments = segment_mask(q, kv)
-    elif kv is not None:
-      segments = (kv != 0)[:, None, None, :]
-    elif q is not None:
-      segments = (q != 0)[:, None, :, None]
-    else:
-      segments = None
-    return combine_masks(
-      causal_mask(q_length, kv_length) if self.causal else None,
-      window_mask(q_length, kv_length, *self.window) if self.window is not None else None,
-      segments,
-    )
-
-
 def attention(
   query: jax.Array,
   key: jax.Array,
   value: jax.Array,
-  mask: MaskSpec | None = None,
+  mask: masks.MaskSpec | None = None,
   bias: jax.Array | None = None,
   *,
   implementation: Implementation = "xla",
@@ -168,13 +91,12 @@ def attention(
   """The one entry point: `dot_product_attention` of a described mask, by `implementation`.
 
   "blockwise" (`blockwise.py`) never materialises `[q_length, kv_length]` and skips the blocks
-  that causality or the window mask whole; the others take `mask.dense(...)`. Shapes as
+  that its pattern masks whole; the others take `mask.dense(...)`. Shapes as
   `dot_product_attention`; rows that see no key are zeros on the blockwise path (they are
   padding) and an average of the values on the dense ones.
   """
   if implementation == "blockwise":
-    mask = MaskSpec() if mask is None else mask
-    pattern = blockwise.Pattern(mask.causal, mask.window)
+    mask = masks.MaskSpec() if mask is None else mask
     return blockwise.blockwise_attention(
       query,
       key,
@@ -182,7 +104,7 @@ def attention(
       bias=bias,
       q_segments=mask.q_segments,
       kv_segments=mask.kv_segments,
-      pattern=pattern,
+      pattern=mask.pattern,
       blocks=blocks,
     )
   dense = None if mask is None else mask.dense(query.shape[1], key.shape[1])

@@ -21,15 +21,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jtrans import masks
 
 NEG_INF = -jnp.inf
-
-
-class Pattern(NamedTuple):
-  """The static part of a mask: causality and a `(left, right)` window of key offsets."""
-
-  causal: bool = False
-  window: tuple[int, int] | None = None  # Query i sees keys i - left .. i + right.
 
 
 class Blocks(NamedTuple):
@@ -37,37 +33,18 @@ class Blocks(NamedTuple):
   kv: int = 256  # Key rows per block.
 
 
-ALL_KEYS, DEFAULT_BLOCKS = Pattern(), Blocks()
+DEFAULT_BLOCKS = Blocks()
 
 
-def _ceil(a: int, b: int) -> int:
-  return -(-a // b)
-
-
-def _key_block_range(i, block_q, block_kv, kv_blocks, pattern):
-  """[lo, hi) of key blocks that query block `i` may see (dynamic `i`, static pattern)."""
-  q_first, q_last = i * block_q, (i + 1) * block_q - 1
-  lo, hi = 0, kv_blocks
-  if pattern.window is not None:
-    left, right = pattern.window
-    lo = jnp.maximum((q_first - left) // block_kv, 0)
-    hi = jnp.minimum((q_last + right) // block_kv + 1, kv_blocks)
-  if pattern.causal:
-    hi = jnp.minimum(hi, q_last // block_kv + 1)
-  return lo, hi
-
-
-def _query_block_range(j, block_q, block_kv, q_blocks, pattern):
-  """[lo, hi) of query blocks that may see key block `j`."""
-  k_first, k_last = j * block_kv, (j + 1) * block_kv - 1
-  lo, hi = 0, q_blocks
-  if pattern.causal:
-    lo = jnp.maximum(lo, k_first // block_q)
-  if pattern.window is not None:
-    left, right = pattern.window
-    lo = jnp.maximum(lo, (k_first - right) // block_q)
-    hi = jnp.minimum((k_last + left) // block_q + 1, q_blocks)
-  return jnp.maximum(lo, 0), hi
+def _visits(layout: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """For each row of a boolean block layout, the columns it holds, left-aligned
+  (`[rows, most]` int32), and how many (`[rows]`): the blocks a pass visits."""
+  counts = layout.sum(1)
+  index = np.zeros((layout.shape[0], max(int(counts.max(initial=0)), 1)), np.int32)
+  for row in range(layout.shape[0]):
+    held = np.flatnonzero(layout[row])
+    index[row, : held.size] = held
+  return jnp.asarray(index), jnp.asarray(counts, jnp.int32)
 
 
 def _block_mask(i, j, q_seg, kv_seg, sizes, lengths, pattern):
@@ -75,12 +52,7 @@ def _block_mask(i, j, q_seg, kv_seg, sizes, lengths, pattern):
   block_q, block_kv = sizes
   q_pos = i * block_q + jnp.arange(block_q)[:, None]
   k_pos = j * block_kv + jnp.arange(block_kv)[None, :]
-  allowed = (k_pos < lengths[1]) & (q_pos < lengths[0])
-  if pattern.causal:
-    allowed &= k_pos <= q_pos
-  if pattern.window is not None:
-    allowed &= (k_pos >= q_pos - pattern.window[0]) & (k_pos <= q_pos + pattern.window[1])
-  allowed = allowed[None]
+  allowed = masks.allowed(pattern, q_pos, k_pos, lengths)[None]
   qs = jax.lax.dynamic_slice_in_dim(q_seg, i * block_q, block_q, 1) if q_seg is not None else None
   ks = (
     jax.lax.dynamic_slice_in_dim(kv_seg, j * block_kv, block_kv, 1) if kv_seg is not None else None
@@ -113,7 +85,7 @@ def _bias_block(bias, i, j, sizes, heads_shape):
 
 
 def _pad_to(x, axis, multiple):
-  pad = _ceil(x.shape[axis], multiple) * multiple - x.shape[axis]
+  pad = -(-x.shape[axis] // multiple) * multiple - x.shape[axis]
   if pad == 0:
     return x
   widths = [(0, 0)] * x.ndim
@@ -124,17 +96,17 @@ def _pad_to(x, axis, multiple):
 def _forward(q, k, v, bias, q_seg, kv_seg, pattern, blocks, lengths):
   """Padded inputs -> (out `[batch, q, kv_heads, groups, d]`, lse `[batch, kv_heads, groups, q]`)."""
   batch, q_len, kv_heads, groups, d = q.shape
-  kv_len = k.shape[1]
   sizes = (blocks.q, blocks.kv)
-  q_blocks, kv_blocks = q_len // blocks.q, kv_len // blocks.kv
+  q_blocks = q_len // blocks.q
   scale = d**-0.5
+  kv_index, kv_count = _visits(masks.block_layout(pattern, lengths, blocks.q, blocks.kv))
 
   def one_query_block(i):
     qb = jax.lax.dynamic_slice_in_dim(q, i * blocks.q, blocks.q, 1)
-    lo, hi = _key_block_range(i, blocks.q, blocks.kv, kv_blocks, pattern)
 
-    def step(j, carry):
+    def step(n, carry):
       m, l, acc = carry
+      j = kv_index[i, n]
       kb = jax.lax.dynamic_slice_in_dim(k, j * blocks.kv, blocks.kv, 1)
       vb = jax.lax.dynamic_slice_in_dim(v, j * blocks.kv, blocks.kv, 1)
       s = _scores(qb, kb, _bias_block(bias, i, j, sizes, (kv_heads, groups)), scale)
@@ -155,7 +127,7 @@ def _forward(q, k, v, bias, q_seg, kv_seg, pattern, blocks, lengths):
       jnp.zeros(shape, jnp.float32),
       jnp.zeros((*shape, d), jnp.float32),
     )
-    m, l, acc = jax.lax.fori_loop(lo, hi, step, init)
+    m, l, acc = jax.lax.fori_loop(0, kv_count[i], step, init)
     out = jnp.where(l[..., None] > 0, acc / jnp.where(l > 0, l, 1.0)[..., None], 0.0)
     lse = jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), NEG_INF)
     return out, lse
@@ -172,8 +144,10 @@ def _backward(q, k, v, bias, q_seg, kv_seg, out, lse, dout, pattern, blocks, len
   batch, q_len, kv_heads, groups, d = q.shape
   kv_len = k.shape[1]
   sizes = (blocks.q, blocks.kv)
-  q_blocks, kv_blocks = q_len // blocks.q, kv_len // blocks.kv
+  kv_blocks = kv_len // blocks.kv
   scale = d**-0.5
+  layout = masks.block_layout(pattern, lengths, blocks.q, blocks.kv)
+  q_index, q_count = _visits(layout.T)
   # D_i = sum_d dO_i O_i, per query row: [b, h, g, q].
   delta = jnp.einsum("bqhgd,bqhgd->bhgq", dout.astype(jnp.float32), out.astype(jnp.float32))
 
@@ -181,10 +155,10 @@ def _backward(q, k, v, bias, q_seg, kv_seg, out, lse, dout, pattern, blocks, len
     dq, dbias = carry
     kb = jax.lax.dynamic_slice_in_dim(k, j * blocks.kv, blocks.kv, 1)
     vb = jax.lax.dynamic_slice_in_dim(v, j * blocks.kv, blocks.kv, 1)
-    lo, hi = _query_block_range(j, blocks.q, blocks.kv, q_blocks, pattern)
 
-    def step(i, inner):
+    def step(n, inner):
       dk, dv, dq, dbias = inner
+      i = q_index[j, n]
       qb = jax.lax.dynamic_slice_in_dim(q, i * blocks.q, blocks.q, 1)
       dob = jax.lax.dynamic_slice_in_dim(dout, i * blocks.q, blocks.q, 1)
       lse_b = jax.lax.dynamic_slice_in_dim(lse, i * blocks.q, blocks.q, 3)
@@ -225,7 +199,7 @@ def _backward(q, k, v, bias, q_seg, kv_seg, out, lse, dout, pattern, blocks, len
       return dk, dv, dq, dbias
 
     zeros = jnp.zeros((batch, blocks.kv, kv_heads, d), jnp.float32)
-    dk, dv, dq, dbias = jax.lax.fori_loop(lo, hi, step, (zeros, zeros, dq, dbias))
+    dk, dv, dq, dbias = jax.lax.fori_loop(0, q_count[j], step, (zeros, zeros, dq, dbias))
     return (dq, dbias), (dk, dv)
 
   dq0 = jnp.zeros(q.shape, jnp.float32)
@@ -275,7 +249,7 @@ def blockwise_attention(
   bias: jax.Array | None = None,
   q_segments: jax.Array | None = None,
   kv_segments: jax.Array | None = None,
-  pattern: Pattern = ALL_KEYS,
+  pattern: masks.Pattern = masks.ALL_KEYS,
   blocks: Blocks = DEFAULT_BLOCKS,
 ) -> jax.Array:
   """softmax(q k^T / sqrt(head_dim) + bias, masked) v, block by block (module docstring).
@@ -287,7 +261,8 @@ def blockwise_attention(
       positions), or None.
     q_segments, kv_segments: int `[batch, length]` packed-document ids, 0 = padding. With both,
       a query sees keys of its own non-zero segment; with one, only the padding is masked.
-    pattern: causality and a (left, right) window, both over positions 0..length-1.
+    pattern: causality, a (left, right) window, global tokens and a BigBird layout, over
+      positions 0..length-1 (`masks.Pattern`); blocks it masks whole are skipped.
     blocks: block sizes (clipped to the lengths).
   Returns:
     `[batch, q_length, heads, head_dim]` in the query's dtype; zeros for rows that see no key.

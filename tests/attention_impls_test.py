@@ -57,6 +57,10 @@ def test_a_sliding_window_sees_only_its_keys(impl):
 FAMILIES = {
   "decoder_rotary_gqa": dict(positions="rotary", num_kv_heads=2, norm="rmsnorm"),
   "decoder_window": dict(attention_window=5),
+  "decoder_bigbird": dict(attention_sparse_block=2, attention_sparse_random=1),
+  "encoder_longformer": dict(
+    family="encoder", norm_position="post", attention_window=2, attention_global_tokens=1
+  ),
   "encoder": dict(family="encoder", norm_position="post", embed_norm=True),
   "t5": dict(
     family="encoder_decoder",

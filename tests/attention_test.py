@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtrans import attention
+from jtrans import attention, masks
 
 B, Q, H, D = 2, 7, 4, 8
 
@@ -31,26 +31,26 @@ def random_qkv(kv_heads=H, seed=0):
   return q, k, v
 
 
-def masks():
+def example_masks():
   valid = np.ones((B, Q), bool)
   valid[0, 5:] = False  # Row 0 has two padding tokens at the end.
   segments = np.array([[1, 1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 2, 2, 0]])
   return {
     "none": np.ones((1, 1, Q, Q), bool),
-    "causal": attention.causal_mask(Q),
-    "padding": attention.padding_mask(jnp.asarray(valid)),
-    "segment": attention.segment_mask(jnp.asarray(segments)),
-    "causal+segment": attention.combine_masks(
-      attention.causal_mask(Q), attention.segment_mask(jnp.asarray(segments))
+    "causal": masks.causal_mask(Q),
+    "padding": masks.padding_mask(jnp.asarray(valid)),
+    "segment": masks.segment_mask(jnp.asarray(segments)),
+    "causal+segment": masks.combine_masks(
+      masks.causal_mask(Q), masks.segment_mask(jnp.asarray(segments))
     ),
   }
 
 
-@pytest.mark.parametrize("name", list(masks()))
+@pytest.mark.parametrize("name", list(example_masks()))
 @pytest.mark.parametrize("kv_heads", [H, 2, 1])
 def test_matches_float64_reference(name, kv_heads):
   q, k, v = random_qkv(kv_heads)
-  mask = masks()[name]
+  mask = example_masks()[name]
   got = attention.dot_product_attention(q, k, v, mask if name != "none" else None)
   want = reference(q, k, v, mask)
   rows = np.asarray(jnp.broadcast_to(mask, (B, H, Q, Q))).any(-1)  # Queries with any key.
@@ -62,7 +62,7 @@ def test_matches_float64_reference(name, kv_heads):
 @pytest.mark.parametrize("name", ["causal", "padding", "causal+segment"])
 def test_jax_implementation_matches_xla(name):
   q, k, v = random_qkv(2)
-  mask = masks()[name]
+  mask = example_masks()[name]
   got = attention.dot_product_attention(q, k, v, mask, implementation="jax")
   want = attention.dot_product_attention(q, k, v, mask, implementation="xla")
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
@@ -71,16 +71,16 @@ def test_jax_implementation_matches_xla(name):
 def test_bfloat16_inputs_softmax_in_float32():
   q, k, v = random_qkv()
   got = attention.dot_product_attention(
-    *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), attention.causal_mask(Q)
+    *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), masks.causal_mask(Q)
   )
   assert got.dtype == jnp.bfloat16
-  want = reference(q, k, v, attention.causal_mask(Q))
+  want = reference(q, k, v, masks.causal_mask(Q))
   # bfloat16 inputs carry ~3 significant digits; a bfloat16 softmax would be far worse.
   np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=3e-2)
 
 
 def test_causal_mask_with_offset_matches_positions():
-  mask = np.asarray(attention.causal_mask(2, 5, offset=3))[0, 0]
+  mask = np.asarray(masks.causal_mask(2, 5, offset=3))[0, 0]
   np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
 
 

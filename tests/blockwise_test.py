@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtrans import attention, blockwise
+from jtrans import attention, blockwise, masks
 
 B, H, D = 2, 4, 8
 BLOCKS = blockwise.Blocks(q=8, kv=16)
@@ -58,14 +58,23 @@ def specs(length):
   seg = jnp.asarray(segments(length, 1))
   valid = jnp.asarray((segments(length, 1) != 0).astype(np.int32))
   return {
-    "none": attention.MaskSpec(),
-    "causal": attention.MaskSpec(causal=True),
-    "padding": attention.MaskSpec(q_segments=valid, kv_segments=valid),
-    "segments": attention.MaskSpec(q_segments=seg, kv_segments=seg),
-    "causal_segments": attention.MaskSpec(q_segments=seg, kv_segments=seg, causal=True),
-    "causal_window": attention.MaskSpec(causal=True, window=(11, 0)),
-    "window": attention.MaskSpec(window=(5, 9)),
-    "window_segments": attention.MaskSpec(q_segments=seg, kv_segments=seg, window=(20, 3)),
+    "none": masks.MaskSpec(),
+    "causal": masks.MaskSpec(causal=True),
+    "padding": masks.MaskSpec(q_segments=valid, kv_segments=valid),
+    "segments": masks.MaskSpec(q_segments=seg, kv_segments=seg),
+    "causal_segments": masks.MaskSpec(q_segments=seg, kv_segments=seg, causal=True),
+    "causal_window": masks.MaskSpec(causal=True, window=(11, 0)),
+    "window": masks.MaskSpec(window=(5, 9)),
+    "window_segments": masks.MaskSpec(q_segments=seg, kv_segments=seg, window=(20, 3)),
+    "longformer": masks.MaskSpec(window=(3, 3), global_tokens=2),
+    "causal_window_global": masks.MaskSpec(causal=True, window=(5, 0), global_tokens=3),
+    "bigbird": masks.MaskSpec(sparse=masks.Sparse(block=8, window=1, global_blocks=1, random=1)),
+    "causal_bigbird_segments": masks.MaskSpec(
+      q_segments=seg,
+      kv_segments=seg,
+      causal=True,
+      sparse=masks.Sparse(block=4, window=1, global_blocks=1, random=2, seed=1),
+    ),
   }
 
 
@@ -112,16 +121,18 @@ def test_cross_attention_with_padded_keys_and_a_bias():
   kv_valid = np.ones((B, 45), np.int32)
   kv_valid[1, 30:] = 0
   bias = np.random.default_rng(4).normal(size=(1, H, 21, 45)).astype(np.float32)
-  check(q, k, v, attention.MaskSpec(kv_segments=jnp.asarray(kv_valid)), bias)
+  check(q, k, v, masks.MaskSpec(kv_segments=jnp.asarray(kv_valid)), bias)
 
 
 def test_a_per_example_bias_gets_its_own_gradient():
   q, k, v = inputs(19, 19, H, seed=5)
   bias = np.random.default_rng(6).normal(size=(B, H, 19, 19)).astype(np.float32)
-  check(q, k, v, attention.MaskSpec(causal=True), bias)
+  check(q, k, v, masks.MaskSpec(causal=True), bias)
 
 
-@pytest.mark.parametrize("name", ["causal_segments", "window", "padding"])
+@pytest.mark.parametrize(
+  "name", ["causal_segments", "window", "padding", "longformer", "causal_bigbird_segments"]
+)
 def test_equals_the_dense_path_given_the_same_mask(name):
   q, k, v = inputs(64, 64, 2, seed=7)
   spec = specs(64)[name]
@@ -134,7 +145,7 @@ def test_equals_the_dense_path_given_the_same_mask(name):
 
 def test_bfloat16_inputs_stay_close_to_float32():
   q, k, v = inputs(40, 40, 2, seed=8)
-  spec = attention.MaskSpec(causal=True)
+  spec = masks.MaskSpec(causal=True)
   f32 = attention.attention(q, k, v, spec, implementation="blockwise", blocks=BLOCKS)
   bf16 = attention.attention(
     *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
@@ -144,3 +155,33 @@ def test_bfloat16_inputs_stay_close_to_float32():
   )
   assert bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf16, np.float32), f32, atol=0.05)
+
+
+def test_the_bigbird_layout_is_the_papers_pattern():
+  """Each query block: its window blocks, the global blocks and `random` others, drawn from
+  the seed (the same layout every time, another one for another seed); global blocks see and
+  are seen by every block; causal layouts stay below the diagonal."""
+  sparse = masks.Sparse(block=8, window=1, global_blocks=2, random=3, seed=0)
+  layout = masks.sparse_layout(sparse, 160, 160, False)  # 20 x 20 blocks.
+  assert layout[:2].all() and layout[:, :2].all()
+  for row in range(2, 20):
+    window = {c for c in range(row - 1, row + 2) if 0 <= c < 20}
+    randoms = set(np.flatnonzero(layout[row])) - window - {0, 1}
+    assert len(randoms) == 3, (row, randoms)
+  np.testing.assert_array_equal(layout, masks.sparse_layout(sparse._replace(seed=0), 160, 160, 0))
+  assert (layout != masks.sparse_layout(sparse._replace(seed=1), 160, 160, False)).any()
+  causal = masks.sparse_layout(sparse, 160, 160, True)
+  assert not np.triu(causal, 1).any() and causal[5, :2].all()
+
+
+def test_sparse_patterns_visit_a_number_of_blocks_linear_in_length():
+  """At T=16384 in blocks of 128, a window of 256 each side visits 5 key blocks per query block;
+  BigBird (blocks of 128: 3 window + 1 global + 3 random) at most 7, plus the global row: the
+  dense pattern's 128 x 128 = 16384 pairs drop to a few hundred."""
+  lengths, size = (16384, 16384), 128
+  window = masks.block_layout(masks.Pattern(window=(256, 256)), lengths, size, size)
+  assert window.sum(1).max() == 5 and window.sum() < 5 * 128
+  bigbird = masks.Pattern(sparse=masks.Sparse(block=128, window=1, global_blocks=1, random=3))
+  layout = masks.block_layout(bigbird, lengths, size, size)
+  assert layout[1:].sum(1).max() == 7 and layout[0].all()
+  assert layout.sum() <= 7 * 127 + 128 + 127

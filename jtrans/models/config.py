@@ -69,6 +69,12 @@ class ModelConfig:
   pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
   attention_impl: str = "xla"
   attention_window: int = 0  # Keys each query sees before it (and after: bidirectional); 0 = all.
+  attention_global_tokens: int = 0  # Longformer: the first n positions see and are seen by all.
+  attention_sparse_block: int = 0  # BigBird's block size (0 = off), with its window blocks either
+  attention_sparse_window: int = 1  # side, global (first) blocks and random blocks per query
+  attention_sparse_global: int = 1  # block, drawn from the seed.
+  attention_sparse_random: int = 3
+  attention_sparse_seed: int = 0
   attention_block_q: int = 256  # Blockwise attention: query rows per block...
   attention_block_kv: int = 256  # ...and key rows per block.
   scan_layers: bool = False
@@ -100,6 +106,12 @@ class ModelConfig:
       fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
     if self.family == "vit" and self.image_size % self.patch_size:
       fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
+    for key in ("attention_window", "attention_global_tokens", "attention_sparse_block"):
+      if getattr(self, key) < 0:
+        fail(key, f"{getattr(self, key)} must be 0 (off) or positive.")
+    for key in ("attention_sparse_window", "attention_sparse_global", "attention_sparse_random"):
+      if self.attention_sparse_block and getattr(self, key) < 0:
+        fail(key, f"{getattr(self, key)} blocks: must be 0 or more.")
     for key, allowed in (
       ("positions", POSITIONS),
       ("norm", NORMS),

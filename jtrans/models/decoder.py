@@ -7,7 +7,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jtrans import attention
+from jtrans import masks
 from jtrans.models import layers
 from jtrans.models.config import ModelConfig
 
@@ -56,7 +56,7 @@ class DecoderLM(nn.Module):
     if decode and not self.is_initializing():
       mask = kv_mask  # The cache adds causality over its slots.
     else:
-      mask = attention.MaskSpec(segment_ids, segment_ids, causal=True, window=layers.window(cfg))
+      mask = masks.MaskSpec(segment_ids, segment_ids, **layers.pattern(cfg, causal=True))
     x = layers.Stack(
       cfg, cfg.num_layers, causal=True, deterministic=deterministic, decode=decode, name="decoder"
     )(x, layers.BlockInputs(mask=mask, positions=positions))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jtrans import attention
+from jtrans import masks
 from jtrans.models import layers
 from jtrans.models.config import ModelConfig
 
@@ -50,7 +50,7 @@ class EncoderMLM(nn.Module):
       self.embed(tokens, positions, token_types)
     )
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    mask = attention.MaskSpec(segment_ids, segment_ids, window=layers.window(cfg, causal=False))
+    mask = masks.MaskSpec(segment_ids, segment_ids, **layers.pattern(cfg, causal=False))
     x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
       x, layers.BlockInputs(mask=mask, positions=positions)
     )

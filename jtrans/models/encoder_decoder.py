@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans import attention
+from jtrans import masks
 from jtrans.models import layers
 from jtrans.models.config import ModelConfig
 
@@ -56,11 +56,11 @@ class EncoderDecoder(nn.Module):
     embed = self.embed
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
     source_valid = None if encoder_mask is None else encoder_mask.astype(jnp.int32)
-    cross_mask = attention.MaskSpec(kv_segments=source_valid)
+    cross_mask = masks.MaskSpec(kv_segments=source_valid)
     if encoded is None and encoder_inputs is not None:
       source_positions = layers.default_positions(encoder_inputs, None)
       x = dropout(embed(encoder_inputs, source_positions))
-      self_mask = attention.MaskSpec(source_valid, source_valid, window=layers.window(cfg, False))
+      self_mask = masks.MaskSpec(source_valid, source_valid, **layers.pattern(cfg, False))
       encoded = layers.Stack(cfg, cfg.encoder_layers, deterministic=deterministic, name="encoder")(
         x, layers.BlockInputs(mask=self_mask, positions=source_positions)
       )
@@ -72,7 +72,7 @@ class EncoderDecoder(nn.Module):
     self_mask = (
       None
       if decode and not self.is_initializing()
-      else attention.MaskSpec(causal=True, window=layers.window(cfg))
+      else masks.MaskSpec(**layers.pattern(cfg, causal=True))
     )
     y = layers.Stack(
       cfg,

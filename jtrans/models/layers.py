@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans import attention, blockwise, positional
+from jtrans import attention, blockwise, masks, positional
 from jtrans.models.config import ModelConfig
 
 
@@ -137,12 +137,27 @@ class Mlp(nn.Module):
     return dense(cfg, cfg.embed_dim, ("mlp", "embed"), "wo", output_stddev(cfg))(h)
 
 
-def window(cfg: ModelConfig, causal: bool = True) -> tuple[int, int] | None:
-  """The (left, right) key window of config.model.attention_window: the `w` previous keys and
-  the query's own (Mistral's sliding window) when causal, `w` each side (Longformer) else."""
-  if not cfg.attention_window:
-    return None
-  return (cfg.attention_window, 0 if causal else cfg.attention_window)
+def pattern(cfg: ModelConfig, causal: bool) -> dict:
+  """The self-attention pattern of config.model as `masks.MaskSpec` fields: causality; the
+  (left, right) key window of attention_window (the `w` previous keys and the query's own,
+  Mistral's sliding window, when causal; `w` each side, Longformer, else); global tokens; and
+  BigBird's layout (attention_sparse_*)."""
+  sparse = None
+  if cfg.attention_sparse_block:
+    sparse = masks.Sparse(
+      cfg.attention_sparse_block,
+      cfg.attention_sparse_window,
+      cfg.attention_sparse_global,
+      cfg.attention_sparse_random,
+      cfg.attention_sparse_seed,
+    )
+  w = cfg.attention_window
+  return {
+    "causal": causal,
+    "window": (w, 0 if causal else w) if w else None,
+    "global_tokens": cfg.attention_global_tokens,
+    "sparse": sparse,
+  }
 
 
 class Attention(nn.Module):
@@ -177,7 +192,7 @@ class Attention(nn.Module):
   def __call__(
     self,
     x: jax.Array,
-    mask: attention.MaskSpec | jax.Array | None,
+    mask: masks.MaskSpec | jax.Array | None,
     *,
     positions: jax.Array | None = None,
     context: jax.Array | None = None,
@@ -185,7 +200,7 @@ class Attention(nn.Module):
   ) -> jax.Array:
     """Args:
     x: `[batch, length, embed]`.
-    mask: which keys each query sees: an `attention.MaskSpec`, or (when decoding) a boolean
+    mask: which keys each query sees: an `masks.MaskSpec`, or (when decoding) a boolean
       array broadcastable to `[batch, heads, length, kv_length]` over the cache's slots, to
       which the cache's own causal mask is added here.
     positions: int `[batch, length]`, for rotary positions and the relative bias.
@@ -206,6 +221,12 @@ class Attention(nn.Module):
       k = positional.rotary(k, positions, cfg.rope_theta)
     q_positions = k_positions = positions
     if self.decode and not self.cross:
+      if cfg.attention_global_tokens or cfg.attention_sparse_block:
+        raise ValueError(
+          "config.model.attention_global_tokens / attention_sparse_block: the KV cache keeps "
+          "only causal and sliding-window attention; decode without the cache "
+          "(jtrans.decoding use_cache=False) or set both to 0."
+        )
       append = self._append_to_ring if cfg.attention_window else self._append_to_cache
       cached = append(k, v, mask)
       if cached is not None:
@@ -220,7 +241,7 @@ class Attention(nn.Module):
         max_distance=cfg.relative_max_distance,
       )
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    if isinstance(mask, attention.MaskSpec) or mask is None:
+    if isinstance(mask, masks.MaskSpec) or mask is None:
       blocks = blockwise.Blocks(cfg.attention_block_q, cfg.attention_block_kv)
       out = attention.attention(
         q, k, v, mask, bias, implementation=cfg.attention_impl, blocks=blocks
@@ -283,7 +304,7 @@ class Attention(nn.Module):
     index.value = start + k.shape[1]
     batch, length = k.shape[:2]
     slots = cached_k.value.shape[1]
-    if isinstance(mask, attention.MaskSpec):
+    if isinstance(mask, masks.MaskSpec):
       mask = mask.dense(length, slots)
     q_slots = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
     k_slots = jnp.broadcast_to(jnp.arange(slots), (batch, slots))
@@ -293,7 +314,7 @@ class Attention(nn.Module):
       cached_v.value,
       q_slots,
       k_slots,
-      attention.combine_masks(mask, cache_mask),
+      masks.combine_masks(mask, cache_mask),
     )
 
   def _append_to_ring(self, k: jax.Array, v: jax.Array, mask: jax.Array | None):
@@ -337,17 +358,17 @@ class Attention(nn.Module):
       values,
       jnp.broadcast_to(new_slots, (batch, length)),
       jnp.broadcast_to(k_slots, (batch, k_slots.shape[0])),
-      attention.combine_masks(mask, window_mask[None, None]),
+      masks.combine_masks(mask, window_mask[None, None]),
     )
 
 
 class BlockInputs(NamedTuple):
   """What every block of a stack receives besides the residual stream (broadcast by scan)."""
 
-  mask: attention.MaskSpec | jax.Array | None = None  # Self-attention (dense: decoding).
+  mask: masks.MaskSpec | jax.Array | None = None  # Self-attention (dense: decoding).
   positions: jax.Array | None = None  # int `[batch, length]`.
   context: jax.Array | None = None  # Encoder output `[batch, source_length, embed]`.
-  context_mask: attention.MaskSpec | None = None  # Cross-attention: the source's padding.
+  context_mask: masks.MaskSpec | None = None  # Cross-attention: the source's padding.
   relative_table: jax.Array | None = None  # `[num_buckets, heads]` (T5).
 
 

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jtrans import masks
 from jtrans.models import layers
 from jtrans.models.config import ModelConfig
 
@@ -45,7 +46,7 @@ class ViT(nn.Module):
     ).astype(x.dtype)
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
     x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
-      x, layers.BlockInputs()
+      x, layers.BlockInputs(mask=masks.MaskSpec(**layers.pattern(cfg, causal=False)))
     )
     pooled = x[:, 0] if cfg.pool == "cls" else x.mean(axis=1)
     logits = layers.dense(cfg, cfg.num_classes, ("embed", None), "head", use_bias=True)(pooled)
