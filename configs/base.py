@@ -62,10 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
   # everything) and sparse_random random blocks drawn from sparse_seed. Linear in length on
   # attention_impl="blockwise"; the dense paths apply the same mask.
   m.attention_sparse_block = 0
-  m.attention_sparse_window = 1
-  m.attention_sparse_global = 1
-  m.attention_sparse_random = 3
-  m.attention_sparse_seed = 0
+  m.attention_sparse_window = 1  # BigBird: window blocks either side of the query's block,
+  m.attention_sparse_global = 1  # ...global blocks (the first ones),
+  m.attention_sparse_random = 3  # ...random blocks per query block,
+  m.attention_sparse_seed = 0  # ...drawn from this seed (the same layout in every layer).
   m.attention_block_q = 256  # attention_impl="blockwise": query rows per block...
   m.attention_block_kv = 256  # ...and key rows per block (lengths need not divide them).
   m.scan_layers = False  # nn.scan over the blocks: compile time independent of depth.
