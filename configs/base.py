@@ -48,8 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   m.num_channels = 3  # ...of num_channels channels,
   m.num_classes = 10  # ...classified into num_classes classes,
   m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
-  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks; cuDNN on GPU), "cudnn", or
-  # "blockwise" (online softmax over key blocks with its own backward: no [q, kv] matrix).
+  # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks), "blockwise" (online softmax
+  # over key blocks with its own backward: no [q, kv] matrix), the fused kernels "cudnn"
+  # (NVIDIA GPUs) and "splash" (TPUs), which run blockwise, logging why, for what they cannot
+  # take, or "auto": the kernel of the chips the step is compiled for (blockwise on CPU).
   m.attention_impl = "xla"
   # Sliding-window attention: each query sees this many keys before it (causal, Mistral) or on
   # each side (bidirectional, Longformer's local attention); 0 = every key.

@@ -91,6 +91,12 @@ def compile_report(
   report["compile_seconds"] = time.perf_counter() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
+  hlo = compiled.as_text()
+  report["attention"] = layout.model_cfg.attention_impl  # "auto" resolved for the chips.
+  # Mosaic (Splash) and cuDNN attention kernels are custom calls in the compiled step.
+  report["fused_attention_calls"] = hlo.count('custom_call_target="tpu_custom_call"') + hlo.count(
+    'custom_call_target="__cudnn$fmha'
+  )
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   report |= {
     "argument_bytes": memory.argument_size_in_bytes,
@@ -149,6 +155,7 @@ def format_report(report: dict) -> str:
     f"  total                     {gib(report['total_bytes'])}",
     f"  FLOPs per step: compiled {report['compiled_flops_per_device']:.3e}, "
     f"model (6N + attention) {report['model_flops_per_device']:.3e}",
+    f"  attention {report['attention']}: {report['fused_attention_calls']} fused kernel calls",
   ]
   limit = report["device_bytes_limit"]
   if limit:

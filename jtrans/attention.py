@@ -14,10 +14,11 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from jtrans import blockwise, masks
+from jtrans import blockwise, kernels, masks
 
-Implementation = Literal["xla", "jax", "cudnn", "blockwise"]
-IMPLEMENTATIONS = ("xla", "jax", "cudnn", "blockwise")
+Implementation = Literal["xla", "jax", "cudnn", "blockwise", "splash", "auto"]
+IMPLEMENTATIONS = ("xla", "jax", "cudnn", "blockwise", "splash", "auto")
+DENSE = ("xla", "jax", "cudnn")  # What `dot_product_attention` runs (a materialised mask).
 
 
 def dot_product_attention(
@@ -42,10 +43,11 @@ def dot_product_attention(
   Returns:
     `[batch, q_length, heads, head_dim]` in the query's dtype.
   """
-  if implementation not in IMPLEMENTATIONS or implementation == "blockwise":
+  if implementation not in DENSE:
     raise ValueError(
-      f"attention implementation {implementation!r} is unknown; set "
-      f"config.model.attention_impl to one of {IMPLEMENTATIONS}."
+      f"attention implementation {implementation!r} is not one of {DENSE} (dense masks); "
+      f"config.model.attention_impl takes {IMPLEMENTATIONS}, the others through "
+      "attention.attention."
     )
   if implementation != "xla":
     if mask is not None:
@@ -88,15 +90,30 @@ def attention(
   implementation: Implementation = "xla",
   blocks: blockwise.Blocks = blockwise.DEFAULT_BLOCKS,
 ) -> jax.Array:
-  """The one entry point: `dot_product_attention` of a described mask, by `implementation`.
+  """The one entry point: attention over a described mask, by `implementation`.
 
   "blockwise" (`blockwise.py`) never materialises `[q_length, kv_length]` and skips the blocks
-  that its pattern masks whole; the others take `mask.dense(...)`. Shapes as
+  that its pattern masks whole; "cudnn" and "splash" are the fused kernels of `kernels.py`,
+  which fall back to "blockwise" (logging why, once) for what they cannot take; "auto" is the
+  platform's kernel; "xla" and "jax" take `mask.dense(...)`. Shapes as
   `dot_product_attention`; rows that see no key are zeros on the blockwise path (they are
   padding) and an average of the values on the dense ones.
   """
+  mask = masks.MaskSpec() if mask is None else mask
+  implementation = kernels.resolve(implementation)
+  if implementation in ("cudnn", "splash"):
+    kernel = implementation
+    if kernel == "cudnn":
+      reason = kernels.cudnn_unsupported(query, key, mask, bias)
+      if reason is None:
+        return kernels.cudnn_attention(query, key, value, mask, bias)
+    else:
+      reason = kernels.splash_unsupported(query, key, mask, bias)
+      if reason is None:
+        return kernels.splash_attention(query, key, value, mask)
+    kernels.log_fallback(kernel, reason)
+    implementation = "blockwise"
   if implementation == "blockwise":
-    mask = masks.MaskSpec() if mask is None else mask
     return blockwise.blockwise_attention(
       query,
       key,
@@ -107,5 +124,5 @@ def attention(
       pattern=mask.pattern,
       blocks=blocks,
     )
-  dense = None if mask is None else mask.dense(query.shape[1], key.shape[1])
+  dense = mask.dense(query.shape[1], key.shape[1])
   return dot_product_attention(query, key, value, dense, bias, implementation=implementation)

@@ -9,6 +9,7 @@ in the workdir (checkpoint manager, metrics writer) is opened and closed by the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jtrans import objectives, optim, sharding, steps
+from jtrans import kernels, objectives, optim, sharding, steps
 from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
@@ -97,6 +98,11 @@ def init_state(
 def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
   """Checks that need more than one key; each failure names the setting and the fix."""
   model_cfg = ModelConfig.from_config(config.model)
+  # "auto" attention: the kernel of the chips the step is compiled for (a TPU topology too).
+  platform = mesh.devices.flat[0].platform
+  model_cfg = dataclasses.replace(
+    model_cfg, attention_impl=kernels.resolve(model_cfg.attention_impl, platform)
+  )
   objectives.check(config)
   if config.data.seq_len > config.model.max_len:
     raise ValueError(

@@ -247,7 +247,7 @@ class Attention(nn.Module):
         q, k, v, mask, bias, implementation=cfg.attention_impl, blocks=blocks
       )
     else:  # A decode step over the cache: a handful of queries, the dense path.
-      impl = "xla" if cfg.attention_impl == "blockwise" else cfg.attention_impl
+      impl = "jax" if cfg.attention_impl == "jax" else "xla"
       out = attention.dot_product_attention(q, k, v, mask, bias, implementation=impl)
     return Einsum(
       "blhd,hde->ble",
