@@ -263,13 +263,15 @@ def blockwise_attention(
       a query sees keys of its own non-zero segment; with one, only the padding is masked.
     pattern: causality, a (left, right) window, global tokens and a BigBird layout, over
       positions 0..length-1 (`masks.Pattern`); blocks it masks whole are skipped.
-    blocks: block sizes (clipped to the lengths).
+    blocks: block sizes (clipped to the lengths); a BigBird pattern uses its own block size.
   Returns:
     `[batch, q_length, heads, head_dim]` in the query's dtype; zeros for rows that see no key.
   """
   batch, q_len, heads, d = query.shape
   kv_len, kv_heads = key.shape[1], key.shape[2]
   groups = heads // kv_heads
+  if pattern.sparse is not None:  # BigBird's own blocks: each query block visits only its few.
+    blocks = Blocks(pattern.sparse.block, pattern.sparse.block)
   blocks = Blocks(min(blocks.q, q_len), min(blocks.kv, kv_len))
   q = _pad_to(query.reshape(batch, q_len, kv_heads, groups, d), 1, blocks.q)
   k, v = _pad_to(key, 1, blocks.kv), _pad_to(value, 1, blocks.kv)

@@ -101,7 +101,8 @@ def test_the_import_memory_benchmark_runs_as_shown(tmp_path):
 
 def test_the_long_sequence_commands_run_as_shown(tmp_path):
   """The README's "Long sequences" commands: the T=8192 compile as written (its report under
-  1 GiB), and the attention benchmark at small lengths (its table, every row)."""
+  1 GiB), and the attention and chunked-loss benchmarks at small lengths (their tables, every
+  row)."""
   commands = run_commands(section("Long sequences"))
   compile_command = next(c for c in commands if "--mode=compile" in c)
   out = subprocess.run(
@@ -129,4 +130,16 @@ def test_the_long_sequence_commands_run_as_shown(tmp_path):
   rows = [
     line for line in out.stdout.splitlines() if line.startswith("| 64 ") or line.startswith("| 96 ")
   ]
-  assert len(rows) == 8 and all(line.count("|") == 7 for line in rows), out.stdout
+  assert len(rows) == 10 and all(line.count("|") == 8 for line in rows), out.stdout
+  assert f"PYTHONPATH=. python {bench} --loss" in text
+  out = subprocess.run(
+    [sys.executable, bench, "--loss", "--lengths=64"],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [line for line in out.stdout.splitlines() if line.startswith("| 64 ")]
+  assert len(rows) == 4 and all(line.count("|") == 5 for line in rows), out.stdout
