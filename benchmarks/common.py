@@ -12,6 +12,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from jtrans import optim, parts, sharding, steps  # noqa: E402
 from jtrans.models import ModelConfig, build_model  # noqa: E402
 
+# The benchmark shapes of the speed issue (issue 14): (layers, width, heads, context, batch).
+# 6x512: a model big enough for the matmuls to dominate; 4x128: nanoGPT's CPU recipe.
+SHAPES = {"6x512": (6, 512, 8, 256, 8), "4x128": (4, 128, 4, 64, 12)}
+
+
+def apply_shape(config, shape: str) -> None:
+  """Sets `config`'s model and batch to one of SHAPES (MLP 4x wide, no dropout)."""
+  layers, width, heads, context, batch = SHAPES[shape]
+  m = config.model
+  m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = layers, width, heads, 4 * width
+  m.max_len = config.data.seq_len = context
+  m.dropout_rate = 0.0
+  config.train.batch_size = batch
+
 
 class Setup(NamedTuple):
   model_cfg: ModelConfig

@@ -17,16 +17,22 @@ from jtrans import storage
 def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """--mode=train: trains (resuming), then returns `config.sample.num_samples` samples (on
   process 0; none for models that do not continue text)."""
+  import time
+
   import jax
 
   from jtrans import parts
   from jtrans import train as training
 
+  began = time.perf_counter()
   run = parts.build(config)  # Once, for training and the samples.
-  state = training.train(config, workdir, run=run)
+  state = training.train(config, workdir, run=run, began=began)
   if not config.sample.num_samples or jax.process_index() != 0:
     return []
-  return training.sample_text(run, state.params)
+  began = time.perf_counter()
+  samples = training.sample_text(run, state.params)
+  print(f"time: sampling {time.perf_counter() - began:.1f}s (compile included)", flush=True)
+  return samples
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> str:

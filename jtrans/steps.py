@@ -115,7 +115,9 @@ def loss_sums(
         chunk_length=settings.chunk_length,
         **options,
       )
-    return losses.cross_entropy(apply(), targets, weights, **options)
+    logits = apply()
+    with jax.named_scope("loss"):  # Names the loss's ops in profiles.
+      return losses.cross_entropy(logits, targets, weights, **options)
 
 
 def _loss_sums(
@@ -246,10 +248,11 @@ def apply_gradients(
   `skip_nonfinite` (config.train.nan_policy="skip") a step where they are not keeps the
   parameters and optimizer state as they were; the step counter still advances, with the data.
   """
-  denominator = jnp.maximum(sums["denominator"], 1.0)
-  grads = jax.tree.map(lambda g: g / denominator, grad_sum)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  with jax.named_scope("optimizer"):  # Names the update's ops in profiles.
+    denominator = jnp.maximum(sums["denominator"], 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grad_sum)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
   metrics = losses.normalize(sums)
   metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)

@@ -252,6 +252,7 @@ class _Session(NamedTuple):
   log: Callable[[str], None]
   entropy: float  # The eval split's unigram entropy (token objectives), else NaN.
   start: int  # The step this call starts from (read before the state is placed).
+  seconds: dict[str, float]  # Wall seconds by activity (`TIME_PARTS`), for the breakdown.
 
 
 @dataclasses.dataclass
@@ -271,18 +272,22 @@ def train(
   stop_at: int | None = None,
   *,
   run: parts.Run | None = None,
+  began: float | None = None,
 ) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest intact checkpoint; returns the
-  last state. `run`: the parts already built from `config` (else built here).
+  last state. `run`: the parts already built from `config` (else built here); `began`: the
+  `time.perf_counter()` at which the caller started the run, for the start-up time.
 
   `stop_at` ends this invocation (with a checkpoint) once that step is reached, as a
   pre-emption would: for jobs that run a long schedule in time slices. Everything the run
   opens (checkpoint manager, metrics writers, data iterators) is closed on every exit:
   success, exception or signal.
   """
+  began = time.perf_counter() if began is None else began
   run = parts.build(config) if run is None else run
   with contextlib.ExitStack() as stack:
     session, state = _open(run, workdir, stack)
+    session.seconds["start-up"] = time.perf_counter() - began
     return _loop(run, session, state, stop_at)
 
 
@@ -316,7 +321,10 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
   speed, entropy = _meters(run, state, log)
   stack.enter_context(run.engine.context())
   stop = stack.enter_context(_StopSignal())
-  session = _Session(manager, writer, train_iter, stop, speed, log, entropy, int(state.step))
+  seconds = dict.fromkeys(TIME_PARTS, 0.0)
+  session = _Session(
+    manager, writer, train_iter, stop, speed, log, entropy, int(state.step), seconds
+  )
   return session, run.engine.place_state(state)
 
 
@@ -366,8 +374,11 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
   settings, engine = LoopSettings.from_config(run.config.train), run.engine
   p = _Progress(step=s.start, first=s.start, last_saved=s.start)
   end = settings.steps if stop_at is None else min(stop_at, settings.steps)
+  loop_began = time.perf_counter()
   while p.step < end and not _should_stop(s.stop, p.step, settings.log_every):
+    began = time.perf_counter()
     batch = engine.place_batch(next(s.train_iter))
+    s.seconds["data"] += time.perf_counter() - began
     began = time.perf_counter()
     state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
     p.step += 1
@@ -384,10 +395,13 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
     if due_save or due_eval:
       _report_pending(p, s, settings)
     if due_save:
-      _save(p, s, settings, engine.global_state(state))
+      with _timed(s, "checkpoint"):
+        _save(p, s, settings, engine.global_state(state))
     if due_eval:
-      _evaluate(p, s, settings, run, state)
+      with _timed(s, "eval"):
+        _evaluate(p, s, settings, run, state)
   _report_pending(p, s, settings)
+  _report_time(s, time.perf_counter() - loop_began, p.step)
   if p.step < settings.steps:
     if p.last_saved != p.step:
       _save(p, s, settings, engine.global_state(state))
@@ -400,9 +414,36 @@ def _first_step_ran(s: _Session, metrics: Metrics, began: float, step: int) -> N
   """The first step of a call compiles: its time is reported apart, not as throughput."""
   jax.block_until_ready(metrics)
   compile_seconds = time.perf_counter() - began
+  s.seconds["compile"] = compile_seconds
   s.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
   s.writer.write(step, "train", {"compile_seconds": compile_seconds})
   s.speed.restart(step)
+
+
+TIME_PARTS = ("start-up", "compile", "data", "steps", "eval", "checkpoint")
+
+
+@contextlib.contextmanager
+def _timed(s: _Session, activity: str):
+  began = time.perf_counter()
+  yield
+  s.seconds[activity] += time.perf_counter() - began
+
+
+def _report_time(s: _Session, loop_seconds: float, step: int) -> None:
+  """Logs (and records) where this call's wall time went: "steps" is the loop's time less the
+  first step's compile, the data, the evaluations and the checkpoints, so host work between
+  steps counts against it, not for it."""
+  t = s.seconds
+  t["steps"] = max(loop_seconds - t["compile"] - t["data"] - t["eval"] - t["checkpoint"], 0.0)
+  after_start = sum(t.values()) - t["start-up"]
+  share = t["steps"] / max(after_start, 1e-9)
+  s.log(
+    "time: "
+    + ", ".join(f"{name} {t[name]:.1f}s" for name in TIME_PARTS)
+    + f"; steps are {100 * share:.0f}% of the time after start-up"
+  )
+  s.writer.write(step, "time", {f"{name}_seconds": t[name] for name in TIME_PARTS})
 
 
 def _report_pending(p: _Progress, s: _Session, settings: LoopSettings) -> None:

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,3 +144,31 @@ def test_the_long_sequence_commands_run_as_shown(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line for line in out.stdout.splitlines() if line.startswith("| 64 ")]
   assert len(rows) == 4 and all(line.count("|") == 5 for line in rows), out.stdout
+
+
+def test_the_profile_command_runs_as_shown(tmp_path):
+  """The README's profile command at the nanoGPT shape: a trace in --logdir and the step's time
+  split by part; the matmuls of the MLP and the attention projections take a measured share,
+  and the parts add up to the whole."""
+  text = section("Throughput")
+  bench = "benchmarks/profile_step.py"
+  assert f"PYTHONPATH=. python {bench} --shape=4x128" in text
+  out = subprocess.run(
+    [sys.executable, bench, "--shape=4x128", "--steps=2", f"--logdir={tmp_path}"],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = {
+    line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:6]]
+    for line in out.stdout.splitlines()
+    if re.match(r"\| [a-z ]+ \| [\d.]+ \|", line)
+  }
+  assert rows["mlp"][0] > 0 and rows["attention projections"][0] > 0, out.stdout
+  assert rows["optimizer"][1] > 0 and rows["layer norm"][1] > 0, out.stdout
+  parts = [v for k, v in rows.items() if k != "all"]
+  np.testing.assert_allclose(sum(v[3] for v in parts), rows["all"][3], rtol=1e-2)
+  assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))

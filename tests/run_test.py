@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -61,10 +62,20 @@ def test_train_then_eval_with_overrides_writes_the_workdir(data_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "step 20/20 | loss" in out.stdout and "MFU" in out.stdout and "ETA" in out.stdout
   assert out.stdout.count("--- sample") == 2
+  # The end-of-training breakdown (issue 14): where the wall time went, and the sampling.
+  assert re.search(
+    r"time: start-up [\d.]+s, compile [\d.]+s, data [\d.]+s, steps [\d.]+s, "
+    r"eval [\d.]+s, checkpoint [\d.]+s; steps are \d+% of the time",
+    out.stdout,
+  )
+  assert re.search(r"time: sampling [\d.]+s", out.stdout), out.stdout
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["optim"]["lr"] == 0.002 and config["train"]["steps"] == 20
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if r["split"] == "train" and "loss" in r] == [10, 20]
+  (timed,) = [r for r in records if r["split"] == "time"]
+  assert timed["step"] == 20 and timed["steps_seconds"] > 0 and timed["compile_seconds"] > 0
+  assert 0 < timed["eval_seconds"] and 0 < timed["checkpoint_seconds"]
   assert any(
     name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard")
   )

@@ -56,7 +56,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config, tmp_path):
   assert step_a == step_b == c.train.steps
   jax.tree.map(np.testing.assert_array_equal, a, b)
   records = [json.loads(line) for line in open(os.path.join(interrupted, "metrics.jsonl"))]
-  assert {r["split"] for r in records} == {"train", "eval"}
+  assert {r["split"] for r in records} == {"train", "eval", "time"}
+  # Each call records where its own wall time went (the end-of-training breakdown).
+  assert [r["step"] for r in records if r["split"] == "time"] == [4, c.train.steps]
 
 
 def poison_step(monkeypatch, first: int, last: int | None = None):
