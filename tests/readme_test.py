@@ -172,3 +172,24 @@ def test_the_profile_command_runs_as_shown(tmp_path):
   parts = [v for k, v in rows.items() if k != "all"]
   np.testing.assert_allclose(sum(v[3] for v in parts), rows["all"][3], rtol=1e-2)
   assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))
+
+
+def test_the_pytorch_comparison_runs_as_shown():
+  """The README's jtrans-vs-PyTorch command, one short round at the nanoGPT shape: both
+  frameworks' rows and the paired ratio, each from its own process."""
+  text = section("Throughput")
+  bench = "benchmarks/vs_pytorch.py"
+  assert f"PYTHONPATH=. python {bench}" in text
+  out = subprocess.run(
+    [sys.executable, bench, "--shapes=4x128", "--rounds=1", "--steps=2"],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 4x128 |")]
+  assert [r[2].strip() for r in rows] == ["jtrans", "torch eager"], out.stdout
+  assert all(float(r[3]) > 0 and 0 < float(r[7].strip(" %")) < 200 for r in rows), out.stdout
+  assert re.search(r"4x128: jtrans [\d.]+x PyTorch eager's tokens/s", out.stdout), out.stdout
