@@ -31,6 +31,18 @@ def run_commands(text: str) -> list[list[str]]:
   return commands
 
 
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+  """A benchmarks/ script as the README runs it (PYTHONPATH=.), on one CPU device."""
+  return subprocess.run(
+    [sys.executable, script, *args],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+
+
 PARSE = """
 import sys
 sys.argv = {argv!r}  # config_flags finds the --config.* overrides in sys.argv when run.py defines them.
@@ -119,28 +131,14 @@ def test_the_long_sequence_commands_run_as_shown(tmp_path):
   assert total < 1.0, out.stdout
   text = section("Long sequences")
   bench = re.search(r"PYTHONPATH=\. python (benchmarks/attention\.py)", text).group(1)
-  out = subprocess.run(
-    [sys.executable, bench, "--lengths=64,96", "--repeats=1"],
-    cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  out = run_benchmark(bench, "--lengths=64,96", "--repeats=1")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [
     line for line in out.stdout.splitlines() if line.startswith("| 64 ") or line.startswith("| 96 ")
   ]
   assert len(rows) == 10 and all(line.count("|") == 8 for line in rows), out.stdout
   assert f"PYTHONPATH=. python {bench} --loss" in text
-  out = subprocess.run(
-    [sys.executable, bench, "--loss", "--lengths=64"],
-    cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  out = run_benchmark(bench, "--loss", "--lengths=64")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line for line in out.stdout.splitlines() if line.startswith("| 64 ")]
   assert len(rows) == 4 and all(line.count("|") == 5 for line in rows), out.stdout
@@ -153,14 +151,7 @@ def test_the_profile_command_runs_as_shown(tmp_path):
   text = section("Throughput")
   bench = "benchmarks/profile_step.py"
   assert f"PYTHONPATH=. python {bench} --shape=4x128" in text
-  out = subprocess.run(
-    [sys.executable, bench, "--shape=4x128", "--steps=2", f"--logdir={tmp_path}"],
-    cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  out = run_benchmark(bench, "--shape=4x128", "--steps=2", f"--logdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = {
     line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:6]]
@@ -180,14 +171,7 @@ def test_the_pytorch_comparison_runs_as_shown():
   text = section("Throughput")
   bench = "benchmarks/vs_pytorch.py"
   assert f"PYTHONPATH=. python {bench}" in text
-  out = subprocess.run(
-    [sys.executable, bench, "--shapes=4x128", "--rounds=1", "--steps=2"],
-    cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  out = run_benchmark(bench, "--shapes=4x128", "--rounds=1", "--steps=2")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 4x128 |")]
   assert [r[2].strip() for r in rows] == ["jtrans", "torch eager"], out.stdout
