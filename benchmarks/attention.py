@@ -67,35 +67,22 @@ def attention_row(impl: str, spec_name: str, length: int) -> tuple[float, float]
 
 def train_row(impl: str, length: int) -> tuple[float, float]:
   """(compiled per-device GiB, seconds per step) of the tiny decoder's train step."""
+  import common  # benchmarks/common.py (this script's folder is on sys.path).
   import jax
-  import numpy as np
 
   from configs import lm
-  from jtrans import aot, optim, parts, sharding, steps
-  from jtrans.models import build_model
+  from jtrans import aot, parts
 
   config = lm.get_config("tiny")
   config.model.attention_impl = impl
   config.data.seq_len = config.model.max_len = length
   config.train.batch_size, config.mesh.data = 1, 1
   gib = aot.compile_report(config)["total_bytes"] / 2**30
-  mesh = sharding.make_mesh(config.mesh)
-  model = build_model(parts.validate(config, mesh))
-
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  state, shardings, _ = parts.init_state(model, tx, config, mesh)
-  engine = steps.jit_engine(model, tx, config, mesh, shardings)
-  tokens = np.random.default_rng(0).integers(3, 259, (1, length)).astype(np.int32)
-  batch = {"inputs": tokens, "targets": tokens, "weights": np.ones((1, length), np.float32)}
-  with engine.context():
-    batch = engine.place_batch(batch)
-    state, metrics = engine.train_step(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(FLAGS.repeats):
-      state, metrics = engine.train_step(state, batch)
-      jax.block_until_ready(metrics)
-  return gib, (time.perf_counter() - start) / FLAGS.repeats
+  s = common.setup(config)
+  state, _, _ = parts.init_state(s.model, s.tx, config, s.mesh)
+  with jax.set_mesh(s.mesh):
+    seconds, _ = common.seconds_per_step(s.train_step, state, s.batch, FLAGS.repeats)
+  return gib, seconds
 
 
 def loss_rows() -> None:

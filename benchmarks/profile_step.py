@@ -5,18 +5,22 @@
   PYTHONPATH=. python benchmarks/profile_step.py --config=configs/gpt2.py:small --shape=
 
 The trace lands in --logdir (TensorBoard's profile plugin or XProf opens it:
-`tensorboard --logdir=LOGDIR`). The table sums each HLO operation's time over the traced steps,
-by category (matmul, fusion, copy/transpose, ...), and names the jax code each came from (the
-op_name XLA keeps in its metadata), so a line points at a line of jtrans.
+`tensorboard --logdir=LOGDIR`). The tables sum each HLO operation's time over the traced steps
+by model part (from the jax op_name XLA keeps in its metadata) and kind (matmul,
+elementwise/reduce, copy/transpose), then list the costliest operations with the jax code each
+came from, so a line points at a line of jtrans. MFU is against this machine's 2048x2048 float32
+matmul, as in benchmarks/vs_pytorch.py.
 """
 
 import collections
+import glob
 import re
 import time
 
 import common  # noqa: E402  (benchmarks/common.py; puts the project root on sys.path)
 import jax
 from absl import app, flags
+from jax.profiler import ProfileData
 from ml_collections import config_flags
 
 from jtrans import flops, parts  # noqa: E402
@@ -75,10 +79,6 @@ def hlo_op_times(logdir: str, names: set[str]) -> dict[str, float]:
   """Seconds per HLO instruction over the trace. On CPU each thunk of the compiled program is
   an event named by its instruction, on whichever XLA thread ran it (so two threads' events
   can overlap: the total is thread time, which can exceed the wall time)."""
-  import glob
-
-  from jax.profiler import ProfileData
-
   path = sorted(glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"))[-1]
   totals: dict[str, float] = collections.defaultdict(float)
   for plane in ProfileData.from_file(path).planes:
@@ -108,7 +108,7 @@ def main(argv):
       seconds = (time.perf_counter() - start) / FLAGS.steps
   tokens = config.train.batch_size * config.data.seq_len
   model_flops = flops.train_flops_per_token(s.model_cfg, config.data.seq_len) * tokens
-  peak = flops.measure_matmul_peak()
+  peak = flops.measure_matmul_peak(size=2048, repeats=5)
   print(
     f"{FLAGS.shape or 'config'}: {seconds * 1e3:.1f} ms/step, {tokens / seconds:,.0f} tokens/s, "
     f"{model_flops / seconds / 1e9:.1f} model GFLOP/s = "

@@ -43,22 +43,15 @@ def _config(shape: str):
 
 def jax_worker(shape: str, steps: int) -> dict:
   import jax
-  import jax.numpy as jnp
 
-  from jtrans import parts
-
-  def matmul_peak() -> float:
-    a = jnp.ones((2048, 2048), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    return 2 * 2048**3 / min(_seconds(lambda: f(a).block_until_ready()) for _ in range(5))
+  from jtrans import flops, parts
 
   config = _config(shape)
   s = common.setup(config)
   state, _, _ = parts.init_state(s.model, s.tx, config, s.mesh)
   with jax.set_mesh(s.mesh):
     seconds, _ = common.seconds_per_step(s.train_step, state, s.batch, steps)
-  return {"seconds": seconds, "peak": matmul_peak()}
+  return {"seconds": seconds, "peak": flops.measure_matmul_peak(size=2048, repeats=5)}
 
 
 def torch_worker(shape: str, steps: int, compiled: bool) -> dict:

@@ -6,6 +6,7 @@ run.py only parses flags and dispatches here. Each function returns what the mod
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +18,6 @@ from jtrans import storage
 def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """--mode=train: trains (resuming), then returns `config.sample.num_samples` samples (on
   process 0; none for models that do not continue text)."""
-  import time
-
   import jax
 
   from jtrans import parts

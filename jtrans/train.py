@@ -14,7 +14,7 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -376,9 +376,8 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
   end = settings.steps if stop_at is None else min(stop_at, settings.steps)
   loop_began = time.perf_counter()
   while p.step < end and not _should_stop(s.stop, p.step, settings.log_every):
-    began = time.perf_counter()
-    batch = engine.place_batch(next(s.train_iter))
-    s.seconds["data"] += time.perf_counter() - began
+    with _timed(s, "data"):
+      batch = engine.place_batch(next(s.train_iter))
     began = time.perf_counter()
     state, metrics = engine.train_step(state, batch)  # Dispatched; runs while we read step - 1.
     p.step += 1
@@ -401,10 +400,11 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
       with _timed(s, "eval"):
         _evaluate(p, s, settings, run, state)
   _report_pending(p, s, settings)
+  if p.step < settings.steps and p.last_saved != p.step:
+    with _timed(s, "checkpoint"):
+      _save(p, s, settings, engine.global_state(state))
   _report_time(s, time.perf_counter() - loop_began, p.step)
   if p.step < settings.steps:
-    if p.last_saved != p.step:
-      _save(p, s, settings, engine.global_state(state))
     why = f"signal {s.stop.received} received" if s.stop.received else f"stop_at={stop_at} reached"
     s.log(f"{why}: saved a checkpoint at step {p.step}; launch the same command again to resume.")
   return engine.global_state(state)
@@ -424,7 +424,8 @@ TIME_PARTS = ("start-up", "compile", "data", "steps", "eval", "checkpoint")
 
 
 @contextlib.contextmanager
-def _timed(s: _Session, activity: str):
+def _timed(s: _Session, activity: str) -> Iterator[None]:
+  """Adds the wall time of the `with` body to `s.seconds[activity]`."""
   began = time.perf_counter()
   yield
   s.seconds[activity] += time.perf_counter() - began
@@ -432,12 +433,11 @@ def _timed(s: _Session, activity: str):
 
 def _report_time(s: _Session, loop_seconds: float, step: int) -> None:
   """Logs (and records) where this call's wall time went: "steps" is the loop's time less the
-  first step's compile, the data, the evaluations and the checkpoints, so host work between
-  steps counts against it, not for it."""
+  first step's compile, the data, the evaluations and the checkpoints, so the host's own work
+  between steps (metrics, logging) is counted in it."""
   t = s.seconds
   t["steps"] = max(loop_seconds - t["compile"] - t["data"] - t["eval"] - t["checkpoint"], 0.0)
-  after_start = sum(t.values()) - t["start-up"]
-  share = t["steps"] / max(after_start, 1e-9)
+  share = t["steps"] / max(loop_seconds, 1e-9)
   s.log(
     "time: "
     + ", ".join(f"{name} {t[name]:.1f}s" for name in TIME_PARTS)

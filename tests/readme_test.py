@@ -131,12 +131,15 @@ def test_the_long_sequence_commands_run_as_shown(tmp_path):
   assert total < 1.0, out.stdout
   text = section("Long sequences")
   bench = re.search(r"PYTHONPATH=\. python (benchmarks/attention\.py)", text).group(1)
-  out = run_benchmark(bench, "--lengths=64,96", "--repeats=1")
+  # With the GPU check's --impl=auto too (here auto is blockwise, in bfloat16): 5 + 2 rows each.
+  assert f"PYTHONPATH=. python {bench} --impl=auto" in text
+  out = run_benchmark(bench, "--lengths=64,96", "--repeats=1", "--impl=auto")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [
     line for line in out.stdout.splitlines() if line.startswith("| 64 ") or line.startswith("| 96 ")
   ]
-  assert len(rows) == 10 and all(line.count("|") == 8 for line in rows), out.stdout
+  assert len(rows) == 14 and all(line.count("|") == 8 for line in rows), out.stdout
+  assert sum("| auto |" in line for line in rows) == 4, out.stdout
   assert f"PYTHONPATH=. python {bench} --loss" in text
   out = run_benchmark(bench, "--loss", "--lengths=64")
   assert out.returncode == 0, out.stderr[-2000:]
@@ -166,14 +169,14 @@ def test_the_profile_command_runs_as_shown(tmp_path):
 
 
 def test_the_pytorch_comparison_runs_as_shown():
-  """The README's jtrans-vs-PyTorch command, one short round at the nanoGPT shape: both
-  frameworks' rows and the paired ratio, each from its own process."""
+  """The README's jtrans-vs-PyTorch command, one short round at the nanoGPT shape with
+  torch.compile too: every framework's row and the paired ratio, each from its own process."""
   text = section("Throughput")
   bench = "benchmarks/vs_pytorch.py"
   assert f"PYTHONPATH=. python {bench}" in text
-  out = run_benchmark(bench, "--shapes=4x128", "--rounds=1", "--steps=2")
+  out = run_benchmark(bench, "--shapes=4x128", "--rounds=1", "--steps=2", "--torch_compile")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 4x128 |")]
-  assert [r[2].strip() for r in rows] == ["jtrans", "torch eager"], out.stdout
+  assert [r[2].strip() for r in rows] == ["jtrans", "torch eager", "torch.compile"], out.stdout
   assert all(float(r[3]) > 0 and 0 < float(r[7].strip(" %")) < 200 for r in rows), out.stdout
   assert re.search(r"4x128: jtrans [\d.]+x PyTorch eager's tokens/s", out.stdout), out.stdout
