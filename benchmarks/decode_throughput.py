@@ -1,15 +1,19 @@
 """Greedy decoding throughput of one GPT-2-shaped model: jtrans with the KV cache, jtrans
 re-running the full forward pass each step (no cache), and Hugging Face PyTorch `generate`.
 
-  python benchmarks/decode_throughput.py
-  python benchmarks/decode_throughput.py --batch_sizes=1,8,32 --new_tokens=128
+  python benchmarks/decode_throughput.py --single_thread
+  python benchmarks/decode_throughput.py --single_thread --size=gpt2_small
 
 The model is a random GPT2LMHeadModel (default 4 layers x 256, vocabulary 50257: 16.4M
-parameters), saved and imported with jtrans.hf, so all three run the same weights; the
-script checks that they emit the same tokens. tokens/s counts generated tokens (batch x
-new_tokens) over the wall time of a whole call, prefill included, after a warm-up call;
-ms/step is that time per generated position; "compile s" is the first call's extra time (jit
-compilation; torch has none). EOS is disabled so every row runs the full length.
+parameters, 16-token prompts; `--size=gpt2_small`: 12 x 768, 124M parameters, 512-token
+prompts), saved and imported with jtrans.hf, so all methods run the same weights; the script
+checks that they emit the same tokens. tokens/s counts generated tokens (batch x new_tokens)
+over the wall time of a whole call, prefill included, after a warm-up call; ms/step is that
+time per generated position. The whole call splits into "prefill ms" (a call that generates
+one token: the prompt's forward pass) and "ms/token" (each further token: the difference
+between the full call and the one-token call, over new_tokens - 1). "compile s" is the first
+call's extra time (jit compilation; torch has none). EOS is disabled so every row runs the
+full length. The last lines give jtrans-with-cache over Hugging Face per batch size.
 """
 
 import os
@@ -34,6 +38,13 @@ from absl import app, flags  # noqa: E402
 from jtrans import decoding, hf  # noqa: E402
 from jtrans.models import build_model  # noqa: E402
 
+SIZES = {  # name: (layers, width, prompt_len)
+  "4x256": (4, 256, 16),
+  "gpt2_small": (12, 768, 512),
+}
+flags.DEFINE_enum(
+  "size", None, list(SIZES), "Sets --layers, --width and --prompt_len (unless given)."
+)
 flags.DEFINE_list("batch_sizes", ["1", "8"], "Rows decoded together.")
 flags.DEFINE_integer("prompt_len", 16, "Prompt tokens per row.")
 flags.DEFINE_integer("new_tokens", 64, "Tokens generated per row.")
@@ -41,6 +52,11 @@ flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after the warm-
 flags.DEFINE_integer("layers", 4, "GPT-2 blocks.")
 flags.DEFINE_integer("width", 256, "GPT-2 n_embd (heads: width / 64).")
 flags.DEFINE_integer("vocab", 50257, "Vocabulary size.")
+flags.DEFINE_bool(
+  "no_cache_row",
+  True,
+  "Also time jtrans re-running the whole forward pass per token (slow at long prompts).",
+)
 flags.DEFINE_bool(
   "single_thread",
   False,
@@ -62,8 +78,23 @@ def timed(fn) -> tuple[float, float, np.ndarray]:
   return max(first - seconds, 0.0), seconds, out
 
 
+def measure(generate) -> dict:
+  """Times `generate(new_tokens)` at FLAGS.new_tokens and at 1 (the prefill's share)."""
+  compile_s, seconds, tokens = timed(lambda: generate(FLAGS.new_tokens))
+  _, prefill_s, _ = timed(lambda: generate(1))
+  per_token_s = (seconds - prefill_s) / max(FLAGS.new_tokens - 1, 1)
+  return dict(
+    seconds=seconds, prefill=prefill_s, per_token=per_token_s, compile=compile_s, out=tokens
+  )
+
+
 def main(argv):
   del argv
+  for name, value in zip(
+    ("layers", "width", "prompt_len"), SIZES[FLAGS.size] if FLAGS.size else ()
+  ):
+    if not FLAGS[name].present:  # A flag given explicitly wins over the size's.
+      FLAGS[name].value = value
   if FLAGS.single_thread:
     torch.set_num_threads(1)
   torch.manual_seed(0)
@@ -91,40 +122,52 @@ def main(argv):
     f"parameters; prompt {FLAGS.prompt_len} + {FLAGS.new_tokens} new tokens, greedy\n"
   )
 
-  rows = []
+  rows, ratios = [], []
   for batch in map(int, FLAGS.batch_sizes):
     prompts = np.random.default_rng(batch).integers(0, FLAGS.vocab, (batch, FLAGS.prompt_len))
     lengths = np.full(batch, FLAGS.prompt_len)
-    outputs = {}
-    for name, use_cache in (("jtrans, KV cache", True), ("jtrans, no cache", False)):
-      run = lambda prompts=prompts, lengths=lengths, use_cache=use_cache: (
-        decoding.generate(
-          model, params, prompts, lengths, max_new_tokens=FLAGS.new_tokens, use_cache=use_cache
-        ).tokens
+    methods = [("jtrans, KV cache", True)] + [("jtrans, no cache", False)] * FLAGS.no_cache_row
+    results = {}
+    for name, use_cache in methods:
+      results[name] = measure(
+        lambda n, prompts=prompts, lengths=lengths, use_cache=use_cache: (
+          decoding.generate(
+            model, params, prompts, lengths, max_new_tokens=n, use_cache=use_cache
+          ).tokens
+        )
       )
-      compile_s, seconds, outputs[name] = timed(run)
-      rows.append((name, batch, batch * FLAGS.new_tokens / seconds, compile_s))
     with torch.inference_mode():
-      run = lambda prompts=prompts: hf_model.generate(
-        torch.tensor(prompts),
-        attention_mask=torch.ones(prompts.shape),
-        do_sample=False,
-        max_new_tokens=FLAGS.new_tokens,
-        use_cache=True,
-      )[:, FLAGS.prompt_len :]
-      _, seconds, outputs["hf"] = timed(run)
-    rows.append(("HF PyTorch generate, use_cache", batch, batch * FLAGS.new_tokens / seconds, None))
-    agree = all(np.array_equal(outputs["hf"], out) for out in outputs.values())
-    print(f"batch {batch}: all three emit the same tokens: {agree}")
-
-  print("\n| decoding | batch | tokens/s | ms/step | compile s |")
-  print("|---|---:|---:|---:|---:|")
-  for name, batch, tokens_per_second, compile_s in rows:
-    compile_cell = "-" if compile_s is None else f"{compile_s:.1f}"
-    print(
-      f"| {name} | {batch} | {tokens_per_second:,.0f} | {1000 * batch / tokens_per_second:.2f} "
-      f"| {compile_cell} |"
+      theirs = measure(
+        lambda n, prompts=prompts: hf_model.generate(
+          torch.tensor(prompts),
+          attention_mask=torch.ones(prompts.shape),
+          do_sample=False,
+          max_new_tokens=n,
+          use_cache=True,
+        )[:, FLAGS.prompt_len :]
+      )
+    theirs["compile"] = None
+    results["HF PyTorch generate, use_cache"] = theirs
+    agree = all(np.array_equal(theirs["out"], r["out"]) for r in results.values())
+    print(f"batch {batch}: all methods emit the same tokens: {agree}")
+    rows += [(name, batch, r) for name, r in results.items()]
+    ours = results["jtrans, KV cache"]
+    ratios.append(
+      f"batch {batch}: jtrans KV cache {theirs['seconds'] / ours['seconds']:.2f}x Hugging Face "
+      f"generate's tokens/s (prefill {theirs['prefill'] / ours['prefill']:.2f}x, "
+      f"per token {theirs['per_token'] / ours['per_token']:.2f}x)"
     )
+
+  print("\n| decoding | batch | tokens/s | ms/step | prefill ms | ms/token | compile s |")
+  print("|---|---:|---:|---:|---:|---:|---:|")
+  for name, batch, r in rows:
+    compile_cell = "-" if r["compile"] is None else f"{r['compile']:.1f}"
+    print(
+      f"| {name} | {batch} | {batch * FLAGS.new_tokens / r['seconds']:,.0f} "
+      f"| {1000 * r['seconds'] / FLAGS.new_tokens:.2f} | {1000 * r['prefill']:.1f} "
+      f"| {1000 * r['per_token']:.2f} | {compile_cell} |"
+    )
+  print("\n" + "\n".join(ratios))
 
 
 if __name__ == "__main__":

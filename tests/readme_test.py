@@ -180,3 +180,23 @@ def test_the_pytorch_comparison_runs_as_shown():
   assert [r[2].strip() for r in rows] == ["jtrans", "torch eager", "torch.compile"], out.stdout
   assert all(float(r[3]) > 0 and 0 < float(r[7].strip(" %")) < 200 for r in rows), out.stdout
   assert re.search(r"4x128: jtrans [\d.]+x PyTorch eager's tokens/s", out.stdout), out.stdout
+
+
+def test_the_decoding_benchmark_runs_as_shown():
+  """The README's decoding benchmark commands (the 4 x 256 model and the GPT-2-small case), cut
+  to a few tokens and a 2-layer model: every method emits Hugging Face's tokens, and each row
+  splits the call into prefill and per-token time."""
+  text = section("Decoding")
+  bench = "benchmarks/decode_throughput.py"
+  assert f"python {bench} --single_thread\n" in text
+  assert f"python {bench} --single_thread --size=gpt2_small --nono_cache_row" in text
+  out = run_benchmark(
+    bench, "--single_thread", "--size=gpt2_small", "--layers=2", "--width=128",
+    "--prompt_len=24", "--new_tokens=4", "--repeats=1", "--batch_sizes=1,2",
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.count("all methods emit the same tokens: True") == 2, out.stdout
+  rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| jtrans")]
+  assert len(rows) == 4 and all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows), out.stdout
+  assert "prompt 24 + 4 new tokens" in out.stdout and "2 x 128" in out.stdout, out.stdout
+  assert re.search(r"batch 2: jtrans KV cache [\d.]+x Hugging Face generate", out.stdout)

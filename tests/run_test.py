@@ -264,3 +264,22 @@ def test_a_mode_missing_a_path_fails_naming_the_flag(args, message):
   """Only --mode=generate may take --hf_dir instead of --workdir; export needs both."""
   out = run([sys.executable, "run.py", *args])
   assert out.returncode == 1 and message in last_line(out.stderr), out.stderr[-2000:]
+
+
+def test_a_relaunch_loads_its_programs_from_the_compilation_cache(data_dir, tmp_path):
+  """run.py points JAX's persistent compilation cache at --compilation_cache_dir: the first
+  launch stores its programs there and a relaunch of the same config (a fresh workdir, so it
+  trains again) finds every one of them and stores nothing new. With the flag ignored the
+  directory would stay empty."""
+  cache = tmp_path / "xla-cache"
+
+  def launch(workdir):
+    out = run(
+      tiny_flags(data_dir, str(tmp_path / workdir), 4) + [f"--compilation_cache_dir={cache}"]
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return sorted(os.listdir(cache))
+
+  first = launch("first")
+  assert len(first) >= 3, first  # At least the train step, eval step and sampling loop.
+  assert launch("second") == first
