@@ -54,10 +54,9 @@ flags.DEFINE_string("hf_dir", None, "--mode=export: the directory to write. --mo
                     "unless --config.data.tokenizer is given; --config supplies config.sample).")
 flags.DEFINE_integer("max_new_tokens", None, "--mode=generate: at most this many new tokens "
                      "(default config.sample.length).")
-flags.DEFINE_string("compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                    "~/.cache/jtrans/xla"), "JAX's persistent compilation cache (local or gs://): "
-                    "a relaunch of the same config loads its compiled programs instead of "
-                    "compiling them again. '' turns it off.")
+flags.DEFINE_string("compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "~/.cache/"
+                    "jtrans/xla"), "JAX's compilation cache (local or gs://): a relaunch loads its "
+                    "programs instead of compiling them. '' turns it off.")
 flags.DEFINE_integer("num_beams", None, "--mode=generate: beams (default config.sample.num_beams).")
 # fmt: on
 FLAGS = flags.FLAGS
@@ -69,28 +68,21 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     # Library INFO logs (Orbax reports each file it writes) drown the progress lines; -v=0 shows them.
     logging.set_verbosity(logging.WARNING)
-  import jax  # Here, after flag parsing: --help answers without loading JAX.
+  from jtrans import modes  # Here, after flag parsing: --help answers without loading JAX.
 
-  if FLAGS.coordinator_address or FLAGS.distributed:
-    # On Cloud TPU and under SLURM, jax finds the coordinator itself; elsewhere name it.
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  # Programs that compile in under jax_persistent_cache_min_compile_time_secs (1 s) are not
-  # stored: loading them would save little.
-  path = FLAGS.compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", (os.path.expanduser(path) if path else None))
+  cluster = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed)
+  modes.start_jax(FLAGS.compilation_cache_dir, *cluster)
   free = {"plan", "compile", "generate" if FLAGS.hf_dir else "plan"}  # Modes without a workdir.
   if FLAGS.workdir is None and not (FLAGS.sweep and FLAGS.dry_run) and FLAGS.mode not in free:
     raise app.UsageError(f"{'--sweep' if FLAGS.sweep else '--mode=' + FLAGS.mode} needs --workdir.")
   if FLAGS.sweep and FLAGS["config"].present:
     logging.warning("--config is ignored: a sweep's base config is its file's get_config().")
-  for text in filter(None, dispatch()):
+  for text in filter(None, dispatch(modes)):
     print(text, flush=True)
 
 
-def dispatch() -> list[str]:
-  """Runs the mode (or sweep) the flags ask for; returns what to print."""
-  from jtrans import modes  # Here, so that --help answers at once, without loading JAX.
-
+def dispatch(modes) -> list[str]:
+  """Runs the mode (or sweep) the flags ask for with `jtrans.modes`; returns what to print."""
   config, workdir, mode = FLAGS.config, FLAGS.workdir, FLAGS.mode
   overrides = dict(config_flags.get_override_values(FLAGS["config"]))
   if FLAGS.sweep:

@@ -6,6 +6,7 @@ run.py only parses flags and dispatches here. Each function returns what the mod
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,25 @@ from typing import Any
 import ml_collections
 
 from jtrans import storage
+
+
+def start_jax(
+  compilation_cache_dir: str,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  distributed: bool = False,
+) -> None:
+  """Before any computation: join a multi-host run (`distributed`; on Cloud TPU and under SLURM
+  jax finds the coordinator itself, elsewhere pass its address) and point JAX's persistent
+  compilation cache at `compilation_cache_dir` (local or gs://; "" turns it off). Programs that
+  compile in under jax_persistent_cache_min_compile_time_secs (1 s) are not stored."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if distributed or coordinator_address:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  path = compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path) if path else None)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
