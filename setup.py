@@ -26,7 +26,8 @@ setuptools.setup(
     "safetensors>=0.8,<0.9",  # Hugging Face checkpoints, read and written without torch.
     "sentencepiece>=0.2,<0.3",  # SentencePiece tokenizers (train and load).
     "tokenizers>=0.23,<0.24",  # GPT-2 byte-level BPE.
-    "gcsfs>=2025.1",  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
+    "gcsfs>=2025.1",
+    "scikit-learn>=1.4",  # Ships the handwritten digits images (the `digits` data set) offline.  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
   ],
   extras_require={
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and

@@ -12,6 +12,12 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds parameter init, dropout and data order; a run is a function of it.
 
+  c.experiment = e = ml_collections.ConfigDict()
+  # The experiments/<name>/ recipe this run follows ("" = none) and its variant ("cpu", "ci",
+  # ...), kept in config.json: what `jtrans.experiments.check` compares the run against.
+  e.name = ""  # The recipe's directory name.
+  e.variant = ""  # The variant (the recipe's config.py argument).
+
   c.model = m = ml_collections.ConfigDict()
   m.family = "decoder"  # "decoder" (GPT/Llama LM), "encoder" (BERT MLM), "encoder_decoder" (Transformer, T5) or "vit".
   m.vocab_size = 259  # Embedding rows; at least the tokenizer's vocabulary (byte: 259).
@@ -35,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.type_vocab_size = 0  # Token-type (sentence A/B) embeddings (BERT: 2); 0 = none.
   m.output_bias = False  # A learned bias on the logits (BERT's MLM head, Marian).
   m.logits_scale = 1.0  # Multiplies the last hidden state before tied logits (T5: embed_dim^-0.5).
-  m.norm = "layernorm"  # "layernorm" or "rmsnorm".
+  m.norm = "layernorm"  # "layernorm", "rmsnorm" or "none" (no norms at all).
   m.norm_position = "pre"  # "pre": x + f(norm(x)), with a final norm; "post": norm(x + f(x)) (BERT, Vaswani et al.).
   m.norm_epsilon = 1e-5  # Added to the variance in norms.
   # Feed-forward nonlinearity: "gelu" (tanh form), "gelu_exact", "relu" or "silu".
@@ -78,7 +84,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = d = ml_collections.ConfigDict()
   # TFDS data set name, or "files" for your own files (train_files below). jtrans builds its own
   # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97],
-  # copy_strings, reverse_strings, synthetic_images, tiny_shakespeare_file (needs manual_dir).
+  # copy_strings, reverse_strings, synthetic_images, digits (scikit-learn's 8x8 images),
+  # tiny_shakespeare_file (needs manual_dir).
   # Any other name is a TFDS data set prepared as array_record in data_dir (e.g. lm1b,
   # wmt14_translate/de-en, c4/en, imagenet2012: the README's "TFDS data sets" says how).
   d.name = "pydoc_topics"
@@ -116,6 +123,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.crop_fraction = 1.0
   # Packed documents do not attend to each other; positions restart per document.
   d.segment_ids = False
+  # How language-model training rows are drawn: "packed" (the documents in a shuffled order,
+  # concatenated and cut into consecutive rows, shuffled within shuffle_window rows: every
+  # token once per epoch) or "windows" (each row a window at a random start of the whole
+  # split's token stream, as nanoGPT's get_batch: i.i.d. batches, the stream held in memory).
+  # Evaluation always reads the split once, in order.
+  d.sampling = "packed"
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).
 

@@ -204,6 +204,13 @@ def make_dataset(
       options=images.ImageOptions.from_config(config),
     )
   tokenizer = make_tokenizer(config) if tokenizer is None else tokenizer
+  if kind in ("lm", "mlm") and train and d.sampling == "windows":
+    return pipeline.make_window_dataset(
+      **{k: v for k, v in common.items() if k != "train"},
+      tokenizer=tokenizer,
+      text_key=d.text_key,
+      seq_len=d.seq_len,
+    )
   if kind in ("lm", "mlm"):
     return pipeline.make_lm_dataset(
       **common,

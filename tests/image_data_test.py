@@ -209,3 +209,30 @@ def test_inception_crops_draw_from_the_published_ranges(monkeypatch):
   columns = batch["images"][:, 8, :, 1]  # Pixel columns along a row: rising unless flipped.
   flipped = np.mean(columns[:, 0] > columns[:, -1])
   assert 0.3 < flipped < 0.7, flipped
+
+
+def test_digits_are_scikit_learns_images_in_a_fixed_stratified_split(tmp_path):
+  """The `digits` builder: scikit-learn's bundled 8x8 images (scaled 0..16 -> 0..255), 80% of
+  each digit for train and the rest for test (validation = test), the same split every time."""
+  from sklearn.datasets import load_digits
+
+  from jtrans.data import sources
+
+  reference = load_digits()
+  train = sources.load_source("digits", "train", str(tmp_path))
+  test = sources.load_source("digits", "test", str(tmp_path))
+  assert (len(train), len(test)) == (1438, 359)
+  assert not {int(r["index"]) for r in train} & {int(r["index"]) for r in test}
+  for split in (train, test):
+    for record in (split[0], split[len(split) // 2], split[-1]):
+      i = int(record["index"])
+      assert record["label"] == reference.target[i] and record["image"].shape == (8, 8, 1)
+      np.testing.assert_array_equal(
+        record["image"][..., 0], np.round(reference.images[i] * 255 / 16).astype(np.uint8)
+      )
+  counts = np.bincount([int(r["label"]) for r in test], minlength=10)
+  np.testing.assert_array_equal(
+    counts, np.bincount(reference.target) - np.round(0.8 * np.bincount(reference.target))
+  )
+  validation = sources.load_source("digits", "validation", str(tmp_path))
+  assert [int(r["index"]) for r in validation] == [int(r["index"]) for r in test]

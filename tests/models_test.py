@@ -113,3 +113,32 @@ def test_sinusoidal_matches_the_formula():
 def test_bad_shapes_fail_naming_the_setting(change, key):
   with pytest.raises(ValueError, match=key):
     dataclasses.replace(CFG, **change)
+
+
+def test_norm_none_is_the_identity_and_has_no_parameters():
+  """norm="none" (Nanda et al.'s grokking model): no norm parameters, logits are the last hidden
+  state times the output matrix, and with the branches' output projections zeroed the residual
+  stream is the embeddings themselves (any norm on the way would rescale them)."""
+  cfg = dataclasses.replace(CFG, norm="none", num_layers=1, use_bias=False, tie_embeddings=False)
+  model, boxed, tokens = init(cfg)
+  params = nn.meta.unbox(boxed)
+  paths = ["/".join(map(str, p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert paths and not [p for p in paths if "norm" in p], paths
+  hidden = model.apply({"params": params}, tokens, hidden=True)
+  logits = model.apply({"params": params}, tokens)
+  kernel = params["logits"]["output"]["kernel"]
+  np.testing.assert_allclose(logits, hidden @ kernel, rtol=1e-5, atol=1e-5)
+  block = params["decoder"]["block_0"]
+  zeroed = jax.tree.map(lambda x: x, params)
+  zeroed["decoder"]["block_0"] = {
+    **block,
+    "attention": {**block["attention"], "out": {"kernel": 0 * block["attention"]["out"]["kernel"]}},
+    "mlp": {**block["mlp"], "wo": {"kernel": 0 * block["mlp"]["wo"]["kernel"]}},
+  }
+  embedded = (
+    params["embed"]["token_embed"]["embedding"][tokens]
+    + params["embed"]["position_embed"]["embedding"][: tokens.shape[1]]
+  )
+  np.testing.assert_allclose(
+    model.apply({"params": zeroed}, tokens, hidden=True), embedded, rtol=1e-6, atol=1e-6
+  )

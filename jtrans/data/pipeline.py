@@ -199,6 +199,61 @@ def make_lm_dataset(
   return JsonState(batches)
 
 
+class _RandomWindows:
+  """Batch ``index`` -> ``rows`` windows of ``seq_len + 1`` stream tokens at seeded random
+  starts (drawn for the whole batch at once: per-row draws cost more than the step here)."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int, rows: int, seed: int):
+    self.stream, self.seq_len, self.rows, self.seed = stream, seq_len, rows, seed
+    self.starts = len(stream) - seq_len  # Starts whose window fits in the stream.
+
+  def __call__(self, index: int, _: Any) -> Batch:
+    starts = np.random.default_rng([self.seed, index]).integers(self.starts, size=self.rows)
+    windows = self.stream[starts[:, None] + np.arange(self.seq_len + 1)]
+    return {
+      "inputs": windows[:, :-1],
+      "targets": windows[:, 1:],
+      "weights": np.ones((self.rows, self.seq_len), np.float32),
+    }
+
+
+def make_window_dataset(
+  *,
+  source: Sequence[dict[str, Any]],
+  tokenizer: str | Tokenizer,
+  text_key: str,
+  seq_len: int,
+  batch_size: int,
+  seed: int,
+  worker_count: int = 0,
+) -> grain.IterDataset:
+  """Training batches of windows drawn uniformly from the whole split's token stream.
+
+  nanoGPT's ``get_batch``: every row starts at a random position of the concatenated
+  documents (each followed by EOS), drawn independently from ``seed`` and the batch's index,
+  so every batch is an i.i.d. sample of the text. The packed stream of
+  ``make_lm_dataset`` instead walks the text in order (shuffled within a window of rows),
+  which on a corpus of one long document (Tiny Shakespeare) feeds one stretch of it at a
+  time. The stream is held in memory as int32 (4 bytes a token). Elements are
+  ``make_lm_dataset``'s; the iterator state is the batch count.
+  """
+  tok = _tokenizer(tokenizer)
+  pieces = []
+  for record in source:
+    pieces += [tok.encode(sources.record_text(record, text_key)), [tok.eos_id]]
+  stream = np.concatenate([np.asarray(p, np.int32) for p in pieces])
+  if len(stream) <= seq_len:
+    raise ValueError(
+      f"the training split has {len(stream)} tokens, no more than config.data.seq_len="
+      f"{seq_len}: random windows need a longer split or a shorter seq_len."
+    )
+  draw = _RandomWindows(stream, seq_len, batch_size, seed)
+  batches = grain.MapDataset.range(2**62).map_with_index(draw).to_iter_dataset()
+  if worker_count > 0:
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return JsonState(batches)
+
+
 def unigram_entropy(
   *,
   name: str = "",

@@ -21,7 +21,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jtrans import storage
-from jtrans.data import files, pydoc_corpus, shakespeare, synthetic_images, synthetic_tasks
+from jtrans.data import (
+  digits,
+  files,
+  pydoc_corpus,
+  shakespeare,
+  synthetic_images,
+  synthetic_tasks,
+)
 
 # Builders of this project: they download nothing, so they are prepared on demand.
 LOCAL_BUILDERS: frozenset[str] = frozenset(
@@ -31,6 +38,7 @@ LOCAL_BUILDERS: frozenset[str] = frozenset(
     synthetic_tasks.CopyStrings.name,
     synthetic_tasks.ReverseStrings.name,
     synthetic_images.SyntheticImages.name,
+    digits.Digits.name,  # Images shipped inside scikit-learn.
     shakespeare.TinyShakespeareFile.name,  # Reads input.txt from the manual_dir.
   }
 )
@@ -139,6 +147,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   records hold the fields config.loss.objective reads, and a classifier has an output for
   every label and the images' channels."""
   d = config.data
+  if d.sampling not in ("packed", "windows"):
+    raise ValueError(f"config.data.sampling={d.sampling!r}: use 'packed' or 'windows'.")
+  if d.sampling == "windows" and d.segment_ids:
+    raise ValueError(
+      "config.data.sampling='windows' draws windows across document boundaries, which "
+      "config.data.segment_ids=True cannot mark; use sampling='packed' with segment ids."
+    )
   if d.name == FILES:
     return  # Fields of the user's files are checked record by record (record_text).
   builder = _builder(d.name, d.data_dir)

@@ -11,7 +11,7 @@ import ml_collections
 from jtrans import attention
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
-NORMS = ("layernorm", "rmsnorm")
+NORMS = ("layernorm", "rmsnorm", "none")
 NORM_POSITIONS = ("pre", "post")
 # "gelu" is the tanh approximation (GPT-2's gelu_new, T5's gated-gelu); "gelu_exact" the erf
 # form (BERT, ViT).

@@ -64,8 +64,11 @@ class Einsum(nn.Module):
     return y
 
 
-def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
-  """LayerNorm or RMSNorm (statistics in float32) with a logically named scale."""
+def make_norm(cfg: ModelConfig, name: str) -> Callable[[jax.Array], jax.Array]:
+  """LayerNorm or RMSNorm (statistics in float32) with a logically named scale; "none" is the
+  identity (the grokking models of Nanda et al. 2023 have no norms)."""
+  if cfg.norm == "none":
+    return lambda x: x
   ones = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
   if cfg.norm == "rmsnorm":
     return nn.RMSNorm(

@@ -1,0 +1,170 @@
+"""experiments/: every recipe loads and builds, and `jtrans.experiments.check` passes a run that
+reaches its expected numbers and fails one that does not (doctored metrics files)."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jtrans.experiments import check
+from jtrans.models import ModelConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(
+  os.path.basename(os.path.dirname(p))
+  for p in glob.glob(os.path.join(ROOT, "experiments", "*", "expected.json"))
+)
+
+
+def load_recipe(name):
+  path = os.path.join(ROOT, "experiments", name, "config.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_there_are_experiments():
+  assert "nanogpt_shakespeare_char" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_variant_builds_and_has_expectations(name):
+  """Each variant the recipe defines loads, names its experiment, and builds a model;
+  expected.json's variants are the recipe's and every check is well formed."""
+  recipe = load_recipe(name)
+  expected = json.load(open(os.path.join(ROOT, "experiments", name, "expected.json")))
+  assert set(expected) <= set(recipe.VARIANTS) and {"cpu", "ci"} <= set(expected), expected
+  for variant in recipe.VARIANTS:
+    config = recipe.get_config(variant)
+    assert (config.experiment.name, config.experiment.variant) == (name, variant)
+    ModelConfig.from_config(config.model)
+    assert config.data.seq_len <= config.model.max_len or config.model.family == "vit"
+  for variant in expected:
+    assert check.load_expected(os.path.join(ROOT, "experiments", name), variant)
+  readme = open(os.path.join(ROOT, "experiments", name, "README.md")).read()
+  assert f"experiments/{name}/config.py:cpu" in readme and "jtrans.experiments.check" in readme
+
+
+def write_run(workdir, records, variant="cpu"):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"experiment": {"name": "x", "variant": variant}}, f)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+  path = tmp_path / "toy_experiment"
+  path.mkdir()
+  (path / "expected.json").write_text(
+    json.dumps(
+      {
+        "cpu": [
+          {
+            "split": "eval",
+            "metric": "nll",
+            "step": 100,
+            "value": 1.88,
+            "tolerance": 0.01,
+            "bound": "upper",
+          },
+          {
+            "split": "eval",
+            "metric": "accuracy",
+            "step": "last",
+            "value": 0.99,
+            "tolerance": 0,
+            "bound": "lower",
+          },
+        ],
+        "ci": [
+          {
+            "split": "eval",
+            "metric": "nll",
+            "step": 10,
+            "value": 2.5,
+            "tolerance": 0.2,
+            "bound": "both",
+          }
+        ],
+      }
+    )
+  )
+  return str(path)
+
+
+def test_check_passes_a_good_run_and_fails_a_doctored_one(experiment, tmp_path):
+  good = str(tmp_path / "good")
+  write_run(
+    good,
+    [
+      {"step": 50, "split": "eval", "nll": 2.5, "accuracy": 0.5},
+      {"step": 100, "split": "eval", "nll": 1.889, "accuracy": 0.995},
+      {"step": 100, "split": "train", "loss": 1.5},
+    ],
+  )
+  passed, text = check.check(experiment, good)
+  assert passed, text
+  assert "| eval | nll | 100 | <= 1.89 (1.88 + 0.01) | 1.8890 | ok |" in text
+
+  # Each doctored number fails alone: the loss 0.002 over the bound, the accuracy under it,
+  # a missing step, a NaN.
+  for doctored in (
+    {"step": 100, "split": "eval", "nll": 1.892, "accuracy": 0.995},
+    {"step": 100, "split": "eval", "nll": 1.80, "accuracy": 0.98},
+    {"step": 90, "split": "eval", "nll": 1.80, "accuracy": 0.995},
+    {"step": 100, "split": "eval", "nll": float("nan"), "accuracy": 0.995},
+  ):
+    bad = str(tmp_path / "bad")
+    write_run(bad, [doctored])
+    passed, text = check.check(experiment, bad)
+    assert not passed, (doctored, text)
+    assert "FAIL" in text
+
+  # The variant comes from the run's config.json; "both" fails on either side.
+  ci = str(tmp_path / "ci")
+  write_run(ci, [{"step": 10, "split": "eval", "nll": 2.25}], variant="ci")
+  assert not check.check(experiment, ci)[0]
+  write_run(ci, [{"step": 10, "split": "eval", "nll": 2.6}], variant="ci")
+  assert check.check(experiment, ci)[0]
+
+
+def test_the_command_exits_non_zero_on_a_miss_and_names_a_bad_variant(experiment, tmp_path):
+  run_dir = str(tmp_path / "run")
+  write_run(run_dir, [{"step": 100, "split": "eval", "nll": 2.0, "accuracy": 1.0}])
+  command = [sys.executable, "-m", "jtrans.experiments.check", experiment, run_dir]
+  out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 1 and "FAIL" in out.stdout, out.stdout + out.stderr
+  out = subprocess.run(command + ["--variant=gpu"], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  assert "no variant 'gpu'" in out.stderr.strip().splitlines()[-1], out.stderr
+
+
+SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_ci_variant_reaches_its_expected_numbers(name, data_dir, tmp_path):
+  """CI's shortened reproduction: the recipe's `ci` variant through run.py as the README runs
+  the full one, then `check` against the bound taken from the full run's curve."""
+  if name == "nanogpt_shakespeare_char" and not os.path.isfile(SHAKESPEARE):
+    pytest.skip("Tiny Shakespeare is read from ../shared/data (absent in a fresh clone).")
+  workdir = str(tmp_path / "run")
+  command = [
+    sys.executable,
+    "run.py",
+    f"--config=experiments/{name}/config.py:ci",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+  ]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  passed, text = check.check(name, workdir)
+  assert passed, text
