@@ -27,7 +27,8 @@ setuptools.setup(
     "sentencepiece>=0.2,<0.3",  # SentencePiece tokenizers (train and load).
     "tokenizers>=0.23,<0.24",  # GPT-2 byte-level BPE.
     "gcsfs>=2025.1",
-    "scikit-learn>=1.4",  # Ships the handwritten digits images (the `digits` data set) offline.  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
+    "scikit-learn>=1.4",  # Ships the handwritten digits images (the `digits` data set) offline.
+    "sacrebleu>=2.4,<3",  # BLEU of generated outputs, with its signature.  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
   ],
   extras_require={
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and

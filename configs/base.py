@@ -140,6 +140,10 @@ def get_config() -> ml_collections.ConfigDict:
   t.log_every = 50  # Steps between progress lines and train metrics.
   t.eval_every = 500  # Steps between evaluations (and one at the end).
   t.eval_batches = 0  # Batches per evaluation; 0 = the whole eval split.
+  # seq2seq: at each evaluation, decode this many eval-split sources (greedy, or beam search
+  # with sample.num_beams, up to data.seq_len tokens) and log exact_match and sacrebleu's BLEU
+  # against their targets (the signature in the log); 0 = none.
+  t.eval_generate = 0
   t.checkpoint_every = 500  # Steps between checkpoints (and one at the end).
   t.keep_checkpoints = 2  # Checkpoints kept on disk.
   # A Hugging Face model directory (config.json + safetensors) whose weights replace the random

@@ -128,6 +128,11 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
       f"config.loss.chunk_length={chunk} must be 0 (off) or a positive number of positions "
       "of a token objective (lm, mlm, seq2seq); set it to 0."
     )
+  if config.train.eval_generate and config.loss.objective != "seq2seq":
+    raise ValueError(
+      f"config.train.eval_generate={config.train.eval_generate} decodes an encoder-decoder's "
+      f"eval sources, but config.loss.objective is {config.loss.objective!r}; set it to 0."
+    )
   for key in ("steps", "log_every", "eval_every", "checkpoint_every", "max_skipped_steps"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {config.train[key]}.")

@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from jtrans import checkpoint, decoding, flops, losses, objectives, parts
 from jtrans.data import pipeline
+from jtrans.decoding import scores as decoding_scores
 from jtrans.hf import pretrained
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.steps import Engine, Metrics, TrainState
@@ -40,6 +41,7 @@ class LoopSettings:
   eval_every: int
   checkpoint_every: int
   eval_batches: int  # 0 = the whole eval split.
+  eval_generate: int  # seq2seq sources decoded and scored per evaluation; 0 = none.
   nan_policy: str  # "stop" or "skip".
   max_skipped_steps: int
 
@@ -481,6 +483,25 @@ def _evaluate(
 ) -> None:
   _check_health(p.health, p.step, settings, s.manager)
   scalars = evaluate(run.engine, state, run.eval_data, settings.eval_batches)
+  if settings.eval_generate:
+    sample = run.config.sample
+    scored = decoding_scores.seq2seq_scores(
+      run.layout.model,
+      state.params,
+      run.eval_data,
+      run.tokenizer,
+      examples=settings.eval_generate,
+      max_new_tokens=run.config.data.seq_len,
+      num_beams=sample.num_beams,
+      length_penalty=sample.length_penalty,
+      length_penalty_style=sample.length_penalty_style,
+    )
+    scalars |= scored.scores
+    s.log(
+      f"eval at step {p.step}: {len(scored.hypotheses)} sources decoded: exact match "
+      f"{scored.scores['exact_match']:.3f}, BLEU {scored.scores['bleu']:.2f} "
+      f"({scored.signature}); e.g. {scored.hypotheses[0]!r} for {scored.references[0]!r}"
+    )
   s.writer.write(p.step, "eval", scalars)
   s.log(
     f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "

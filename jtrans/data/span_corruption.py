@@ -1,0 +1,111 @@
+"""T5's span corruption (Raffel et al. 2020, section 3.1.4): pure numpy on token ids.
+
+A stretch of tokens is cut into alternating non-noise and noise spans (starting with
+non-noise), ``round(noise_density * length)`` noise tokens in
+``round(noise / mean_noise_span_length)`` spans of random lengths (each at least 1). The
+encoder input keeps the non-noise tokens with one sentinel where each noise span was; the
+target is the inverse, a sentinel for each non-noise span, so each sentinel is followed by the
+span it stands for:
+
+  tokens  = The  cute dog  walks  in the  park
+  inputs  = The  <0>       walks  <1>     park  EOS      (<k> = sentinel k, id vocab_size - 1 - k)
+  targets = <0>  cute dog  <1>    in the  <2>   EOS
+
+as T5's ``random_spans_noise_mask`` and ``noise_span_to_unique_sentinel`` do (its sentinels
+are the vocabulary's last ids, ``<extra_id_0>`` = vocab_size - 1). ``lengths`` gives the raw
+length whose corrupted input fills ``inputs_length`` exactly (T5's ``random_spans_helper``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lengths(
+  inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> tuple[int, int]:
+  """(raw tokens per example, target length) for encoder inputs of ``inputs_length`` (EOS
+  included): the longest raw stretch whose corrupted input still fits."""
+
+  def corrupted(tokens_length: int) -> tuple[int, int]:
+    noise = int(round(tokens_length * noise_density))
+    spans = int(round(noise / mean_noise_span_length))
+    return tokens_length - noise + spans + 1, noise + spans + 1  # + EOS each.
+
+  tokens_length = inputs_length - 1
+  while corrupted(tokens_length + 1)[0] <= inputs_length:
+    tokens_length += 1
+  return tokens_length, corrupted(tokens_length)[1]
+
+
+def _random_segmentation(items: int, segments: int, rng: np.random.Generator) -> np.ndarray:
+  """Lengths of ``segments`` consecutive non-empty pieces of ``items`` items, uniformly."""
+  cuts = np.sort(rng.choice(np.arange(1, items), size=segments - 1, replace=False))
+  return np.diff(np.concatenate([[0], cuts, [items]]))
+
+
+def noise_mask(
+  length: int,
+  rng: np.random.Generator,
+  noise_density: float = 0.15,
+  mean_noise_span_length: float = 3.0,
+) -> np.ndarray:
+  """bool ``[length]``, True on noise tokens: non-noise span, noise span, ... (T5's layout)."""
+  if length < 2:
+    raise ValueError(f"span corruption needs at least 2 tokens per example, got {length}.")
+  noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  spans = max(int(round(noise / mean_noise_span_length)), 1)
+  spans = min(spans, noise, length - noise)  # Every span of either kind holds a token.
+  noise_lengths = _random_segmentation(noise, spans, rng)
+  keep_lengths = _random_segmentation(length - noise, spans, rng)
+  pieces = np.stack([keep_lengths, noise_lengths], axis=1).reshape(-1)
+  return np.repeat(np.tile([False, True], spans), pieces)
+
+
+def sentinel_ids(count: int, vocab_size: int) -> np.ndarray:
+  """T5's sentinels: ``<extra_id_k>`` is ``vocab_size - 1 - k``."""
+  return vocab_size - 1 - np.arange(count)
+
+
+def _spans_to_sentinels(tokens: np.ndarray, marked: np.ndarray, vocab_size: int) -> np.ndarray:
+  """``tokens`` with each run of ``marked`` tokens replaced by one sentinel, in order."""
+  starts = marked & ~np.concatenate([[False], marked[:-1]])
+  sentinels = sentinel_ids(int(starts.sum()), vocab_size)[np.maximum(np.cumsum(starts) - 1, 0)]
+  return np.where(starts, sentinels, tokens)[~marked | starts].astype(np.int32)
+
+
+def corrupt(
+  tokens: np.ndarray, mask: np.ndarray, vocab_size: int, eos_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """(inputs, targets), int32, each ending with ``eos_id``, from ``tokens [length]`` and its
+  noise ``mask``: the inputs put a sentinel for each noise span, the targets one for each
+  non-noise span (T5's ``noise_span_to_unique_sentinel`` on the mask and its inverse), so with
+  non-noise first, sentinel k replaces noise span k in the inputs and precedes it in the
+  targets."""
+  tokens, mask, eos = np.asarray(tokens, np.int32), np.asarray(mask, bool), [eos_id]
+  inputs = _spans_to_sentinels(tokens, mask, vocab_size)
+  targets = _spans_to_sentinels(tokens, ~mask, vocab_size)
+  return np.concatenate([inputs, eos]).astype(np.int32), np.concatenate([targets, eos]).astype(
+    np.int32
+  )
+
+
+def reconstruct(
+  inputs: np.ndarray, targets: np.ndarray, vocab_size: int, eos_id: int
+) -> np.ndarray:
+  """The original tokens from a ``corrupt`` pair: each sentinel in ``inputs`` replaced by what
+  follows it in ``targets`` up to the next sentinel (the inverse, for tests and inspection).
+  Real token ids must stay below the sentinels (``vocab_size`` - the number of spans)."""
+  inputs, targets = list(np.asarray(inputs)), list(np.asarray(targets))
+  inputs, targets = inputs[: inputs.index(eos_id)], targets[: targets.index(eos_id)]
+  first_sentinel = vocab_size - len(inputs)  # There are fewer spans than input tokens.
+  spans, current = {}, None
+  for t in targets:
+    if t >= first_sentinel:
+      current = spans[t] = []
+    else:
+      current.append(t)
+  out = []
+  for t in inputs:
+    out.extend(spans[t] if t >= first_sentinel else [t])
+  return np.asarray(out, np.int32)
