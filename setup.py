@@ -26,9 +26,9 @@ setuptools.setup(
     "safetensors>=0.8,<0.9",  # Hugging Face checkpoints, read and written without torch.
     "sentencepiece>=0.2,<0.3",  # SentencePiece tokenizers (train and load).
     "tokenizers>=0.23,<0.24",  # GPT-2 byte-level BPE.
-    "gcsfs>=2025.1",
+    "gcsfs>=2025.1",  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
     "scikit-learn>=1.4",  # Ships the handwritten digits images (the `digits` data set) offline.
-    "sacrebleu>=2.4,<3",  # BLEU of generated outputs, with its signature.  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
+    "sacrebleu>=2.4,<3",  # BLEU of generated outputs, with its signature.
   ],
   extras_require={
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and
