@@ -60,6 +60,14 @@ def test_eval_generate_scores_what_generate_mode_decodes(data_dir, tmp_path):
 
   split = sources.load_source("reverse_strings", "validation", data_dir)
   pairs = [split[i] for i in range(16)]
+  # --mode=eval on the checkpoint scores the same outputs.
+  evaluated = subprocess.run(
+    base[:3] + ["--mode=eval", f"--workdir={workdir}"] + overrides,
+    cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  again = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+  assert (again["exact_match"], again["bleu"]) == (final["exact_match"], final["bleu"])
   prompt_file = tmp_path / "sources.txt"
   prompt_file.write_text("".join(p["source"].decode() + "\n" for p in pairs))
   generated = subprocess.run(
