@@ -169,15 +169,16 @@ def test_the_profile_command_runs_as_shown(tmp_path):
 
 
 def test_the_pytorch_comparison_runs_as_shown():
-  """The README's jtrans-vs-PyTorch command, one short round at the nanoGPT shape with
-  torch.compile too: every framework's row and the paired ratio, each from its own process."""
+  """The README's jtrans-vs-PyTorch command, one short round at the nanoGPT shape: every
+  framework's row and the paired ratio, each from its own process."""
   text = section("Throughput")
   bench = "benchmarks/vs_pytorch.py"
   assert f"PYTHONPATH=. python {bench}" in text
-  out = run_benchmark(bench, "--shapes=4x128", "--rounds=1", "--steps=2", "--torch_compile")
+  # (Without --torch_compile: a cold inductor compile costs the suite ~40 s.)
+  out = run_benchmark(bench, "--shapes=4x128", "--rounds=1", "--steps=2")
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 4x128 |")]
-  assert [r[2].strip() for r in rows] == ["jtrans", "torch eager", "torch.compile"], out.stdout
+  assert [r[2].strip() for r in rows] == ["jtrans", "torch eager"], out.stdout
   assert all(float(r[3]) > 0 and 0 < float(r[7].strip(" %")) < 200 for r in rows), out.stdout
   assert re.search(r"4x128: jtrans [\d.]+x PyTorch eager's tokens/s", out.stdout), out.stdout
 
@@ -192,11 +193,11 @@ def test_the_decoding_benchmark_runs_as_shown():
   assert f"python {bench} --single_thread --size=gpt2_small --nono_cache_row" in text
   out = run_benchmark(
     bench, "--single_thread", "--size=gpt2_small", "--layers=2", "--width=128",
-    "--prompt_len=24", "--new_tokens=4", "--repeats=1", "--batch_sizes=1,2",
+    "--prompt_len=24", "--new_tokens=4", "--repeats=1", "--batch_sizes=2",
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.count("all methods emit the same tokens: True") == 2, out.stdout
+  assert out.stdout.count("all methods emit the same tokens: True") == 1, out.stdout
   rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| jtrans")]
-  assert len(rows) == 4 and all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows), out.stdout
+  assert len(rows) == 2 and all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows), out.stdout
   assert "prompt 24 + 4 new tokens" in out.stdout and "2 x 128" in out.stdout, out.stdout
   assert re.search(r"batch 2: jtrans KV cache [\d.]+x Hugging Face generate", out.stdout)

@@ -274,12 +274,11 @@ def test_a_relaunch_loads_its_programs_from_the_compilation_cache(data_dir, tmp_
   cache = tmp_path / "xla-cache"
 
   def launch(workdir):
-    out = run(
-      tiny_flags(data_dir, str(tmp_path / workdir), 4) + [f"--compilation_cache_dir={cache}"]
-    )
+    flags = tiny_flags(data_dir, str(tmp_path / workdir), 2, **{"sample.num_samples": 0})
+    out = run(flags + [f"--compilation_cache_dir={cache}"])
     assert out.returncode == 0, out.stderr[-3000:]
     return sorted(os.listdir(cache))
 
   first = launch("first")
-  assert len(first) >= 3, first  # At least the train step, eval step and sampling loop.
+  assert len(first) >= 2, first  # At least the train step and the eval step.
   assert launch("second") == first

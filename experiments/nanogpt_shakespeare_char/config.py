@@ -12,7 +12,7 @@ Expected (`cpu`, nanoGPT's README CPU command: 4 layers, 4 heads, 128 wide, cont
 
 `gpu` is the "baby GPT" of config/train_shakespeare_char.py (6 x 384, 6 heads, context 256,
 batch 64, dropout 0.2, 5000 iterations; nanoGPT: 1.4697 after 3 minutes on an A100). `ci` is
-`cpu` cut to 300 steps, which CI runs. Tiny Shakespeare's input.txt is read from
+`cpu` cut to 150 steps, which CI runs. Tiny Shakespeare's input.txt is read from
 ../shared/data/tinyshakespeare beside the repository (override with
 --config.data.manual_dir=DIR); the split is TFDS's tiny_shakespeare (train: the first 90% of the
 characters, as nanoGPT's; validation: the next 5%, all of it evaluated).
@@ -32,7 +32,7 @@ SHAKESPEARE = os.path.normpath(
 # variant: (layers, width, heads, context, batch, steps, dropout, eval_every)
 VARIANTS = {
   "cpu": (4, 128, 4, 64, 12, 2000, 0.0, 250),
-  "ci": (4, 128, 4, 64, 12, 300, 0.0, 300),
+  "ci": (4, 128, 4, 64, 12, 150, 0.0, 150),
   "gpu": (6, 384, 6, 256, 64, 5000, 0.2, 250),
 }
 

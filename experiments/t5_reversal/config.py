@@ -17,7 +17,7 @@ import ml_collections
 from configs import t5
 
 # variant: (steps, eval_every)
-VARIANTS = {"cpu": (5000, 1000), "ci": (400, 400)}
+VARIANTS = {"cpu": (5000, 1000), "ci": (200, 200)}
 
 
 def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:

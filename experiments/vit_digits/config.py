@@ -13,7 +13,7 @@ import ml_collections
 from configs import base
 
 # variant: (steps, eval_every)
-VARIANTS = {"cpu": (3000, 500), "ci": (400, 400)}
+VARIANTS = {"cpu": (3000, 500), "ci": (150, 150)}
 
 
 def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
