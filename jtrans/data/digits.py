@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jtrans.data import synthetic_images
+
 SIZE, NUM_CLASSES, TRAIN_FRACTION = 8, 10, 0.8
 
 
@@ -49,18 +51,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)  # TFDS's own lookup needs importlib_resources.
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      supervised_keys=("image", "label"),
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Tensor(shape=(SIZE, SIZE, 1), dtype=np.uint8),
-          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-          "index": np.int64,
-        }
-      ),
-    )
+    return synthetic_images.image_info(self, __doc__, (SIZE, SIZE, 1), NUM_CLASSES)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download: the images ship inside scikit-learn.

@@ -23,6 +23,24 @@ from etils import epath
 SIZE, CHANNELS, NUM_CLASSES = 32, 3, 10
 
 
+def image_info(
+  builder: tfds.core.DatasetBuilder, description: str, shape: tuple[int, int, int], classes: int
+) -> tfds.core.DatasetInfo:
+  """The features of jtrans's image builders: uint8 ``image`` of ``shape``, ``label``, ``index``."""
+  return tfds.core.DatasetInfo(
+    builder=builder,
+    description=description,
+    supervised_keys=("image", "label"),
+    features=tfds.features.FeaturesDict(
+      {
+        "image": tfds.features.Tensor(shape=shape, dtype=np.uint8),
+        "label": tfds.features.ClassLabel(num_classes=classes),
+        "index": np.int64,
+      }
+    ),
+  )
+
+
 def draw(labels: np.ndarray, seed: int) -> np.ndarray:
   """uint8 [len(labels), SIZE, SIZE, CHANNELS] images of the given classes."""
   rng = np.random.default_rng(seed)
@@ -50,18 +68,7 @@ class SyntheticImages(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)  # TFDS's own lookup needs importlib_resources.
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      supervised_keys=("image", "label"),
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Tensor(shape=(SIZE, SIZE, CHANNELS), dtype=np.uint8),
-          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-          "index": np.int64,
-        }
-      ),
-    )
+    return image_info(self, __doc__, (SIZE, SIZE, CHANNELS), NUM_CLASSES)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
