@@ -25,6 +25,8 @@ import os
 import sys
 from typing import NamedTuple
 
+from jtrans import storage
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
 BOUNDS = ("upper", "lower", "both")
@@ -67,20 +69,18 @@ def load_expected(path: str, variant: str) -> list[dict]:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "metrics.jsonl"  # A gs:// workdir too.
+  if not path.is_file():
     raise ValueError(f"{workdir}: no metrics.jsonl; is it the --workdir of a finished run?")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_variant(workdir: str) -> str | None:
   """The recipe variant the run was launched with (config.json's `experiment.variant`)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "config.json"
+  if not path.is_file():
     return None
-  with open(path) as f:
-    return json.load(f).get("experiment", {}).get("variant") or None
+  return json.loads(path.read_text()).get("experiment", {}).get("variant") or None
 
 
 def judge(check: dict, records: list[dict]) -> Outcome:
