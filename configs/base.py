@@ -49,6 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
   # act(x W_gate) * (x W_up): SwiGLU with silu (Llama), GeGLU with gelu (T5 v1.1).
   m.gated_mlp = False
   m.use_bias = True  # Biases in dense layers and LayerNorm.
+  # Weight matrices start as normal(init_std) (GPT-2, BERT: 0.02); 0 = Glorot/Xavier,
+  # sqrt(2 / (fan_in + fan_out)) per matrix (Vaswani et al.), which keeps a narrow model's
+  # sub-layers from starting near zero. With scale_residual_init the projections that write
+  # into the residual stream are divided by sqrt(2 x layers) (GPT-2; BERT and T5 do not).
+  m.init_std = 0.02
+  m.scale_residual_init = True
   m.image_size = 32  # ViT: square images of image_size pixels a side...
   m.patch_size = 4  # ...cut into patch_size x patch_size patches...
   m.num_channels = 3  # ...of num_channels channels,

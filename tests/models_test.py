@@ -142,3 +142,25 @@ def test_norm_none_is_the_identity_and_has_no_parameters():
   np.testing.assert_allclose(
     model.apply({"params": zeroed}, tokens, hidden=True), embedded, rtol=1e-6, atol=1e-6
   )
+
+
+def test_weight_init_glorot_and_residual_scaling():
+  """model.init_std=0 draws each matrix with Glorot's std sqrt(2 / (fan_in + fan_out)) (the
+  heads axes of q and out counted as one); scale_residual_init divides the projections into
+  the residual stream by sqrt(2 x layers); the default is normal(0.02) as before."""
+  wide = dataclasses.replace(CFG, embed_dim=256, num_heads=4, mlp_dim=1024, num_layers=2)
+
+  def stds(cfg):
+    block = nn.unbox(init(cfg)[1])["decoder"]["block_0"]
+    q, out = block["attention"]["query"]["kernel"], block["attention"]["out"]["kernel"]
+    wi, wo = block["mlp"]["wi"]["kernel"], block["mlp"]["wo"]["kernel"]
+    return [float(np.std(np.asarray(w))) for w in (q, out, wi, wo)]
+
+  glorot = stds(dataclasses.replace(wide, init_std=0.0, scale_residual_init=False))
+  expected = [(2 / 512) ** 0.5, (2 / 512) ** 0.5, (2 / 1280) ** 0.5, (2 / 1280) ** 0.5]
+  np.testing.assert_allclose(glorot, expected, rtol=0.03)
+  scaled = stds(dataclasses.replace(wide, init_std=0.0, scale_residual_init=True))
+  np.testing.assert_allclose(
+    scaled, [expected[0], expected[1] / 2, expected[2], expected[3] / 2], rtol=0.03
+  )
+  np.testing.assert_allclose(stds(wide), [0.02, 0.01, 0.02, 0.01], rtol=0.03)

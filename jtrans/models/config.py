@@ -52,6 +52,10 @@ class ModelConfig:
   activation: str = "gelu"
   gated_mlp: bool = False  # act(x W_gate) * (x W_up): SwiGLU with silu, GeGLU with gelu.
   use_bias: bool = True
+  init_std: float = (
+    0.02  # Std of weight matrices' normal init; 0 = Glorot (see layers.weight_init).
+  )
+  scale_residual_init: bool = True  # GPT-2: residual projections' std / sqrt(2 x layers).
   rope_theta: float = 10_000.0
   relative_buckets: int = 32  # T5 relative position buckets and the distance they span.
   relative_max_distance: int = 128

@@ -13,6 +13,7 @@ once, on the call that passes it, and reads the cached projections afterwards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,19 +43,16 @@ class Einsum(nn.Module):
 
   equation: str
   kernel_shape: tuple[int, ...]
-  kernel_axes: tuple[str | None, ...]
+  kernel_init: nn.initializers.Initializer  # Carries the kernel's logical axis names.
   bias_axes: tuple[str | None, ...]  # The trailing kernel axes that the output keeps.
   use_bias: bool
-  stddev: float
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   accumulate_dtype: jnp.dtype | None = None  # The product's accumulation and output dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param(
-      "kernel", init(self.kernel_axes, self.stddev), self.kernel_shape, self.param_dtype
-    )
+    kernel = self.param("kernel", self.kernel_init, self.kernel_shape, self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     y = jnp.einsum(self.equation, x, kernel, preferred_element_type=self.accumulate_dtype)
     if self.use_bias:
@@ -97,9 +95,23 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   return getattr(nn, name)
 
 
-def output_stddev(cfg: ModelConfig) -> float:
-  """GPT-2's scaled init for projections that write into the residual stream."""
-  return 0.02 / (2 * cfg.num_layers) ** 0.5
+def weight_init(
+  cfg: ModelConfig, names: tuple[str | None, ...], in_dims: int = 1, residual: bool = False
+) -> nn.initializers.Initializer:
+  """Normal init of a weight whose first `in_dims` axes are its inputs (fan in) and the rest its
+  outputs: std `cfg.init_std` (GPT-2 and BERT: 0.02), or Glorot's sqrt(2 / (fan_in + fan_out))
+  when it is 0 (Vaswani et al.: Xavier init, whose variance no longer shrinks the sub-layers of
+  a narrow model). A `residual` projection (it writes into the residual stream) has its std
+  divided by sqrt(2 x layers) when `cfg.scale_residual_init` (GPT-2's scaled init)."""
+
+  def initializer(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    fan_in, fan_out = math.prod(shape[:in_dims]), math.prod(shape[in_dims:])
+    stddev = cfg.init_std or (2.0 / (fan_in + fan_out)) ** 0.5
+    if residual and cfg.scale_residual_init:
+      stddev /= (2 * cfg.num_layers) ** 0.5
+    return stddev * jax.random.normal(key, shape, dtype)
+
+  return nn.with_logical_partitioning(initializer, names)
 
 
 def dense(
@@ -107,7 +119,7 @@ def dense(
   features: int,
   axes: tuple[str | None, str | None],
   name: str,
-  stddev: float = 0.02,
+  residual: bool = False,
   use_bias: bool | None = None,
 ) -> nn.Dense:
   use_bias = cfg.use_bias if use_bias is None else use_bias
@@ -116,7 +128,7 @@ def dense(
     use_bias=use_bias,
     dtype=cfg.dtype,
     param_dtype=cfg.param_dtype,
-    kernel_init=init(axes, stddev),
+    kernel_init=weight_init(cfg, axes, residual=residual),
     bias_init=zeros(axes[-1:]),
     name=name,
   )
@@ -137,7 +149,7 @@ class Mlp(nn.Module):
     else:
       h = act(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x))
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    return dense(cfg, cfg.embed_dim, ("mlp", "embed"), "wo", output_stddev(cfg))(h)
+    return dense(cfg, cfg.embed_dim, ("mlp", "embed"), "wo", residual=True)(h)
 
 
 def pattern(cfg: ModelConfig, causal: bool) -> dict:
@@ -182,10 +194,9 @@ class Attention(nn.Module):
     return Einsum(
       "ble,ehd->blhd",
       (cfg.embed_dim, heads, cfg.head_dim),
-      ("embed", "heads", "kv"),
+      weight_init(cfg, ("embed", "heads", "kv")),
       ("heads", "kv"),
       cfg.use_bias,
-      0.02,
       cfg.dtype,
       cfg.param_dtype,
       name=name,
@@ -255,10 +266,9 @@ class Attention(nn.Module):
     return Einsum(
       "blhd,hde->ble",
       (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
-      ("heads", "kv", "embed"),
+      weight_init(cfg, ("heads", "kv", "embed"), in_dims=2, residual=True),
       ("embed",),
       cfg.use_bias,
-      output_stddev(cfg),
       cfg.dtype,
       cfg.param_dtype,
       name="out",
@@ -569,10 +579,9 @@ class Logits(nn.Module):
       logits = Einsum(
         "...e,ev->...v",
         (cfg.embed_dim, cfg.vocab_size),
-        ("embed", "vocab"),
+        weight_init(cfg, ("embed", "vocab")),
         (),
         use_bias=False,
-        stddev=0.02,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
         accumulate_dtype=jnp.float32,
