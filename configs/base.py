@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   # into the residual stream are divided by sqrt(2 x layers) (GPT-2; BERT and T5 do not).
   m.init_std = 0.02
   m.scale_residual_init = True
+  m.position_init_std = 0.01  # Std of the learned position table's init (GPT-2: 0.01, BERT: 0.02).
   m.image_size = 32  # ViT: square images of image_size pixels a side...
   m.patch_size = 4  # ...cut into patch_size x patch_size patches...
   m.num_channels = 3  # ...of num_channels channels,
@@ -176,11 +177,17 @@ def get_config() -> ml_collections.ConfigDict:
   o.grad_clip = 1.0  # Global-norm gradient clipping; 0 disables.
 
   c.loss = l = ml_collections.ConfigDict()
-  # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing) or "classification".
+  # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing), "span_corruption"
+  # (T5 pre-training on plain text) or "classification".
   l.objective = "lm"
   # mlm: fraction of tokens predicted; of those 80% masked, 10% random, 10% kept.
   l.mask_rate = 0.15
   l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
+  # span_corruption (T5): rows of plain text, noise_density of their tokens dropped in spans of
+  # mean_noise_span_length, each span a sentinel (the vocabulary's last ids); the encoder
+  # reads data.source_len tokens, the decoder data.seq_len (at least what the spans need).
+  l.noise_density = 0.15
+  l.mean_noise_span_length = 3.0
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
   # Token objectives: compute the logits and loss this many positions at a time, so the

@@ -18,7 +18,7 @@ Expected for `tiny` (300 steps of 32 pairs, 2 CPU cores, about 3 minutes): valid
 nats/byte, token accuracy 0.32 (uniform over the 26 letters and EOS: 3.30).
 
 small to xl train English to German on TFDS's wmt14_translate/de-en (the paper's WMT task,
-here from scratch: span-corruption pre-training on C4 is not in jtrans yet) with a 32000-piece
+here from scratch; configs/t5_c4.py pre-trains the same sizes on C4 with span corruption) with a 32000-piece
 SentencePiece vocabulary trained on both sides (the model's 32128 rows, as T5's); prepare the
 data set once as the README's "TFDS data sets" says:
   python run.py --config=configs/t5.py:base --workdir=gs://bucket/t5_base \

@@ -1,4 +1,4 @@
-"""The four training objectives: how a batch becomes logits, targets and weights.
+"""The training objectives: how a batch becomes logits, targets and weights.
 
 Every objective ends in the same token (or image) cross-entropy of `losses.py`, so one train
 step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
@@ -8,6 +8,8 @@ step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
   80% replaced by the mask id, 10% by a random token, 10% kept).
 - "seq2seq" (encoder_decoder): `encoder_inputs` `[batch, source_length]`, `encoder_mask`,
   decoder `inputs` (targets shifted right after the start id), `targets`, `weights`.
+- "span_corruption" (encoder_decoder): T5's pre-training; "seq2seq"'s batches, made from
+  plain text by `data/span_corruption.py` (sentinels take the vocabulary's last ids).
 - "classification" (vit): `images` `[batch, height, width, channels]`, `targets` and
   `weights` `[batch]`.
 """
@@ -25,11 +27,13 @@ import ml_collections
 from jtrans.models import ModelConfig
 
 Batch = dict[str, jax.Array]
+SEQ2SEQ = ("seq2seq", "span_corruption")  # The objectives that feed encoder-decoder pairs.
 
 FAMILY_OF = {
   "lm": "decoder",
   "mlm": "encoder",
   "seq2seq": "encoder_decoder",
+  "span_corruption": "encoder_decoder",
   "classification": "vit",
 }
 
@@ -120,7 +124,7 @@ def logits(
       rngs=rngs,
       hidden=hidden,
     )
-  if objective == "seq2seq":
+  if objective in SEQ2SEQ:
     return model.apply(
       variables,
       batch["encoder_inputs"],
@@ -154,7 +158,7 @@ def batch_spec(
     if d.segment_ids:
       spec |= {"segment_ids": tokens, "positions": tokens}
     return spec
-  if objective == "seq2seq":
+  if objective in SEQ2SEQ:
     source = (rows, d.source_len or d.seq_len)
     return {
       "encoder_inputs": (source, "int32"),
@@ -176,7 +180,7 @@ def batch_spec(
 def positions_per_example(config: ml_collections.ConfigDict, cfg: ModelConfig) -> int:
   """Positions the model processes per example (for tokens/s and MFU)."""
   d = config.data
-  if config.loss.objective == "seq2seq":
+  if config.loss.objective in SEQ2SEQ:
     return (d.source_len or d.seq_len) + d.seq_len
   if config.loss.objective == "classification":
     return cfg.num_patches + (cfg.pool == "cls")

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jtrans import kernels, objectives, optim, sharding, steps
-from jtrans.data import images, pipeline, seq2seq, sources, tokenizers
+from jtrans.data import images, pipeline, seq2seq, sources, span_corruption, tokenizers
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
 
@@ -190,7 +190,8 @@ def make_dataset(
   alone, so a run gives the same numbers on any number of hosts, and resumes on another.
 
   The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
-  (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "classification"
+  (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "span_corruption"
+  packed text rows corrupted into such pairs (data/span_corruption.py), "classification"
   images and labels (data/images.py).
   """
   d, kind = config.data, config.loss.objective
@@ -227,6 +228,36 @@ def make_dataset(
       shuffle_window=d.shuffle_window,
       segment_ids=d.segment_ids,
     )
+  if kind == "span_corruption":
+    raw = span_corruption.check_lengths(
+      source_len=d.source_len or d.seq_len,
+      seq_len=d.seq_len,
+      vocab_size=config.model.vocab_size,
+      tokenizer_vocab=tokenizer.vocab_size,
+      noise_density=config.loss.noise_density,
+      mean_noise_span_length=config.loss.mean_noise_span_length,
+    )
+    raw_rows = pipeline.make_lm_dataset(
+      **common,
+      name=d.name,
+      split=d.train_split if train else d.eval_split,
+      tokenizer=tokenizer,
+      text_key=d.text_key,
+      seq_len=raw,
+      shuffle_window=d.shuffle_window,
+    )
+    return raw_rows.map(
+      span_corruption.CorruptRows(
+        vocab_size=config.model.vocab_size,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+        source_len=d.source_len or d.seq_len,
+        target_len=d.seq_len,
+        seed=config.seed,
+        noise_density=config.loss.noise_density,
+        mean_noise_span_length=config.loss.mean_noise_span_length,
+      )
+    )
   if kind == "seq2seq":
     return seq2seq.make_seq2seq_dataset(
       **common,
@@ -238,7 +269,7 @@ def make_dataset(
     )
   raise ValueError(
     f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
-    "'seq2seq' or 'classification'."
+    "'seq2seq', 'span_corruption' or 'classification'."
   )
 
 

@@ -164,3 +164,8 @@ def test_weight_init_glorot_and_residual_scaling():
     scaled, [expected[0], expected[1] / 2, expected[2], expected[3] / 2], rtol=0.03
   )
   np.testing.assert_allclose(stds(wide), [0.02, 0.01, 0.02, 0.01], rtol=0.03)
+  for std in (0.01, 0.02):  # GPT-2's and BERT's learned position tables.
+    table = nn.unbox(init(dataclasses.replace(wide, max_len=512, position_init_std=std))[1])
+    assert np.std(np.asarray(table["embed"]["position_embed"]["embedding"])) == pytest.approx(
+      std, rel=0.03
+    )

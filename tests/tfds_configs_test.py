@@ -33,6 +33,7 @@ CASES = {
   ("configs/sweeps/isoflop.py", None): "lm1b",
   ("configs/transformer.py", "base"): "wmt14_translate/de-en",
   ("configs/t5.py", "small"): "wmt14_translate/de-en",
+  ("configs/t5_c4.py", "small"): "c4/en",
   ("configs/llama.py", "1b"): "c4/en",
   ("configs/vit.py", "s"): "imagenet2012",
 }
@@ -99,8 +100,9 @@ def shrink(config: ml_collections.ConfigDict, data_dir: str) -> ml_collections.C
   m.max_len = d.seq_len = 32
   d.source_len = 32 if d.source_len else 0
   m.image_size, m.patch_size = 32, 8
-  if d.tokenizer == "sentencepiece":
-    m.vocab_size = d.tokenizer_vocab_size = SP_VOCAB
+  if d.tokenizer == "sentencepiece":  # The model keeps the recipe's rows beyond the pieces.
+    m.vocab_size = SP_VOCAB + m.vocab_size - d.tokenizer_vocab_size
+    d.tokenizer_vocab_size = SP_VOCAB
   d.data_dir = data_dir
   t.batch_size, t.steps, t.grad_accum_steps = 8, 2, 1
   t.log_every = t.eval_every = t.checkpoint_every = 2

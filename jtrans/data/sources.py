@@ -49,6 +49,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
   "lm": ("text_key",),
   "mlm": ("text_key",),
   "seq2seq": ("source_key", "target_key"),
+  "span_corruption": ("text_key",),
   "classification": ("image_key", "label_key"),
 }
 # TFDS's packages of its own builders (tensorflow_datasets/<family>/...).

@@ -18,6 +18,8 @@ length whose corrupted input fills ``inputs_length`` exactly (T5's ``random_span
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 
@@ -97,7 +99,9 @@ def reconstruct(
   follows it in ``targets`` up to the next sentinel (the inverse, for tests and inspection).
   Real token ids must stay below the sentinels (``vocab_size`` - the number of spans)."""
   inputs, targets = list(np.asarray(inputs)), list(np.asarray(targets))
-  inputs, targets = inputs[: inputs.index(eos_id)], targets[: targets.index(eos_id)]
+  # Up to the last EOS: packed text keeps documents' EOS ids inside a row.
+  last = lambda ids: len(ids) - 1 - ids[::-1].index(eos_id)
+  inputs, targets = inputs[: last(inputs)], targets[: last(targets)]
   first_sentinel = vocab_size - len(inputs)  # There are fewer spans than input tokens.
   spans, current = {}, None
   for t in targets:
@@ -109,3 +113,93 @@ def reconstruct(
   for t in inputs:
     out.extend(spans[t] if t >= first_sentinel else [t])
   return np.asarray(out, np.int32)
+
+
+# ---------------------------------------------------------------- the data pipeline
+
+
+def max_spans(raw_length: int, noise_density: float, mean_noise_span_length: float) -> int:
+  """Noise spans in a full row of ``raw_length`` tokens: the sentinels it uses (``noise_mask``'s
+  count, which shorter rows do not exceed)."""
+  noise = min(max(int(round(raw_length * noise_density)), 1), raw_length - 1)
+  spans = max(int(round(noise / mean_noise_span_length)), 1)
+  return min(spans, noise, raw_length - noise)
+
+
+class CorruptRows:
+  """Batch of raw token rows (``make_lm_dataset``'s: ``inputs``, ``weights``) -> a seq2seq
+  batch of corrupted pairs (``data/seq2seq.py``'s format: ``encoder_inputs``,
+  ``encoder_mask`` ``[rows, source_len]``; ``inputs``, ``targets``, ``weights``
+  ``[rows, target_len]``).
+
+  A row's noise mask is drawn from ``seed`` and the row's tokens, so it is the same however
+  the stream is split among hosts or resumed, and new every epoch (the packed rows move by a
+  seeded offset each epoch). Rows of fewer than 2 real tokens (eval padding) get weight 0.
+  """
+
+  def __init__(
+    self,
+    *,
+    vocab_size: int,
+    eos_id: int,
+    pad_id: int,
+    source_len: int,
+    target_len: int,
+    seed: int,
+    noise_density: float,
+    mean_noise_span_length: float,
+  ):
+    self.vocab_size, self.eos_id, self.pad_id = vocab_size, eos_id, pad_id
+    self.source_len, self.target_len, self.seed = source_len, target_len, seed
+    self.noise = (noise_density, mean_noise_span_length)
+
+  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    rows = batch["inputs"].shape[0]
+    out = {
+      "encoder_inputs": np.full((rows, self.source_len), self.pad_id, np.int32),
+      "encoder_mask": np.zeros((rows, self.source_len), np.float32),
+      "inputs": np.full((rows, self.target_len), self.pad_id, np.int32),
+      "targets": np.full((rows, self.target_len), self.pad_id, np.int32),
+      "weights": np.zeros((rows, self.target_len), np.float32),
+    }
+    for r in range(rows):
+      tokens = np.asarray(batch["inputs"][r][batch["weights"][r] > 0], np.int32)
+      if len(tokens) < 2:
+        continue
+      rng = np.random.default_rng([self.seed, zlib.crc32(tokens.tobytes())])
+      mask = noise_mask(len(tokens), rng, *self.noise)
+      source, target = corrupt(tokens, mask, self.vocab_size, self.eos_id)
+      source, target = source[: self.source_len], target[: self.target_len]
+      out["encoder_inputs"][r, : len(source)] = source
+      out["encoder_mask"][r, : len(source)] = 1.0
+      out["targets"][r, : len(target)] = target
+      out["inputs"][r, 1 : len(target)] = target[:-1]
+      out["weights"][r, : len(target)] = 1.0
+    return out
+
+
+def check_lengths(
+  *,
+  source_len: int,
+  seq_len: int,
+  vocab_size: int,
+  tokenizer_vocab: int,
+  noise_density: float,
+  mean_noise_span_length: float,
+) -> int:
+  """The raw tokens per row for encoder inputs of ``source_len``; raises, naming the setting,
+  when the targets do not fit ``seq_len`` or the sentinels overlap the tokenizer's ids."""
+  raw, target = lengths(source_len, noise_density, mean_noise_span_length)
+  if seq_len < target:
+    raise ValueError(
+      f"span corruption of {raw} raw tokens (config.data.source_len={source_len}) makes "
+      f"targets of {target} tokens; set config.data.seq_len to at least {target}."
+    )
+  needed = tokenizer_vocab + max_spans(raw, noise_density, mean_noise_span_length)
+  if vocab_size < needed:
+    raise ValueError(
+      f"span corruption's sentinels take the last ids of config.model.vocab_size={vocab_size}, "
+      f"which overlap the tokenizer's {tokenizer_vocab} ids; set config.model.vocab_size to at "
+      f"least {needed} (ByT5: 384 for bytes)."
+    )
+  return raw

@@ -56,6 +56,7 @@ class ModelConfig:
     0.02  # Std of weight matrices' normal init; 0 = Glorot (see layers.weight_init).
   )
   scale_residual_init: bool = True  # GPT-2: residual projections' std / sqrt(2 x layers).
+  position_init_std: float = 0.01  # Learned position table's init std (GPT-2 0.01, BERT 0.02).
   rope_theta: float = 10_000.0
   relative_buckets: int = 32  # T5 relative position buckets and the distance they span.
   relative_max_distance: int = 128

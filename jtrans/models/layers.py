@@ -520,7 +520,7 @@ class Embed(nn.Module):
         cfg.embed_dim,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
-        embedding_init=init((None, "embed"), 0.01),
+        embedding_init=init((None, "embed"), cfg.position_init_std),
         name="position_embed",
       )
     if cfg.type_vocab_size:
