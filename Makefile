@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
+TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole on one of them.
 
 .PHONY: demo test bench clean
 demo: $(VENV)/.installed
@@ -13,7 +14,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py

@@ -37,6 +37,7 @@ setuptools.setup(
     # libtpu (what `jax[tpu]` pins for this jax) compiles for TPU slices on a CPU host.
     "test": [
       "pytest>=8,<10",
+      "pytest-xdist>=3.5",  # make test runs the files on two processes.
       "ruff>=0.6",
       "torch==2.13.0",
       "transformers==5.23.0",

@@ -6,6 +6,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # With the libtpu wheel installed (for the TPU compile tests), jax would otherwise try to open
 # a TPU here and hold libtpu's lock file, which the --topology subprocesses then cannot take.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# `make test` runs two pytest workers (pytest-xdist); the TPU compiles of both may then hold
+# libtpu at once, which its lock file refuses unless told otherwise.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402

@@ -10,8 +10,9 @@ Expected (measured: 18 minutes, run under `nice -n 19` beside another job, kille
 relaunched): eval loss 1.659, 1.328, 1.255, 1.195 and 1.269 nats/byte for 13k, 100k, 336k,
 793k and 1.5M; L(N) = 1.187 + 125 N^-0.590 (R^2 = 0.970) and on the compute frontier L(C) =
 1.132 + 2.48e6 C^-0.584 (R^2 = 0.997). The 1.5M rung trails 793k at every evaluation (not
-overfitting: its train loss is as high); its lr (the planner's 6.8e-3) is the first suspect,
-which configs/sweeps/cpu_lr_size.py tests.
+overfitting: its train loss is as high): its lr (the planner's 6.8e-3) was too high.
+configs/sweeps/cpu_lr_size.py runs every rung at that lr and half of it: at half, 1.5M reaches
+1.177 and 793k 1.194, every rung beats the one below, and L(N) fits with R^2 = 0.9985.
 
 Why one token budget rather than a fixed tokens-per-parameter ratio: the 1.5M rung alone
 costs 9.8 MFLOP/token, so 20 tokens per parameter (3e14 FLOPs) would take ~2 hours here, and
