@@ -53,8 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   # sqrt(2 / (fan_in + fan_out)) per matrix (Vaswani et al.), which keeps a narrow model's
   # sub-layers from starting near zero. With scale_residual_init the projections that write
   # into the residual stream are divided by sqrt(2 x layers) (GPT-2; BERT and T5 do not).
-  m.init_std = 0.02
-  m.scale_residual_init = True
+  m.init_std = 0.02  # Std of the weight matrices' normal init; 0 = Glorot (above).
+  m.scale_residual_init = True  # GPT-2's 1/sqrt(2 x layers) on residual projections (above).
   m.position_init_std = 0.01  # Std of the learned position table's init (GPT-2: 0.01, BERT: 0.02).
   m.image_size = 32  # ViT: square images of image_size pixels a side...
   m.patch_size = 4  # ...cut into patch_size x patch_size patches...
@@ -186,8 +186,8 @@ def get_config() -> ml_collections.ConfigDict:
   # span_corruption (T5): rows of plain text, noise_density of their tokens dropped in spans of
   # mean_noise_span_length, each span a sentinel (the vocabulary's last ids); the encoder
   # reads data.source_len tokens, the decoder data.seq_len (at least what the spans need).
-  l.noise_density = 0.15
-  l.mean_noise_span_length = 3.0
+  l.noise_density = 0.15  # Fraction of each row's tokens dropped (T5: 0.15).
+  l.mean_noise_span_length = 3.0  # Mean length of a dropped span (T5: 3).
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
   # Token objectives: compute the logits and loss this many positions at a time, so the

@@ -15,6 +15,10 @@ uses AdamW with the same inverse-square-root schedule.
   python run.py --config=configs/t5_c4.py:tiny --workdir=runs/t5_c4_tiny   # bytes, on a CPU
 `tiny` pre-trains configs/t5.py's tiny model on the embedded corpus in bytes (ByT5's 384-id
 vocabulary: 259 byte ids + room for the sentinels), encoder rows of 128 bytes.
+Expected for `tiny` (1000 steps of 32 rows, 2 CPU cores, 5 minutes): target loss (the dropped
+spans and their sentinels) 2.52, 2.44, 2.37, 2.34 nats/token at steps 250..1000 on 8 eval
+batches, token accuracy 0.35; `small` and up: T5 v1.1's own runs report no pre-training loss
+to compare with (the paper compares fine-tuned scores), so none is stated here.
 Prepare c4/en once as the README's "TFDS data sets" says.
 """
 

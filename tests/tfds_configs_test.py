@@ -184,7 +184,7 @@ def test_config_trains_and_evaluates_on_its_data_sets_spec(rel, arg, tfds_dir, t
     (
       "configs/t5.py",
       "small",
-      {"data.tokenizer_vocab_size": SP_VOCAB + 100},
+      {"data.tokenizer_vocab_size": SP_VOCAB + 100, "model.vocab_size": SP_VOCAB},
       f"config.model.vocab_size={SP_VOCAB} is smaller than the 'sentencepiece' tokenizer's "
       f"{SP_VOCAB + 100} ids",
     ),

@@ -8,7 +8,7 @@ Run (30 minutes on an idle 2-core CPU, measured; --dry_run prints the estimate p
   python run.py --mode=analyze --workdir=runs/cpu_lr_size
 Why: at the planner's rate (DeepSeek's rule in C: 1.16e-2 for 13k down to 6.8e-3 for 1.5M) the
 1.5M rung of cpu_ladder ended worse than 793k (1.269 against 1.195 nats/byte).
-Measured (2026-12-07, eval nats/byte at the last step; half the planner's lr / the planner's):
+Expected (measured 2026-12-07, eval nats/byte at the last step; half the planner's lr / the planner's):
 13k 1.730 / 1.651, 100k 1.389 / 1.334, 336k 1.260 / 1.225, 793k 1.194 / 1.201, 1.5M 1.177 /
 1.199. The planner's rate is the better one up to 336k and half of it from 793k up; with each
 size's best rate every rung beats the one below it, and `analyze` fits L(N) = 1.091 + 26.8
