@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 
 import ml_collections
 import numpy as np
@@ -243,3 +246,41 @@ def test_missing_input_txt_names_the_path_and_the_url(tmp_path):
 def test_unknown_name_lists_the_project_builders(tmp_path):
   with pytest.raises(ValueError, match=r"config\.data\.name.*modular_arithmetic.*'files'"):
     sources.load_source("no_such_data_set", "train", str(tmp_path))
+
+
+PREPARE_AT_ONCE = """
+import os, sys, time
+from jtrans.data import sources
+data_dir, ready, go = sys.argv[1:]
+open(ready, "w").close()
+while not os.path.exists(go):
+  time.sleep(0.01)
+print(len(sources.load_source("reverse_strings", "train", data_dir)))
+"""
+
+
+def test_two_runs_preparing_one_data_set_at_once_both_get_it(tmp_path):
+  """Two processes that prepare reverse_strings into the same fresh data_dir at the same moment
+  (as two runs launched together do) both read its 5,000 records: one prepares it, the other
+  waits and reads it. Without the lock the second fails renaming TFDS's incomplete folder."""
+  data_dir, go = str(tmp_path / "tfds"), str(tmp_path / "go")
+  ready = [str(tmp_path / f"ready{i}") for i in range(2)]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  runs = [
+    subprocess.Popen(
+      [sys.executable, "-c", PREPARE_AT_ONCE, data_dir, flag, go],
+      cwd=root,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for flag in ready
+  ]
+  deadline = time.time() + 120
+  while not all(os.path.exists(flag) for flag in ready) and time.time() < deadline:
+    time.sleep(0.05)  # Both have imported TFDS; release them together.
+  open(go, "w").close()
+  for run in runs:
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-2000:]
+    assert out.strip().splitlines()[-1] == "5000"

@@ -8,6 +8,8 @@ TFDS name (``lm1b``, ``wmt14_translate/de-en``, ``c4/en``, ``imagenet2012``, ...
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import importlib
 import os
@@ -240,6 +242,24 @@ def _prepare(
     storage.copy_tree(local_builder.data_path, storage.path(root) / relative)
 
 
+@contextlib.contextmanager
+def _preparing(name: str, root: str):
+  """Holds an exclusive lock on preparing `name` in a local `root`, so that two runs started
+  together on one machine do not both write it (TFDS's final rename fails for the second).
+  Several hosts are kept apart by `parts.prepare_data` instead; gs:// needs no lock here."""
+  if storage.is_remote(root):
+    yield
+    return
+  os.makedirs(root, exist_ok=True)
+  lock_path = os.path.join(root, f".{name.replace('/', '_').replace(':', '_')}.jtrans-lock")
+  with open(lock_path, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def load_source(
   name: str, split: str, data_dir: str | None, manual_dir: str | None = None, setting: str = "split"
 ) -> Sequence[dict[str, Any]]:
@@ -259,7 +279,10 @@ def load_source(
   if not builder.is_prepared():
     if builder.name not in LOCAL_BUILDERS:
       raise _not_prepared(name, str(builder.data_dir_root))
-    _prepare(builder, name, str(builder.data_dir_root), manual_dir)
+    with _preparing(name, str(builder.data_dir_root)):
+      builder = _builder(name, data_dir)  # Another run may have prepared it meanwhile.
+      if not builder.is_prepared():
+        _prepare(builder, name, str(builder.data_dir_root), manual_dir)
     builder = _builder(name, data_dir)  # Its info now holds the splits.
   _check_split(builder, split, setting)
   try:
