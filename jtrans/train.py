@@ -413,12 +413,13 @@ def _loop(run: parts.Run, s: _Session, state: Any, stop_at: int | None) -> Train
 
 
 def _first_step_ran(s: _Session, metrics: Metrics, began: float, step: int) -> None:
-  """The first step of a call compiles: its time is reported apart, not as throughput."""
+  """The first step of a call compiles: its time is reported apart, not as throughput (and
+  recorded in the call's "time" record: a "train" record here would repeat the step's own
+  when a resumed call's first step is a log step)."""
   jax.block_until_ready(metrics)
   compile_seconds = time.perf_counter() - began
   s.seconds["compile"] = compile_seconds
   s.log(f"train step compiled and ran once in {compile_seconds:.1f}s")
-  s.writer.write(step, "train", {"compile_seconds": compile_seconds})
   s.speed.restart(step)
 
 
