@@ -46,6 +46,15 @@ def _random_segmentation(items: int, segments: int, rng: np.random.Generator) ->
   return np.diff(np.concatenate([[0], cuts, [items]]))
 
 
+def _noise_and_spans(
+  length: int, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int]:
+  """(noise tokens, noise spans) of ``noise_mask`` for ``length`` tokens (length >= 2)."""
+  noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  spans = max(int(round(noise / mean_noise_span_length)), 1)
+  return noise, min(spans, noise, length - noise)  # Every span of either kind holds a token.
+
+
 def noise_mask(
   length: int,
   rng: np.random.Generator,
@@ -55,9 +64,7 @@ def noise_mask(
   """bool ``[length]``, True on noise tokens: non-noise span, noise span, ... (T5's layout)."""
   if length < 2:
     raise ValueError(f"span corruption needs at least 2 tokens per example, got {length}.")
-  noise = min(max(int(round(length * noise_density)), 1), length - 1)
-  spans = max(int(round(noise / mean_noise_span_length)), 1)
-  spans = min(spans, noise, length - noise)  # Every span of either kind holds a token.
+  noise, spans = _noise_and_spans(length, noise_density, mean_noise_span_length)
   noise_lengths = _random_segmentation(noise, spans, rng)
   keep_lengths = _random_segmentation(length - noise, spans, rng)
   pieces = np.stack([keep_lengths, noise_lengths], axis=1).reshape(-1)
@@ -121,9 +128,7 @@ def reconstruct(
 def max_spans(raw_length: int, noise_density: float, mean_noise_span_length: float) -> int:
   """Noise spans in a full row of ``raw_length`` tokens: the sentinels it uses (``noise_mask``'s
   count, which shorter rows do not exceed)."""
-  noise = min(max(int(round(raw_length * noise_density)), 1), raw_length - 1)
-  spans = max(int(round(noise / mean_noise_span_length)), 1)
-  return min(spans, noise, raw_length - noise)
+  return _noise_and_spans(raw_length, noise_density, mean_noise_span_length)[1]
 
 
 class CorruptRows:
