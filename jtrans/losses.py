@@ -42,7 +42,7 @@ def cross_entropy(
   vocab = logits.shape[-1]
   log_z = jax.nn.logsumexp(logits, axis=-1)
   log_probs = logits - log_z[..., None]
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  nll = _nll(logits, log_z, targets)
   objective = nll
   if label_smoothing:
     # Cross-entropy against 1 - s on the target and s / (vocab - 1) elsewhere, minus that
@@ -61,6 +61,25 @@ def cross_entropy(
     "accuracy": jnp.sum(correct * weights),
     "denominator": jnp.sum(weights),
   }
+
+
+def _nll(logits: jax.Array, log_z: jax.Array, targets: jax.Array) -> jax.Array:
+  """-log p(target), `[batch, length]`, accurate in float32 down to the smallest losses.
+
+  log Z - z_target cancels to exactly 0 once p(target) rounds to 1 (a loss under ~6e-8), and
+  so does its gradient on the target's logit (p - 1), while the other logits keep theirs: the
+  gradient stops summing to zero and training pushes every logit apart ("softmax collapse",
+  Prieto et al. 2025; it makes a full-batch grokking run spike every ~1500 steps, see
+  experiments/grokking). Where the target is the argmax, log1p(sum over the other tokens of
+  exp(z_j - z_target)) keeps both the loss and its gradient, -(1 - p), exact.
+  """
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
+  is_target = jnp.arange(logits.shape[-1]) == targets[..., None]
+  # <= 0 wherever the branch is used; the clip keeps the other branch's exp finite.
+  gaps = jnp.minimum(logits - target_logit, 0.0)
+  others = jnp.sum(jnp.where(is_target, 0.0, jnp.exp(gaps)), axis=-1)
+  target_is_max = target_logit[..., 0] >= jnp.max(logits, axis=-1)
+  return jnp.where(target_is_max, jnp.log1p(others), log_z - target_logit[..., 0])
 
 
 def chunked_cross_entropy(

@@ -54,3 +54,39 @@ def test_z_loss_adds_squared_log_normaliser():
   log_z = np.log(np.exp(LOGITS.astype(np.float64)).sum(-1))
   np.testing.assert_allclose(out["z_loss"], (1e-2 * log_z**2 * WEIGHTS).sum(), rtol=1e-5)
   np.testing.assert_allclose(out["loss"], out["nll"] + out["z_loss"], rtol=1e-6)
+
+
+def test_tiny_losses_and_their_gradients_stay_exact_in_float32():
+  """A confident right answer (margins 18 to 40 nats, as in grokking's memorised training set)
+  has a loss of 1e-8..1e-17: float64's value and gradient, not 0 for the loss and the target's
+  logit (softmax collapse), so the gradient still sums to zero over the vocabulary."""
+  import jax
+
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 3, 16)).astype(np.float32)
+  targets = rng.integers(0, 16, size=(4, 3))
+  margins = np.array([18.0, 25.0, 40.0, 0.0])  # Row 3: an ordinary loss, target not the max.
+  np.put_along_axis(
+    logits, targets[..., None], margins[:, None, None] + 3.0 * (margins[:, None, None] > 0), -1
+  )
+  z = logits.astype(np.float64)
+  log_z = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+  z_target = np.take_along_axis(z, targets[..., None], -1)
+  others = np.where(np.eye(16)[targets] > 0, 0.0, np.exp(z - z_target)).sum(-1)
+  # float64 too rounds log Z - z_target to 0 below 1e-16 (the 40-nat margin): log1p there.
+  nll = np.where(others < 1, np.log1p(others), log_z - z_target[..., 0])
+  p = np.exp(z - log_z[..., None])
+  grad = np.where(
+    np.eye(16)[targets] > 0, (-others / (1 + others))[..., None], p
+  )  # p - 1 = -(1 - p).
+  got = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(targets))
+  np.testing.assert_allclose(float(got["nll"]), nll.sum(), rtol=1e-6)
+  loss_of = lambda x, t: losses.cross_entropy(x, t)["nll"]
+  for row in range(3):  # Each confident row alone: its sum is its own tiny loss.
+    one = loss_of(jnp.asarray(logits[row : row + 1]), jnp.asarray(targets[row : row + 1]))
+    np.testing.assert_allclose(float(one), nll[row].sum(), rtol=1e-4)
+    assert 0 < nll[row].max() < 1e-7  # Where log Z - z_target rounds to 0 in float32.
+  g = np.asarray(jax.grad(loss_of)(jnp.asarray(logits), jnp.asarray(targets)), np.float64)
+  np.testing.assert_allclose(g, grad, rtol=1e-4, atol=1e-30)  # XLA's float32 exp.
+  np.testing.assert_allclose(g.sum(-1), 0.0, atol=1e-7)
+  assert (np.take_along_axis(g, targets[..., None], -1)[:3] < 0).all()  # Not collapsed to 0.
