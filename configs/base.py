@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   # sqrt(2 / (fan_in + fan_out)) per matrix (Vaswani et al.), which keeps a narrow model's
   # sub-layers from starting near zero. With scale_residual_init the projections that write
   # into the residual stream are divided by sqrt(2 x layers) (GPT-2; BERT and T5 do not).
-  m.init_std = 0.02  # Std of the weight matrices' normal init; 0 = Glorot (above).
+  m.init_std = 0.02  # Std of weight matrices' and token embeddings' init; 0 = Glorot (above).
   m.scale_residual_init = True  # GPT-2's 1/sqrt(2 x layers) on residual projections (above).
   m.position_init_std = 0.01  # Std of the learned position table's init (GPT-2: 0.01, BERT: 0.02).
   m.image_size = 32  # ViT: square images of image_size pixels a side...
@@ -90,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = d = ml_collections.ConfigDict()
   # TFDS data set name, or "files" for your own files (train_files below). jtrans builds its own
-  # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97],
+  # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97|add113_30],
   # copy_strings, reverse_strings, synthetic_images, digits (scikit-learn's 8x8 images),
   # tiny_shakespeare_file (needs manual_dir).
   # Any other name is a TFDS data set prepared as array_record in data_dir (e.g. lm1b,
@@ -103,12 +103,14 @@ def get_config() -> ml_collections.ConfigDict:
   # name="files": "text" (a document per file) or "jsonl" (a JSON object per line).
   d.file_format = "text"
   d.text_key = "text"  # Feature (or JSON field) that holds the text.
-  # "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3), "sentencepiece" or "gpt2_bpe".
+  # "byte" (ByT5 ids: pad 0, eos 1, unk 2, byte + 3), "sentencepiece", "word" (whole words
+  # and punctuation marks: symbolic tasks), "gpt2_bpe" or "hf" (a Hugging Face directory's).
   d.tokenizer = "byte"
-  # sentencepiece: a .model file, or "" = train one on the train split, cached in
-  # <data_dir>/jtrans_tokenizers/; gpt2_bpe: a tokenizer.json, or a folder with it or vocab.json + merges.txt.
+  # sentencepiece: a .model file (word: a tokenizer.json), or "" = train one on the train split,
+  # cached in <data_dir>/jtrans_tokenizers/; gpt2_bpe: a tokenizer.json, or a folder with it or
+  # vocab.json + merges.txt; hf: the model directory.
   d.tokenizer_path = ""
-  d.tokenizer_vocab_size = 8000  # Pieces of a SentencePiece model trained here (tokenizer_path "").
+  d.tokenizer_vocab_size = 8000  # Pieces (words) of a tokenizer trained here (tokenizer_path "").
   d.train_split = "train"  # Split to train on.
   d.eval_split = "validation"  # Split to evaluate on.
   d.seq_len = 128  # Tokens per training row (at most model.max_len); seq2seq: target tokens.
@@ -134,8 +136,14 @@ def get_config() -> ml_collections.ConfigDict:
   # concatenated and cut into consecutive rows, shuffled within shuffle_window rows: every
   # token once per epoch) or "windows" (each row a window at a random start of the whole
   # split's token stream, as nanoGPT's get_batch: i.i.d. batches, the stream held in memory).
-  # Evaluation always reads the split once, in order.
+  # Evaluation always reads the split once, in order. "prompt_response": each record one row,
+  # source_key's tokens + target_key's tokens (+ EOS with response_eos), padded to
+  # seq_len, with loss on the target's tokens only (grokking's answer-only loss; a prompt ->
+  # response fine-tune); train and eval alike.
   d.sampling = "packed"
+  # prompt_response: the response ends with EOS, which carries loss (generation learns to stop);
+  # False: no EOS, so accuracy is the response tokens' alone (a one-token answer's accuracy).
+  d.response_eos = True
   d.shuffle_window = 4096  # Training rows shuffled together, so a batch mixes many documents.
   d.worker_count = 0  # grain worker processes (0 = in the main process).
 

@@ -190,7 +190,7 @@ def make_dataset(
   alone, so a run gives the same numbers on any number of hosts, and resumes on another.
 
   The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
-  (data/pipeline.py), "seq2seq" source/target pairs (data/seq2seq.py), "span_corruption"
+  (data/pipeline.py; "lm" with data.sampling="prompt_response": a row per pair, data/seq2seq.py), "seq2seq" source/target pairs (data/seq2seq.py), "span_corruption"
   packed text rows corrupted into such pairs (data/span_corruption.py), "classification"
   images and labels (data/images.py).
   """
@@ -210,6 +210,15 @@ def make_dataset(
       options=images.ImageOptions.from_config(config),
     )
   tokenizer = make_tokenizer(config) if tokenizer is None else tokenizer
+  if kind == "lm" and d.sampling == "prompt_response":
+    return seq2seq.make_prompt_response_dataset(
+      **common,
+      tokenizer=tokenizer,
+      source_key=d.source_key,
+      target_key=d.target_key,
+      seq_len=d.seq_len,
+      response_eos=d.response_eos,
+    )
   if kind in ("lm", "mlm") and train and d.sampling == "windows":
     return pipeline.make_window_dataset(
       **{k: v for k, v in common.items() if k != "train"},

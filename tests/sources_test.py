@@ -135,6 +135,7 @@ def built(tmp_path_factory) -> str:
     for name in (
       "modular_arithmetic",
       "modular_arithmetic/div97",
+      "modular_arithmetic/add113_30",
       "copy_strings",
       "reverse_strings",
       "synthetic_images",
@@ -154,23 +155,29 @@ def read(name: str, split: str, data_dir: str) -> list[dict]:
   return [source[i] for i in range(len(source))]
 
 
-@pytest.mark.parametrize("config,symbol,pairs", [("add97", "+", 97 * 97), ("div97", "/", 97 * 96)])
-def test_modular_arithmetic_has_every_pair_once_and_right_answers(built, config, symbol, pairs):
+@pytest.mark.parametrize(
+  "config,symbol,p,fraction",
+  [("add97", "+", 97, 0.5), ("div97", "/", 97, 0.5), ("add113_30", " ", 113, 0.3)],
+)
+def test_modular_arithmetic_has_every_pair_once_and_right_answers(
+  built, config, symbol, p, fraction
+):
   name = "modular_arithmetic" + ("" if config == "add97" else f"/{config}")
   seen = {}
   for split in ("train", "validation"):
     for r in read(name, split, built):
-      a, b = map(int, r["source"].decode()[:-1].split(symbol))
-      want = (a + b) % 97 if symbol == "+" else a * pow(b, -1, 97) % 97
+      a, b = map(int, r["source"].decode()[:-1].split(symbol))  # add113_30: "a b=".
+      want = a * pow(b, -1, p) % p if symbol == "/" else (a + b) % p
       assert r["source"].decode() == f"{a}{symbol}{b}=" and int(r["target"]) == want
-      assert r["text"] == r["source"] + r["target"] and r["index"] == a * 97 + b
+      assert r["text"] == r["source"] + r["target"] and r["index"] == a * p + b
       assert (a, b) not in seen
       seen[(a, b)] = split
-  assert len(seen) == pairs and all(a < 97 and 0 <= b < 97 for a, b in seen)
+  pairs = p * (p - 1) if symbol == "/" else p * p
+  assert len(seen) == pairs and all(a < p and 0 <= b < p for a, b in seen)
   n_train = sum(s == "train" for s in seen.values())
-  assert n_train == round(pairs / 2)
-  assert {p for p, s in seen.items() if s == "train"} == synthetic_tasks.modular_split(
-    config[:3], 97, 0.5, 0
+  assert n_train == round(pairs * fraction)  # add113_30: 3831 of 12769, Nanda et al.'s 30%.
+  assert {q for q, s in seen.items() if s == "train"} == synthetic_tasks.modular_split(
+    config[:3], p, fraction, 0
   )  # The fixed seeded split.
   assert "tensorflow" not in sys.modules
 

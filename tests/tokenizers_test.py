@@ -1,4 +1,5 @@
-"""Tests of the SentencePiece and GPT-2 BPE tokenizers (trained here on small texts, nothing downloaded)."""
+"""Tests of the SentencePiece, word-level and GPT-2 BPE tokenizers (trained here on small texts,
+nothing downloaded)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,47 @@ def test_sentencepiece_trains_caches_and_round_trips(tmp_path, monkeypatch):
     tokenizers.from_config(d, train_if_missing=False)
 
 
+def test_word_level_vocabulary_is_the_split_s_words_most_frequent_first(tmp_path, monkeypatch):
+  """tokenizer="word" with no path makes a vocabulary of the train split's words and marks
+  (grokking's numbers are one token each), caches it, and reloads it from the cache or a path."""
+  corpus = tmp_path / "words"
+  corpus.mkdir()
+  lines = ["12 85=", "3 12=", "12+3=", "7 85=", "hello, world"]
+  for i, line in enumerate(lines):
+    (corpus / f"{i}.txt").write_text(line)
+  d = files_config(tmp_path, train_files=str(corpus / "*.txt"), tokenizer="word")
+  d.tokenizer_vocab_size = 12
+  tok = tokenizers.from_config(d)
+  path = tmp_path / "tfds" / "jtrans_tokenizers"
+  (cached,) = os.listdir(path)
+  assert cached.endswith("_train_word12.json")
+  # Specials 0-2, then by count (= 4, 12 3, 3 2, 85 2, ...), ties in character order; capped at 12.
+  vocab = tok._tok.get_vocab()
+  assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])] == [
+    "<pad>", "</s>", "<unk>", "=", "12", "3", "85", "+", ",", "7", "hello", "world",
+  ]  # fmt: skip
+  assert (tok.vocab_size, tok.pad_id, tok.eos_id) == (12, 0, 1)
+  np.testing.assert_array_equal(tok.encode("12 85="), [4, 6, 3])
+  np.testing.assert_array_equal(tok.encode("12+3=9"), [4, 7, 5, 3, 2])  # 9: unknown.
+  assert tok.encode("12 85=").dtype == np.int32
+  assert tok.decode(np.array([[0, 4, 6, 3, 1, 99]])) == "12 85 ="  # Specials and overflow dropped.
+
+  def fail(*args, **kwargs):
+    raise AssertionError("remade a cached vocabulary")
+
+  monkeypatch.setattr(train_tokenizer, "train_word_level", fail)
+  np.testing.assert_array_equal(tokenizers.from_config(d).encode("7 3="), [9, 5, 3])
+  d.tokenizer_path = str(path / cached)
+  copy = pickle.loads(pickle.dumps(tokenizers.from_config(d)))  # grain workers pickle it.
+  np.testing.assert_array_equal(copy.encode("hello, world"), [10, 8, 11])
+  # A tokenizer.json whose specials are not 0, 1, 2 is refused, naming the setting.
+  bad = tmp_path / "bad.json"
+  bad.write_text((path / cached).read_text().replace('"<pad>":0', '"<pad>":50'))
+  d.tokenizer_path = str(bad)
+  with pytest.raises(ValueError, match=r"bad\.json \(config\.data\.tokenizer_path\) maps"):
+    tokenizers.from_config(d)
+
+
 def test_train_tokenizer_command_writes_to_the_path(tmp_path, capsys):
   config = base.get_config()
   config.data = files_config(
@@ -105,7 +147,7 @@ def test_train_tokenizer_command_writes_to_the_path(tmp_path, capsys):
 
 def test_missing_tokenizer_files_name_the_path_and_the_setting(tmp_path):
   d = base.get_config().data
-  for kind in ("sentencepiece", "gpt2_bpe"):
+  for kind in ("sentencepiece", "word", "gpt2_bpe"):
     d.tokenizer, d.tokenizer_path = kind, str(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match=r"nope.*config\.data\.tokenizer_path"):
       tokenizers.from_config(d)

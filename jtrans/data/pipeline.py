@@ -262,8 +262,10 @@ def unigram_entropy(
   source: Sequence[dict[str, Any]] | None = None,
   tokenizer: str | Tokenizer,
   text_key: str,
+  eos: bool = True,
 ) -> float:
-  """Entropy (nats) of the token unigram distribution of ``split``: documents plus one EOS each.
+  """Entropy (nats) of the token unigram distribution of ``split``: documents plus one EOS each
+  (none without ``eos``).
 
   The loss of the best context-free model: a baseline for the validation loss. The
   documents come from ``source`` or, without it, TFDS data set ``name``'s ``split``.
@@ -275,7 +277,7 @@ def unigram_entropy(
     counts += np.bincount(
       tok.encode(sources.record_text(source[i], text_key)), minlength=tok.vocab_size
     )
-  counts[tok.eos_id] += len(source)
+  counts[tok.eos_id] += len(source) * eos
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())
 
@@ -285,9 +287,14 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
   (``<data_dir>/jtrans_cache/``) so that a run computes it once, not at every start.
 
   The user's own files (``data.name="files"``) may change between runs and are recomputed.
+  With ``sampling="prompt_response"`` the loss is on the responses alone, so theirs is the
+  entropy (grokking's answers mod 113: ln 113 = 4.73 nats).
   """
+  responses = data.sampling == "prompt_response"
+  text_key = data.target_key if responses else data.text_key
+  eos = data.response_eos or not responses
   compute = lambda: unigram_entropy(
-    source=sources.from_config(data, train=False), tokenizer=tokenizer, text_key=data.text_key
+    source=sources.from_config(data, train=False), tokenizer=tokenizer, text_key=text_key, eos=eos
   )
   if data.name == sources.FILES:
     return compute()
@@ -295,7 +302,8 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
     [
       data.name,
       data.eval_split,
-      data.text_key,
+      text_key,
+      eos,
       data.tokenizer,
       data.tokenizer_path,
       data.tokenizer_vocab_size,

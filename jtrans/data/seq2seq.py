@@ -1,4 +1,5 @@
-"""grain pipeline for sequence-to-sequence pairs: (source text, target text) -> encoder-decoder batches.
+"""grain pipelines for (source text, target text) pairs: encoder-decoder batches, and decoder-only
+prompt -> response rows with loss on the response alone.
 
 One pair per row, no packing. Both sides get EOS; a side longer than its row keeps
 its first ``len - 1`` ids and still ends in EOS (so the model always learns to stop).
@@ -14,7 +15,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from jtrans.data.iterators import Batch, record_batches
+from jtrans.data.iterators import Batch, JsonState, record_batches
 from jtrans.data.sources import record_text
 from jtrans.data.tokenizers import Tokenizer
 
@@ -98,3 +99,117 @@ def make_seq2seq_dataset(
     shard_count=shard_count,
     worker_count=worker_count,
   )
+
+
+class _PromptResponseRows:
+  """Every (prompt, response) record of a split, tokenized once and held in memory, and the
+  vectorized gather of any set of them into a batch (see ``make_prompt_response_dataset``).
+
+  A row stream is ``prompt + response (+ [EOS])``; ``streams`` holds them padded,
+  [records, seq_len + 1] (uint16 when the vocabulary fits, else int32), with each stream's
+  length and its prompt's. Per-record grain elements cost more than a small model's step on a
+  full batch of thousands of short rows (grokking), hence whole batches at once.
+  """
+
+  def __init__(self, source, tokenizer: Tokenizer, keys: tuple[str, str], seq_len: int, eos: bool):
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+    self.streams = np.full((len(source), seq_len + 1), tokenizer.pad_id, dtype)
+    self.lengths = np.zeros(len(source), np.int32)
+    self.prompt_lengths = np.zeros(len(source), np.int32)
+    for i, record in enumerate(source):
+      prompt = tokenizer.encode(record_text(record, keys[0], "source_key"))
+      response = tokenizer.encode(record_text(record, keys[1], "target_key"))
+      end = [tokenizer.eos_id] if eos else []
+      # As --mode=generate feeds a decoder: the prompt as it is, EOS only for an empty one.
+      start = prompt if len(prompt) else [tokenizer.eos_id]
+      stream = np.concatenate([start, response, end]).astype(np.int32)
+      if len(stream) - 1 > seq_len:
+        raise ValueError(
+          f"record {i} is a prompt and response of {len(stream) - 1} tokens, which do not fit "
+          f"config.data.seq_len={seq_len}; raise it (and config.model.max_len)."
+        )
+      self.streams[i, : len(stream)] = stream
+      self.lengths[i], self.prompt_lengths[i] = len(stream), len(start)
+    self.pad_id, self.seq_len = tokenizer.pad_id, seq_len
+
+  def __len__(self) -> int:
+    return len(self.lengths)
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    """Rows ``indices`` ([B]; -1 = an all-padding row of weight 0) as a batch."""
+    real = indices >= 0
+    streams = self.streams[np.where(real, indices, 0)].astype(np.int32)
+    streams[~real] = self.pad_id
+    lengths = np.where(real, self.lengths[indices], 0)[:, None]
+    position = np.arange(self.seq_len)[None, :]
+    in_stream = position < lengths - 1  # Whose target (the next stream token) exists.
+    response = position >= self.prompt_lengths[indices][:, None] - 1
+    return {
+      "inputs": np.where(in_stream, streams[:, :-1], self.pad_id),
+      "targets": np.where(in_stream, streams[:, 1:], self.pad_id),
+      "weights": (in_stream & response & real[:, None]).astype(np.float32),
+    }
+
+
+class _EpochBatch:
+  """Training batch ``index`` -> the rows at stream positions ``[index * B, (index + 1) * B)``
+  of the records visited epoch after epoch, each epoch in a fresh seeded order."""
+
+  def __init__(self, rows: _PromptResponseRows, batch_size: int, seed: int):
+    self.rows, self.batch_size, self.seed = rows, batch_size, seed
+
+  def __call__(self, index: int, _: Any) -> Batch:
+    n = len(self.rows)
+    position = index * self.batch_size + np.arange(self.batch_size)
+    epochs, offsets = np.divmod(position, n)
+    indices = np.empty(self.batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
+      indices[epochs == epoch] = order[offsets[epochs == epoch]]
+    return self.rows.gather(indices)
+
+
+def make_prompt_response_dataset(
+  *,
+  source: Sequence[dict[str, Any]],
+  tokenizer: Tokenizer,
+  source_key: str,
+  target_key: str,
+  seq_len: int,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  response_eos: bool = True,
+  worker_count: int = 0,
+) -> grain.IterDataset:
+  """Returns a grain dataset of next-token batches, one (prompt, response) record per row,
+  with loss on the response alone (answer-only loss: grokking, prompt -> response tuning).
+
+  A row is the stream ``prompt + response (+ [EOS] with response_eos)``, as --mode=generate
+  feeds a prompt (an empty one is ``[EOS]``):
+    ``inputs`` int32 [B, seq_len]: the stream but its last token, then pad_id;
+    ``targets`` int32 [B, seq_len]: the stream from its second token, then pad_id;
+    ``weights`` float32 [B, seq_len]: 1 where the target is a response token (or its EOS),
+    0 on the prompt and padding.
+  Prompts come from the records' ``source_key``, responses from ``target_key``; a pair longer
+  than ``seq_len`` is an error that names the setting (truncating would cut the answer). The
+  split is tokenized once, at the start, and held in memory (2 or 4 bytes a token).
+
+  train=True: the records in a seeded order, a fresh one every epoch, cut into batches that
+  may straddle epochs (batch_size = the split's size gives full-batch training); the state is
+  the batch count, so a restored iterator continues exactly. train=False: one pass in stored
+  order, the last batch padded with rows of weight 0.
+  """
+  if seq_len < 1:
+    raise ValueError(f"config.data.seq_len={seq_len} must be positive.")
+  rows = _PromptResponseRows(source, tokenizer, (source_key, target_key), seq_len, response_eos)
+  if not train:
+    count = -(-len(rows) // batch_size)
+    blocks = np.arange(count * batch_size).reshape(count, batch_size)
+    blocks[blocks >= len(rows)] = -1
+    return grain.MapDataset.source(blocks).map(rows.gather).to_iter_dataset()
+  batches = grain.MapDataset.range(2**62).map_with_index(_EpochBatch(rows, batch_size, seed))
+  batches = batches.to_iter_dataset()
+  if worker_count > 0:
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return JsonState(batches)

@@ -86,10 +86,18 @@ def build_command(name: str, data_dir: str) -> str:
   return f"tfds build {name} --data_dir={data_dir} --file_format={FILE_FORMAT}"
 
 
+def field_settings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The config.data settings naming the record fields the run reads: FIELDS of its objective,
+  or source_key and target_key for an "lm" run with sampling="prompt_response"."""
+  if config.loss.objective == "lm" and config.data.sampling == "prompt_response":
+    return ("source_key", "target_key")
+  return FIELDS.get(config.loss.objective, ("text_key",))
+
+
 def text_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The record fields whose text config.loss.objective tokenizes (and a SentencePiece model
-  for it is trained on): ``text_key``, or ``source_key`` and ``target_key`` for seq2seq."""
-  settings = FIELDS.get(config.loss.objective, ("text_key",))
+  """The record fields whose text the run tokenizes (and a SentencePiece model for it is
+  trained on): ``text_key``, or ``source_key`` and ``target_key`` for pairs."""
+  settings = field_settings(config)
   return tuple(config.data[s] for s in settings if s in ("text_key", "source_key", "target_key"))
 
 
@@ -150,8 +158,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   records hold the fields config.loss.objective reads, and a classifier has an output for
   every label and the images' channels."""
   d = config.data
-  if d.sampling not in ("packed", "windows"):
-    raise ValueError(f"config.data.sampling={d.sampling!r}: use 'packed' or 'windows'.")
+  if d.sampling not in ("packed", "windows", "prompt_response"):
+    raise ValueError(
+      f"config.data.sampling={d.sampling!r}: use 'packed', 'windows' or 'prompt_response'."
+    )
+  if d.sampling == "prompt_response" and config.loss.objective != "lm":
+    raise ValueError(
+      f"config.data.sampling='prompt_response' makes next-token rows with loss on the "
+      f"response, for config.loss.objective='lm' (it is {config.loss.objective!r}); use "
+      "sampling='packed'."
+    )
   if d.sampling == "windows" and d.segment_ids:
     raise ValueError(
       "config.data.sampling='windows' draws windows across document boundaries, which "
@@ -166,7 +182,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   elif builder.name not in LOCAL_BUILDERS:
     raise _not_prepared(d.name, str(builder.data_dir_root))
   features = builder.info.features
-  for setting in FIELDS.get(config.loss.objective, ()):
+  for setting in field_settings(config):
     if d[setting] not in features:
       raise ValueError(
         f"config.data.{setting}={d[setting]!r} is not a feature of {d.name}; its "

@@ -8,7 +8,9 @@ index order, whatever TFDS's write-time shuffle did).
   2022, "Grokking" (arXiv:2201.02177). Config ``add97`` (the default) is ``+`` with
   p = 97; also ``sub97``, ``mul97`` and ``div97`` (``a * b^-1``, pairs with b > 0).
   Source "12+85=", target "0", text "12+85=0"; index ``a * p + b``. A fixed seeded
-  half of the pairs is ``train``, the other half ``validation``.
+  half of the pairs is ``train``, the other half ``validation``. Config ``add113_30`` is
+  Nanda et al. 2023's "Progress measures for grokking" (arXiv:2301.05217): ``+`` mod 113,
+  30% of the pairs for training, in their format without the operator: source "12 85=".
 - ``copy_strings`` / ``reverse_strings``: random lowercase strings of 1 to 32
   letters; target is the source (copy) or the source reversed. ``text`` is
   ``source + "=" + target``, so a decoder-only LM sees where the input ends.
@@ -56,6 +58,7 @@ class ModularConfig(tfds.core.BuilderConfig):
   p: int = 97  # The modulus (a prime, so that division is defined).
   train_fraction: float = 0.5
   seed: int = 0  # Seeds which pairs are train.
+  show_op: bool = True  # Source "12+85="; False: "12 85=" (Nanda et al.'s [a, b, =]).
 
 
 class ModularArithmetic(tfds.core.GeneratorBasedBuilder):
@@ -63,7 +66,9 @@ class ModularArithmetic(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [ModularConfig(name=f"{op}97", op=op) for op in _OPS]
+  BUILDER_CONFIGS = [ModularConfig(name=f"{op}97", op=op) for op in _OPS] + [
+    ModularConfig(name="add113_30", op="add", p=113, train_fraction=0.3, show_op=False)
+  ]
   code_path = epath.Path(__file__)  # TFDS's own lookup needs importlib_resources.
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -87,7 +92,7 @@ class ModularArithmetic(tfds.core.GeneratorBasedBuilder):
     symbol, fn = _OPS[c.op]
     for a, b in modular_pairs(c.op, c.p):
       if ((a, b) in train) == keep:
-        source, target = f"{a}{symbol}{b}=", str(fn(a, b, c.p))
+        source, target = f"{a}{symbol if c.show_op else ' '}{b}=", str(fn(a, b, c.p))
         yield (
           a * c.p + b,
           {"source": source, "target": target, "text": source + target, "index": a * c.p + b},

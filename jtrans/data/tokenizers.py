@@ -10,6 +10,12 @@ picked by ``config.data.tokenizer`` and built by ``from_config``:
   (``train_tokenizer.py``). Ids follow T5: pad 0, eos 1, unk 2.
 - ``hf``: a Hugging Face model directory's own tokenizer (``hf_tokenizer.py``: GPT-2,
   Llama, BERT, T5, Marian), with the ids ``AutoTokenizer`` gives.
+- ``word``: whole words and punctuation marks as tokens (the ``tokenizers`` package's
+  WordLevel model behind its Whitespace pre-tokenizer: ``\\w+|[^\\w\\s]+``), from a
+  ``tokenizer.json`` at ``tokenizer_path`` or, with no path, a vocabulary of the train
+  split's words made and cached like SentencePiece's (``train_tokenizer.py``): the
+  vocabulary of symbolic tasks (grokking's numbers mod p are one token each). Ids: pad 0,
+  eos 1, unk 2; ``decode`` joins tokens with spaces.
 - ``gpt2_bpe``: GPT-2's byte-level BPE from ``tokenizer.json`` or ``vocab.json`` +
   ``merges.txt``. GPT-2 has no pad token, so ``pad_id = eos_id`` (``<|endoftext|>``):
   padding always carries weight 0 (and mask 0), so the id it holds never matters.
@@ -28,7 +34,8 @@ from etils import epath
 
 from jtrans import storage
 
-KINDS = ("byte", "sentencepiece", "gpt2_bpe", "hf")
+KINDS = ("byte", "sentencepiece", "word", "gpt2_bpe", "hf")
+WORD_SPECIALS = ("<pad>", "</s>", "<unk>")  # Ids 0, 1, 2 of a word-level vocabulary.
 GPT2_EOS = "<|endoftext|>"
 
 
@@ -95,6 +102,36 @@ class SentencePieceTokenizer:
     flat = np.asarray(ids).reshape(-1)
     keep = (flat >= 0) & (flat < self.vocab_size) & (flat != self.pad_id) & (flat != self.eos_id)
     return self._sp.decode(flat[keep].tolist())
+
+
+class WordTokenizer:
+  """Word-level ids from a ``tokenizers`` WordLevel ``tokenizer.json`` whose first ids are
+  ``WORD_SPECIALS`` (``train_tokenizer.train_word_level`` makes one)."""
+
+  def __init__(self, path: str):
+    from tokenizers import Tokenizer as HfTokenizer  # pylint: disable=g-import-not-at-top
+
+    self.path = path
+    self._tok = HfTokenizer.from_str(storage.path(path).read_text())
+    specials = [self._tok.token_to_id(t) for t in WORD_SPECIALS]
+    if specials != [0, 1, 2]:
+      raise ValueError(
+        f"The word-level tokenizer {path} (config.data.tokenizer_path) maps {WORD_SPECIALS} "
+        f"to {specials}, not to 0, 1, 2; make it with python -m jtrans.data.train_tokenizer "
+        "--config.data.tokenizer=word, or set the path to '' to make one from the train split."
+      )
+    self.pad_id, self.eos_id = 0, 1
+    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns int32 ids of shape [num_words]; unknown words are unk (2)."""
+    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids: npt.ArrayLike) -> str:
+    """The words, space-separated; special ids and ids past the vocabulary are dropped."""
+    flat = np.asarray(ids).reshape(-1)
+    flat = flat[(flat > 2) & (flat < self.vocab_size)]
+    return self._tok.decode(flat.tolist(), skip_special_tokens=True)
 
 
 class Gpt2BpeTokenizer:
@@ -188,7 +225,7 @@ def from_config(
 ) -> Tokenizer:
   """The tokenizer that ``config.data`` describes (keys ``tokenizer``, ``tokenizer_path``, ...).
 
-  SentencePiece with an empty ``tokenizer_path`` loads the model cached for this data
+  SentencePiece (or word) with an empty ``tokenizer_path`` loads the model cached for this data
   set, split, fields and vocabulary size, training it first on the records' ``text_keys``
   (default: ``config.data.text_key``; ``sources.text_keys(config)`` gives both sides of a
   seq2seq pair) when it is missing and ``train_if_missing`` (pass False where several
@@ -213,6 +250,16 @@ def from_config(
     from jtrans.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
     return hf_tokenizer.HfTokenizer(path)
+  if kind == "word":
+    from jtrans.data import train_tokenizer  # pylint: disable=g-import-not-at-top
+
+    if path and not storage.path(path).is_file():
+      raise FileNotFoundError(
+        f"Word-level tokenizer {path!r} (config.data.tokenizer_path) does not exist; fix the "
+        "path, or set it to '' to make one from the train split's words."
+      )
+    keys = tuple(text_keys) if text_keys else (data.text_key,)
+    return WordTokenizer(path or train_tokenizer.cached_tokenizer(data, train_if_missing, keys))
   if kind == "sentencepiece":
     if path:
       if not storage.path(path).is_file():
@@ -225,7 +272,5 @@ def from_config(
     from jtrans.data import train_tokenizer  # pylint: disable=g-import-not-at-top
 
     keys = tuple(text_keys) if text_keys else (data.text_key,)
-    return SentencePieceTokenizer(
-      train_tokenizer.cached_sentencepiece(data, train_if_missing, keys)
-    )
+    return SentencePieceTokenizer(train_tokenizer.cached_tokenizer(data, train_if_missing, keys))
   return get_tokenizer(kind)  # Raises, naming the accepted kinds.

@@ -1,4 +1,5 @@
-"""Trains a SentencePiece tokenizer on the configured train split and caches it next to the data.
+"""Trains a SentencePiece (or word-level) tokenizer on the configured train split and caches it
+next to the data.
 
   python -m jtrans.data.train_tokenizer --config=configs/lm.py:tiny \\
       --config.data.tokenizer=sentencepiece --config.data.tokenizer_vocab_size=8000
@@ -13,6 +14,11 @@ write it. With a ``tokenizer_path`` set, the model is written there instead.
 The model keeps text exactly: no normalization, whitespace kept, and characters
 outside the vocabulary fall back to UTF-8 byte pieces, so ``decode(encode(t)) == t``.
 Ids follow T5: pad 0, eos 1, unk 2, no bos.
+
+With ``--config.data.tokenizer=word`` it writes ``..._word<vocab>.json`` instead: a
+``tokenizers`` WordLevel vocabulary of the split's words and punctuation marks, most frequent
+first (ties in character order), at most ``tokenizer_vocab_size`` entries with the same three
+special ids; other words encode as unk.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ def cache_path(data: ml_collections.ConfigDict, keys: Sequence[str] = ("text",))
   else:
     dataset = data.name.replace("/", "-")
   fields = "" if tuple(keys) == ("text",) else "_" + "+".join(keys)
+  kind = "word" if data.tokenizer == "word" else "sp"
+  suffix = ".json" if kind == "word" else ".model"
   root = storage.path(data.data_dir or constants.get_default_data_dir())
   return os.fspath(
     root
     / "jtrans_tokenizers"
-    / f"{dataset}_{data.train_split}{fields}_sp{data.tokenizer_vocab_size}.model"
+    / f"{dataset}_{data.train_split}{fields}_{kind}{data.tokenizer_vocab_size}{suffix}"
   )
 
 
@@ -98,20 +106,40 @@ def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int) -> Non
   storage.write_bytes(path, model.getvalue())  # Whole: a reader never sees half a model.
 
 
-def cached_sentencepiece(
+def train_word_level(texts: Iterable[str], path: str, vocab_size: int) -> None:
+  """Writes a ``tokenizers`` WordLevel tokenizer.json of ``texts``' words to ``path``."""
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+
+  from jtrans.data.tokenizers import WORD_SPECIALS  # pylint: disable=g-import-not-at-top
+
+  tok = Tokenizer(models.WordLevel(unk_token=WORD_SPECIALS[2]))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  trainer = trainers.WordLevelTrainer(
+    vocab_size=vocab_size, special_tokens=list(WORD_SPECIALS), show_progress=False
+  )
+  tok.train_from_iterator(texts, trainer=trainer)
+  storage.write_bytes(path, tok.to_str().encode())
+
+
+def _train(data: ml_collections.ConfigDict, keys: Sequence[str], path: str) -> None:
+  train = train_word_level if data.tokenizer == "word" else train_sentencepiece
+  train(training_texts(data, keys), path, data.tokenizer_vocab_size)
+
+
+def cached_tokenizer(
   data: ml_collections.ConfigDict, train_if_missing: bool = True, keys: Sequence[str] = ("text",)
 ) -> str:
-  """Path of the cached model of ``config.data``'s fields ``keys``, trained first if missing
-  and allowed."""
+  """Path of the cached SentencePiece model (or word vocabulary) of ``config.data``'s fields
+  ``keys``, trained first if missing and allowed."""
   path = cache_path(data, keys)
   if not storage.path(path).is_file():
     if not train_if_missing:
       raise FileNotFoundError(
-        f"No SentencePiece model at {path} (config.data.tokenizer_path is ''). Train it once "
-        "before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
+        f"No {data.tokenizer} tokenizer at {path} (config.data.tokenizer_path is ''). Train it "
+        "once before a multi-process run: python -m jtrans.data.train_tokenizer --config=<same "
         "config and overrides>."
       )
-    train_sentencepiece(training_texts(data, keys), path, data.tokenizer_vocab_size)
+    _train(data, keys, path)
   return path
 
 
@@ -120,19 +148,20 @@ def run(config: ml_collections.ConfigDict, overwrite: bool = False) -> str:
   from jtrans.data import tokenizers  # pylint: disable=g-import-not-at-top
 
   data = config.data
-  if data.tokenizer != "sentencepiece":
+  if data.tokenizer not in ("sentencepiece", "word"):
     raise app.UsageError(
-      f"config.data.tokenizer={data.tokenizer!r}: this command trains "
-      "SentencePiece models; add --config.data.tokenizer=sentencepiece."
+      f"config.data.tokenizer={data.tokenizer!r}: this command trains SentencePiece models "
+      "and word vocabularies; add --config.data.tokenizer=sentencepiece (or word)."
     )
   keys = sources.text_keys(config)
   path = data.tokenizer_path or cache_path(data, keys)
   if storage.path(path).is_file() and not overwrite:
     print(f"{path} exists; keeping it (--overwrite retrains it).")
   else:
-    train_sentencepiece(training_texts(data, keys), path, data.tokenizer_vocab_size)
+    _train(data, keys, path)
     print(f"wrote {path}")
-  vocab = tokenizers.SentencePieceTokenizer(path).vocab_size
+  kind = tokenizers.WordTokenizer if data.tokenizer == "word" else tokenizers.SentencePieceTokenizer
+  vocab = kind(path).vocab_size
   print(f"vocab_size {vocab}: config.model.vocab_size must be at least that.")
   return path
 

@@ -504,8 +504,9 @@ class Embed(nn.Module):
   def setup(self):
     cfg = self.cfg
     # Embeddings that are scaled by sqrt(d) start at std d^-0.5 (Vaswani et al., fairseq), so
-    # that tokens enter at unit scale, level with the sinusoidal positions.
-    stddev = cfg.embed_dim**-0.5 if cfg.scale_embeddings else 0.02
+    # that tokens enter at unit scale, level with the sinusoidal positions; the others at the
+    # weight matrices' init_std (0.02 under Glorot, which has no fan for a table).
+    stddev = cfg.embed_dim**-0.5 if cfg.scale_embeddings else (cfg.init_std or 0.02)
     self.token = nn.Embed(
       cfg.vocab_size,
       cfg.embed_dim,
