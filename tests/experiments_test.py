@@ -168,3 +168,25 @@ def test_the_ci_variant_reaches_its_expected_numbers(name, data_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   passed, text = check.check(name, workdir)
   assert passed, text
+
+
+def test_curves_draws_a_run_and_reports_when_accuracy_was_reached(tmp_path, capsys):
+  from jtrans.experiments import curves
+
+  records = [
+    {"step": s, "split": "train", "loss": 1.0 / s, "accuracy": min(1.0, s / 400)}
+    for s in (100, 200, 400, 800)
+  ]
+  records += [
+    {"step": s, "split": "eval", "loss": 5.0, "accuracy": a} for s, a in ((400, 0.1), (800, 0.995))
+  ]
+  records.append({"step": 800, "split": "train", "loss": 0.0})  # A float32 loss of exactly 0.
+  write_run(str(tmp_path), records)
+  out = tmp_path / "curves.png"
+  assert curves.main([str(tmp_path), "--metrics=loss,accuracy", "--log_steps", f"--out={out}"]) == 0
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  text = capsys.readouterr().out
+  assert "train accuracy: 1 at step 800; first >= 0.99 at step 400" in text
+  assert "eval accuracy: 0.995 at step 800; first >= 0.99 at step 800" in text
+  assert curves.main([str(tmp_path), "--metrics=bleu"]) == 2
+  assert "['bleu'] not in the run's records" in capsys.readouterr().err
