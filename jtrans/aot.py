@@ -168,4 +168,6 @@ def format_report(report: dict) -> str:
       f"  estimated step {report['step_seconds'] * 1e3:.1f} ms ({source}): "
       f"{report['tokens_per_second']:,.0f} tokens/s, MFU {100 * report['mfu']:.1f}%"
     )
+  elif report.get("topology"):
+    lines.append("  estimated step: none (XLA's TPU cost model gave no time for this program)")
   return "\n".join(lines)

@@ -153,3 +153,21 @@ def test_analyze_names_a_run_whose_loss_is_nan(tmp_path):
     write_run(str(tmp_path / name), ladder.overrides(name, tokens_per_param=2), loss, 3.0)
   with pytest.raises(ValueError, match=r"run\(s\) 336k \(nan\) is not finite"):
     scaling_report.analyze(str(tmp_path), bootstrap_samples=4)
+
+
+def test_plan_counts_the_positions_the_model_processes():
+  """--mode=plan's tokens are what --mode=compile counts: a ViT-S/16 at 224 sees 197 positions
+  (196 patches and the class token), not data.seq_len; seq2seq both sides; an LM seq_len."""
+  from configs import lm, t5, vit
+  from jtrans.scaling import planner
+
+  v = vit.get_config("s")
+  plan = planner.plan_config(v)
+  assert (plan.seq_len, v.data.seq_len) == (197, 128)
+  assert plan.tokens == v.train.steps * v.train.batch_size * 197
+  assert "at seq_len 197" in planner.format_config(v) and "4096 x 197" in planner.format_config(v)
+  s = t5.get_config("tiny")
+  assert planner.plan_config(s).seq_len == (s.data.source_len or s.data.seq_len) + s.data.seq_len
+  assert planner.plan_config(lm.get_config("tiny")).seq_len == 64
+  # A sweep's stored config (JSON) plans the same as the ConfigDict.
+  assert planner.plan_config(json.loads(v.to_json())) == plan

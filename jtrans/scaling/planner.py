@@ -18,7 +18,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from jtrans import flops
+import ml_collections
+
+from jtrans import flops, objectives
 from jtrans.models.config import ModelConfig
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -204,10 +206,16 @@ OVERHEAD_SECONDS = 15.0  # Per run: start-up, compiling, the evaluations and che
 
 
 def plan_config(config, name: str = "config") -> Plan:
-  """The plan that a full config (`ml_collections.ConfigDict` or its JSON dict) trains."""
+  """The plan that a full config (`ml_collections.ConfigDict` or its JSON dict) trains.
+
+  Tokens are the positions the model processes per example, as --mode=compile counts them:
+  data.seq_len for language models, source + target for seq2seq, patches (+ the class token)
+  for a ViT (197 at 224 x 224 in 16 x 16 patches, not data.seq_len).
+  """
   model = ModelConfig.from_config(config["model"])
   counts = flops.param_counts(model)
-  train, seq_len = config["train"], config["data"]["seq_len"]
+  train = config["train"]
+  seq_len = objectives.positions_per_example(ml_collections.ConfigDict(config), model)
   return Plan(
     rung=name,
     params=counts.non_embedding,
@@ -267,8 +275,8 @@ def format_config(config) -> str:
   token by each count, and the run's D, C and estimated time on this machine."""
   model = ModelConfig.from_config(config.model)
   counts, tree = flops.param_counts(model), flops.tree_param_counts(model)
-  seq_len = config.data.seq_len
   p = plan_config(config)
+  seq_len = p.seq_len  # Positions per example (a ViT's patches, seq2seq's two sides).
   peak, mfu, how = machine_speed()
   exact = flops.exact_train_flops_per_token(model, seq_len)
   return "\n".join(
