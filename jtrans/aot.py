@@ -45,6 +45,11 @@ def topology_devices(topology: str) -> Sequence[jax.Device]:
     megacore = {"chip_config_name": "megacore"} if generation in ("v4", "v5p") else {}
     return topologies.get_topology_desc(platform="tpu", topology_name=topology, **megacore).devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu missing, or a bad shape)
+    if "lockfile" in str(e):  # Another jax process on this host holds libtpu.
+      raise RuntimeError(
+        f"--topology={topology!r}: another process on this machine holds libtpu ({e}). Wait "
+        "for it to finish, or let both load it: ALLOW_MULTIPLE_LIBTPU_LOAD=1 python run.py ..."
+      ) from e
     raise RuntimeError(
       f"--topology={topology!r}: cannot describe that TPU slice ({type(e).__name__}: {e}). "
       "Compiling for TPU needs the libtpu wheel that matches jax: pip install "

@@ -107,3 +107,16 @@ def test_a_config_too_big_for_its_slice_says_so():
     "--config.data.seq_len=1024",
   )
   assert "the step does NOT fit. XLA: Ran out of memory" in out and "shard it further" in out
+
+
+def test_a_busy_libtpu_names_the_way_out(monkeypatch):
+  """Another jax process holding libtpu (a training run beside the compile) is not a missing
+  wheel: the error says to wait or set ALLOW_MULTIPLE_LIBTPU_LOAD=1."""
+  from jax.experimental import topologies
+
+  def busy(**kwargs):
+    raise RuntimeError("ABORTED: Internal error when accessing libtpu multi-process lockfile.")
+
+  monkeypatch.setattr(topologies, "get_topology_desc", busy)
+  with pytest.raises(RuntimeError, match=r"another process.*ALLOW_MULTIPLE_LIBTPU_LOAD=1"):
+    aot.topology_devices("v5p:2x2x1")
