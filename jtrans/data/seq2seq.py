@@ -157,15 +157,23 @@ class _EpochBatch:
 
   def __init__(self, rows: _PromptResponseRows, batch_size: int, seed: int):
     self.rows, self.batch_size, self.seed = rows, batch_size, seed
+    self._last = (-1, np.empty(0, np.int64))  # (epoch, its order): one tuple, swapped whole.
+
+  def _order(self, epoch: int) -> np.ndarray:
+    """Epoch `epoch`'s seeded permutation of the records, drawn once per epoch rather than once
+    per batch (a split of a million records would otherwise pay for a full shuffle each step)."""
+    last_epoch, order = self._last  # Read once: grain may call from several threads.
+    if last_epoch != epoch:
+      order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+      self._last = (epoch, order)
+    return order
 
   def __call__(self, index: int, _: Any) -> Batch:
-    n = len(self.rows)
     position = index * self.batch_size + np.arange(self.batch_size)
-    epochs, offsets = np.divmod(position, n)
+    epochs, offsets = np.divmod(position, len(self.rows))
     indices = np.empty(self.batch_size, np.int64)
     for epoch in np.unique(epochs):
-      order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
-      indices[epochs == epoch] = order[offsets[epochs == epoch]]
+      indices[epochs == epoch] = self._order(int(epoch))[offsets[epochs == epoch]]
     return self.rows.gather(indices)
 
 
