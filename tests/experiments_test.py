@@ -12,6 +12,7 @@ import pytest
 
 from jtrans.experiments import check
 from jtrans.models import ModelConfig
+from jtrans.scaling import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(
@@ -41,6 +42,8 @@ def test_every_variant_builds_and_has_expectations(name):
   assert set(expected) <= set(recipe.VARIANTS) and {"cpu", "ci"} <= set(expected), expected
   for variant in recipe.VARIANTS:
     config = recipe.get_config(variant)
+    if hasattr(recipe, "get_sweep"):  # A sweep recipe: its first point's config.
+      config = sweep.apply(config, recipe.get_sweep(variant)[0])
     assert (config.experiment.name, config.experiment.variant) == (name, variant)
     ModelConfig.from_config(config.model)
     assert config.data.seq_len <= config.model.max_len or config.model.family == "vit"
@@ -152,20 +155,21 @@ SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "inp
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_ci_variant_reaches_its_expected_numbers(name, data_dir, tmp_path):
   """CI's shortened reproduction: the recipe's `ci` variant through run.py as the README runs
-  the full one, then `check` against the bound taken from the full run's curve."""
+  the full one (a sweep recipe: the sweep, then `--mode=analyze`), then `check` against the
+  bound taken from the full run's curve."""
   if name == "nanogpt_shakespeare_char" and not os.path.isfile(SHAKESPEARE):
     pytest.skip("Tiny Shakespeare is read from ../shared/data (absent in a fresh clone).")
   workdir = str(tmp_path / "run")
-  command = [
-    sys.executable,
-    "run.py",
-    f"--config=experiments/{name}/config.py:ci",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={data_dir}",
-  ]
+  recipe = f"experiments/{name}/config.py:ci"
+  commands = [[f"--config={recipe}"]]
+  if hasattr(load_recipe(name), "get_sweep"):  # A sweep, then its fits (scaling.json).
+    commands = [[f"--sweep={recipe}"], ["--mode=analyze", "--bootstrap=20"]]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
+  for flags in commands:
+    command = [sys.executable, "run.py", *flags, f"--workdir={workdir}"]
+    command += [f"--config.data.data_dir={data_dir}"] if "--mode=analyze" not in flags else []
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
   passed, text = check.check(name, workdir)
   assert passed, text
 
@@ -190,3 +194,37 @@ def test_curves_draws_a_run_and_reports_when_accuracy_was_reached(tmp_path, caps
   assert "eval accuracy: 0.995 at step 800; first >= 0.99 at step 800" in text
   assert curves.main([str(tmp_path), "--metrics=bleu"]) == 2
   assert "['bleu'] not in the run's records" in capsys.readouterr().err
+
+
+def test_check_reads_a_sweeps_fits_and_the_order_of_its_sizes(tmp_path):
+  """A sweep's workdir is judged on its scaling.json: the fitted constants and intervals, and
+  whether each size's best run beats every smaller size's (a doctored file fails)."""
+  runs = [
+    {"name": "000", "params": 1000, "loss": 2.0},
+    {"name": "001", "params": 1000, "loss": 1.9},  # Same size, better lr: the one that counts.
+    {"name": "002", "params": 8000, "loss": 1.5},
+    {"name": "003", "params": 64000, "loss": 1.2},
+    {"name": "004", "params": 64000, "loss": None},  # Unfinished: left out.
+  ]
+  fits = {"loss_vs_params": {"E": 1.0, "alpha": 0.4, "r2": 0.99, "ci95": {"alpha": [0.3, 0.5]}}}
+  os.makedirs(tmp_path / "000")
+  (tmp_path / "000" / "config.json").write_text(json.dumps({"experiment": {"variant": "ci"}}))
+  (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs, "fits": fits}))
+  record = check.read_metrics(str(tmp_path))[0]
+  assert record["rungs_in_order"] == 1.0 and record["smallest_loss"] == 1.9
+  assert record["largest_loss"] == 1.2 and record["loss_vs_params.alpha_high"] == 0.5
+  assert check.run_variant(str(tmp_path)) == "ci"
+  expected = tmp_path / "expected"
+  expected.mkdir()
+  checks = [
+    {"split": "fit", "metric": "rungs_in_order", "step": "last", "value": 1, "tolerance": 0},
+    {"split": "fit", "metric": "loss_vs_params.r2", "step": "last", "value": 0.98, "tolerance": 0},
+  ]
+  (expected / "expected.json").write_text(
+    json.dumps({"ci": [{**c, "bound": "lower"} for c in checks]})
+  )
+  assert check.check(str(expected), str(tmp_path))[0]
+  runs[2]["loss"] = 1.95  # 8000 now trails 1000.
+  (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs, "fits": fits}))
+  passed, text = check.check(str(expected), str(tmp_path))
+  assert not passed and "| fit | rungs_in_order | last | >= 1 (1 - 0) | 0.0000 | FAIL |" in text

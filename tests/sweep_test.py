@@ -63,6 +63,27 @@ def test_every_sweep_file_builds_all_its_points(path):
       assert config.data.eval_split == "test", path
 
 
+def test_a_sweep_file_takes_an_argument_as_config_files_do():
+  """`file.py:arg` passes arg to get_config and get_sweep (an experiment's variant); gs://
+  paths and a bare file keep their colons."""
+  assert sweep.split_argument("experiments/scaling_laws/config.py:ci") == (
+    "experiments/scaling_laws/config.py",
+    "ci",
+  )
+  assert sweep.split_argument("gs://bucket/sweeps/ladder.py") == (
+    "gs://bucket/sweeps/ladder.py",
+    None,
+  )
+  assert sweep.split_argument("configs/sweeps/cpu_ladder.py") == (
+    "configs/sweeps/cpu_ladder.py",
+    None,
+  )
+  loaded = sweep.load(os.path.join(ROOT, "experiments/scaling_laws/config.py:ci"))
+  assert loaded.base.experiment.variant == "ci" and len(loaded.points) == 3
+  full = sweep.load(os.path.join(ROOT, "experiments/scaling_laws/config.py:cpu"))
+  assert full.points == sweep.load(os.path.join(ROOT, "configs/sweeps/cpu_lr_size.py")).points
+
+
 def micro_sweep(tiny_config):
   """Two points of a 1-layer model, six steps each; the first has a bad shape."""
   points = [

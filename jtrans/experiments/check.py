@@ -12,8 +12,14 @@ config.py: "cpu", "ci", ...) to a list of checks:
 `bound` is "upper" (the run's number must be at most value + tolerance: a loss), "lower" (at
 least value - tolerance: an accuracy) or "both" (within tolerance either way). `step` is the
 record's step in the run's metrics.jsonl, or "last" for the run's last record of that split.
-The variant defaults to the one named in the workdir's `experiment.json` (written by the
-recipe's runs through `config.experiment`), else "cpu".
+The variant defaults to the one named in the workdir's `config.json` (written by the
+recipe's runs through `config.experiment`; a sweep's: its first point's), else "cpu".
+
+A sweep's workdir, once `run.py --mode=analyze` has written its scaling.json, is checked on
+split "fit" (step "last"): `<law>.<constant>` of every fit (`loss_vs_params.alpha`,
+`approach3.r2`, ...) and of their 95% intervals (`approach3.alpha_low`, `_high`), `rungs_in_order` (1 when each model size's best loss is below every
+smaller size's, else 0) and `largest_loss` / `smallest_loss` (the best final eval loss of the
+largest and of the smallest size).
 """
 
 from __future__ import annotations
@@ -69,18 +75,49 @@ def load_expected(path: str, variant: str) -> list[dict]:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = storage.path(workdir) / "metrics.jsonl"  # A gs:// workdir too.
-  if not path.is_file():
-    raise ValueError(f"{workdir}: no metrics.jsonl; is it the --workdir of a finished run?")
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  """The run's metrics.jsonl records, or a sweep's one "fit" record from its scaling.json."""
+  root = storage.path(workdir)  # A gs:// workdir too.
+  if (root / "scaling.json").is_file():
+    return [fit_record(json.loads((root / "scaling.json").read_text()))]
+  if not (root / "metrics.jsonl").is_file():
+    raise ValueError(
+      f"{workdir}: no metrics.jsonl (a run) or scaling.json (a sweep after "
+      "`run.py --mode=analyze`); is it the --workdir of a finished run?"
+    )
+  return [
+    json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines() if line.strip()
+  ]
+
+
+def fit_record(scaling: dict) -> dict:
+  """scaling.json (jtrans.scaling.report) -> the metrics a sweep's expectations name."""
+  record = {"split": "fit", "step": 0}
+  for law, fit in scaling["fits"].items():
+    record.update({f"{law}.{k}": v for k, v in fit.items() if isinstance(v, (int, float))})
+    for k, (low, high) in fit.get("ci95", {}).items():
+      record.update({f"{law}.{k}_low": low, f"{law}.{k}_high": high})
+  best: dict[int, float] = {}
+  for run in scaling["runs"]:
+    if run["loss"] is not None:
+      best[run["params"]] = min(run["loss"], best.get(run["params"], math.inf))
+  losses = [best[n] for n in sorted(best)]
+  if losses:
+    in_order = all(bigger < smaller for smaller, bigger in zip(losses, losses[1:]))
+    record.update(rungs_in_order=float(in_order), smallest_loss=losses[0], largest_loss=losses[-1])
+  return record
 
 
 def run_variant(workdir: str) -> str | None:
-  """The recipe variant the run was launched with (config.json's `experiment.variant`)."""
-  path = storage.path(workdir) / "config.json"
-  if not path.is_file():
-    return None
-  return json.loads(path.read_text()).get("experiment", {}).get("variant") or None
+  """The recipe variant the run was launched with (config.json's `experiment.variant`; a
+  sweep's workdir: that of its first point with a config.json)."""
+  root = storage.path(workdir)
+  paths = [root / "config.json"]
+  if not paths[0].is_file() and root.is_dir():
+    paths = sorted(root.glob("*/config.json"))
+  for path in paths:
+    if path.is_file():
+      return json.loads(path.read_text()).get("experiment", {}).get("variant") or None
+  return None
 
 
 def judge(check: dict, records: list[dict]) -> Outcome:

@@ -102,21 +102,32 @@ class Sweep:
     return apply(apply(self.base, self.points[index]), extra or {})
 
 
+def split_argument(path: str) -> tuple[str, str | None]:
+  """`file.py:arg` -> (file.py, arg), as `--config` takes it; `gs://...` alone has none."""
+  file, sep, arg = path.rpartition(":")
+  if not sep or "/" in arg or not file.endswith(".py"):
+    return path, None
+  return file, arg
+
+
 def load(path: str) -> Sweep:
-  """Runs a sweep file (local or `gs://`); it must define `get_config()` and `get_sweep()`."""
-  file = storage.path(path)
+  """Runs a sweep file (local or `gs://`, optionally `:arg`); it must define `get_config()` and
+  `get_sweep()`, which take `arg` when one is given (an experiment's variant)."""
+  file_name, arg = split_argument(path)
+  file = storage.path(file_name)
   if not file.is_file():
     raise FileNotFoundError(f"--sweep={path}: no such file.")
   module = types.ModuleType(file.stem)
-  module.__file__ = path
-  exec(compile(file.read_text(), path, "exec"), module.__dict__)  # pylint: disable=exec-used
+  module.__file__ = file_name
+  exec(compile(file.read_text(), file_name, "exec"), module.__dict__)  # pylint: disable=exec-used
   for function in ("get_config", "get_sweep"):
     if not hasattr(module, function):
       raise AttributeError(f"--sweep={path}: the file defines no {function}().")
-  points = list(module.get_sweep())
+  args = () if arg is None else (arg,)
+  points = list(module.get_sweep(*args))
   if not points:
     raise ValueError(f"--sweep={path}: get_sweep() returned no points.")
-  return Sweep(path=path, base=module.get_config(), points=points)
+  return Sweep(path=path, base=module.get_config(*args), points=points)
 
 
 # ---------------------------------------------------------------- status files
