@@ -198,6 +198,9 @@ def get_config() -> ml_collections.ConfigDict:
   l.mean_noise_span_length = 3.0  # Mean length of a dropped span (T5: 3).
   l.label_smoothing = 0.0  # Label smoothing mass (0.1 in Attention Is All You Need).
   l.z_loss = 0.0  # Coefficient of the log(Z)^2 penalty (1e-4 in PaLM).
+  # Space-separated words (one token each): the only classes the loss and accuracy score, as an
+  # output layer of just these would (Nanda et al.'s 113 answers of a + b mod 113); "" = all.
+  l.output_words = ""
   # Token objectives: compute the logits and loss this many positions at a time, so the
   # float32 [batch, length, vocab] logits never exist at once (large vocabularies, long
   # context); same loss and gradients. 0 = all at once.

@@ -27,9 +27,12 @@ def progress_line(
   mfu: float,
   eta_seconds: float,
 ) -> str:
-  """`step 100/1200 | loss 2.3456 | lr 1.20e-03 | 51.2k tok/s | MFU 12.3% | ETA 2m10s`."""
+  """`step 100/1200 | loss 2.3456 | lr 1.20e-03 | 51.2k tok/s | MFU 12.3% | ETA 2m10s`; a loss
+  under 0.01 in three significant digits (`3.65e-07`), not as 0.0000."""
+  loss = scalars["loss"]
+  loss_text = f"{loss:.4f}" if not 0 < abs(loss) < 0.01 else f"{loss:.3g}"
   return (
-    f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
+    f"step {step}/{total} | loss {loss_text} | lr {scalars['learning_rate']:.2e} | "
     f"{tokens_per_second / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}% | "
     f"ETA {format_duration(eta_seconds)}"
   )

@@ -154,6 +154,28 @@ def check_vocabulary(
     )
 
 
+def output_ids(
+  config: ml_collections.ConfigDict, tokenizer: tokenizers.Tokenizer | None
+) -> tuple[int, ...]:
+  """config.loss.output_words as the tokenizer's ids, each word one token; () when unset."""
+  words = config.loss.get("output_words", "").split()
+  if not words:
+    return ()
+  if tokenizer is None or config.loss.chunk_length or config.loss.label_smoothing:
+    raise ValueError(
+      "config.loss.output_words needs a tokenizer, loss.chunk_length=0 and "
+      "loss.label_smoothing=0 (smoothing would spread mass onto the excluded classes)."
+    )
+  ids = [tokenizer.encode(word) for word in words]
+  bad = [w for w, i in zip(words, ids) if len(i) != 1 or tokenizer.decode(i).strip() != w]
+  if bad:
+    raise ValueError(
+      f"config.loss.output_words: {bad[:5]} are not single tokens of the "
+      f"{config.data.tokenizer!r} tokenizer; list words its vocabulary has."
+    )
+  return tuple(sorted({i[0] for i in ids}))
+
+
 def prepare_data(config: ml_collections.ConfigDict) -> None:
   """With several processes, process 0 builds what the data needs on first use (a jtrans TFDS
   builder, a SentencePiece model) while the others wait, so that no two processes write it."""
@@ -305,7 +327,9 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
   sources.check_config(config)  # Splits, fields, classes: before a tokenizer trains on them.
   tokenizer = make_tokenizer(config) if config.loss.objective != "classification" else None
   check_vocabulary(config, tokenizer)
-  engine = steps.make_engine(layout.model, layout.tx, config, layout.mesh, layout.shardings)
+  engine = steps.make_engine(
+    layout.model, layout.tx, config, layout.mesh, layout.shardings, output_ids(config, tokenizer)
+  )
   return Run(
     config,
     layout,

@@ -49,6 +49,9 @@ class StepSettings:
   draws_randomness: bool = False  # Dropout or masking: per-row keys (`_row_loss_sums`).
   seed: int = 0
   rules: tuple = ()  # Logical axis -> mesh axes (config.mesh.rules).
+  # config.loss.output_words as token ids: the only classes the loss and accuracy score (the
+  # other logits are set to -1e9, as if the output layer had just these rows); () = all.
+  output_ids: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
@@ -116,6 +119,9 @@ def loss_sums(
         **options,
       )
     logits = apply()
+    if settings.output_ids:
+      allowed = jnp.zeros(logits.shape[-1], bool).at[jnp.array(settings.output_ids)].set(True)
+      logits = jnp.where(allowed, logits, jnp.asarray(-1e9, logits.dtype))
     with jax.named_scope("loss"):  # Names the loss's ops in profiles.
       return losses.cross_entropy(logits, targets, weights, **options)
 
@@ -325,10 +331,11 @@ def jit_engine(
   config: ml_collections.ConfigDict,
   mesh: Mesh,
   state_shardings: TrainState,
+  output_ids: tuple[int, ...] = (),
 ) -> Engine:
   """Steps compiled once by jit with the state's shardings; the state is donated."""
   schedule = optim.make_schedule(config.optim, config.train.steps)
-  settings = StepSettings.from_config(config)
+  settings = dataclasses.replace(StepSettings.from_config(config), output_ids=output_ids)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   train_fn = jax.jit(
@@ -360,6 +367,7 @@ def pmap_engine(
   config: ml_collections.ConfigDict,
   mesh: Mesh,
   state_shardings: TrainState,
+  output_ids: tuple[int, ...] = (),
 ) -> Engine:
   """Pure data parallelism with `jax.pmap`: the state replicated on every local device, each
   device a slice of the rows, gradient and metric sums added with `psum`."""
@@ -369,7 +377,7 @@ def pmap_engine(
       "and config.mesh.tensor to 1, or use engine='jit'."
     )
   schedule = optim.make_schedule(config.optim, config.train.steps)
-  settings = StepSettings.from_config(config)
+  settings = dataclasses.replace(StepSettings.from_config(config), output_ids=output_ids)
   devices = jax.local_devices()
 
   def step(state, batch):
@@ -442,9 +450,11 @@ def make_engine(
   config: ml_collections.ConfigDict,
   mesh: Mesh,
   state_shardings: TrainState,
+  output_ids: tuple[int, ...] = (),
 ) -> Engine:
+  """`output_ids`: StepSettings.output_ids (parts.build reads them from the tokenizer)."""
   if config.train.engine == "jit":
-    return jit_engine(model, tx, config, mesh, state_shardings)
+    return jit_engine(model, tx, config, mesh, state_shardings, output_ids)
   if config.train.engine == "pmap":
-    return pmap_engine(model, tx, config, mesh, state_shardings)
+    return pmap_engine(model, tx, config, mesh, state_shardings, output_ids)
   raise ValueError(f"config.train.engine={config.train.engine!r} is not 'jit' or 'pmap'.")

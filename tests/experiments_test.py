@@ -242,7 +242,8 @@ def test_the_grokking_step_is_nanda_et_al_s_step_in_pytorch(data_dir):
   the same weights on the same batch: 20 steps agree in loss and in every weight. The toy path
   (a default config) fails here: weight decay 1 on every matrix, betas (0.9, 0.98), the
   10-step warm-up and the answer-only loss each move the weights by far more than the 1e-5
-  allowed."""
+  allowed; so does a model whose every word is a class (the output layer's 128 rows instead
+  of the 113 answers), which the last check tells apart."""
   import torch
 
   from jtrans import parts
@@ -269,10 +270,15 @@ def test_the_grokking_step_is_nanda_et_al_s_step_in_pytorch(data_dir):
     }
     return {k: torch.tensor(np.array(v, np.float32)) for k, v in weights.items()}
 
-  w = {k: v.requires_grad_() for k, v in as_reference(jax.device_get(state.params)).items()}
+  # Nanda et al.'s output layer has the 113 answers alone: config.loss.output_words.
+  ids = list(parts.output_ids(config, run.tokenizer))
+  assert len(ids) == 113
+  initial = as_reference(jax.device_get(state.params))
+  w = {**initial, "W_U": initial["W_U"][:, ids]}
+  w = {k: v.clone().requires_grad_() for k, v in w.items()}
   opt, schedule = reference.optimizer(w)
   tokens = torch.tensor(batch["inputs"].astype(np.int64))
-  answers = torch.tensor(batch["targets"][:, -1].astype(np.int64))
+  answers = torch.tensor([ids.index(t) for t in batch["targets"][:, -1]])
   placed = run.engine.place_state(state)
   with run.engine.context():
     for step in range(20):
@@ -280,5 +286,26 @@ def test_the_grokking_step_is_nanda_et_al_s_step_in_pytorch(data_dir):
       want = reference.train_step(w, opt, schedule, tokens, answers)
       np.testing.assert_allclose(float(metrics["loss"]), want, rtol=2e-5, err_msg=f"step {step}")
   got = as_reference(jax.device_get(run.engine.global_state(placed).params))
+  others = [i for i in range(got["W_U"].shape[1]) if i not in ids]
+  got, unused = {**got, "W_U": got["W_U"][:, ids]}, got["W_U"][:, others]
   for name, value in got.items():
     np.testing.assert_allclose(value.numpy(), w[name].detach().numpy(), atol=1e-5, err_msg=name)
+  # The other classes' rows get no gradient: AdamW's decay alone moves them.
+  decay = np.prod([1 - 1e-3 * min(t / 10, 1) for t in range(20)])
+  np.testing.assert_allclose(unused.numpy(), initial["W_U"][:, others].numpy() * decay, rtol=1e-5)
+
+
+def test_output_words_must_each_be_one_token_of_the_tokenizer():
+  from configs import base
+  from jtrans import parts
+  from jtrans.data.tokenizers import ByteTokenizer
+
+  config = base.get_config()
+  config.loss.output_words = "a b"
+  assert parts.output_ids(config, ByteTokenizer()) == (ord("a") + 3, ord("b") + 3)
+  config.loss.output_words = "a bc"
+  with pytest.raises(ValueError, match=r"\['bc'\] are not single tokens"):
+    parts.output_ids(config, ByteTokenizer())
+  config.loss.output_words, config.loss.label_smoothing = "a", 0.1
+  with pytest.raises(ValueError, match="label_smoothing=0"):
+    parts.output_ids(config, ByteTokenizer())

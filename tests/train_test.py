@@ -218,3 +218,13 @@ def test_a_training_start_builds_the_tokenizer_once(tiny_config, tmp_path, monke
   c.sample.num_samples, c.sample.length, c.model.max_len = 2, 8, 64
   samples = modes.train(c, str(tmp_path))
   assert len(samples) == 2 and len(built) == 1, built
+
+
+def test_the_progress_line_shows_a_tiny_loss_instead_of_zero():
+  from jtrans import metrics
+
+  line = lambda loss: metrics.progress_line(
+    5, 10, {"loss": loss, "learning_rate": 1e-3}, 1e4, 0.1, 60
+  )
+  assert line(2.34567).startswith("step 5/10 | loss 2.3457 | lr 1.00e-03 |")
+  assert "| loss 3.65e-07 |" in line(3.6512e-7) and "| loss 0.0000 |" in line(0.0)

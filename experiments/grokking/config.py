@@ -8,15 +8,19 @@ every weight normal(0.8 / sqrt(128)); AdamW lr 1e-3 (10 warm-up steps, then cons
 weight decay 1 on every weight, betas (0.9, 0.98), no clipping; each step's batch is the whole
 training set (3,831 equations). Tokens are words ("12", "+", "85", "="; the paper drops the
 "+"), and the loss is on the answer alone (data.sampling="prompt_response" without EOS), so
-`accuracy` is the fraction of equations answered right.
+`accuracy` is the fraction of equations answered right. The paper's output layer has the 113
+answers alone; here loss.output_words makes them the only classes (the other rows of the
+vocabulary get no gradient). With every word a class (117, or the 128 rows) the same run is
+still at chance at step 14,000: experiments/grokking/README.md has the PyTorch reference runs.
 
   python run.py --config=experiments/grokking/config.py:cpu --workdir=runs/grokking
   python -m jtrans.experiments.check grokking runs/grokking
   python -m jtrans.experiments.curves runs/grokking --metrics=loss,accuracy --log_steps \\
       --out=experiments/grokking/curves.png
-Expected (`cpu`): train accuracy 1.0 by step 1500, test accuracy at least 0.99 by step 14000
-(the paper's cleanup phase ends near 13k); experiments/grokking/README.md has the curves and
-wall time. `power_div97` is Power et al. 2022's x / y mod 97 from 50% of the pairs (longer);
+Expected (`cpu`): train accuracy 1.0 by step 1000, test accuracy at least 0.99 at step 15,000
+(the paper's cleanup phase ends near 13k; its own setup re-run in PyTorch here,
+experiments/grokking/reference_torch.py, passes 0.99 between 14,000 and 14,500);
+experiments/grokking/README.md has the curves and wall time. `power_div97` is Power et al. 2022's x / y mod 97 from 50% of the pairs (longer);
 `ci` is the cpu recipe cut to its memorisation phase.
 """
 
@@ -26,7 +30,7 @@ from configs import base
 
 # variant: (data set config, train pairs, steps, eval_every)
 VARIANTS = {
-  "cpu": ("add113_30", 3831, 14000, 500),
+  "cpu": ("add113_30", 3831, 15000, 500),
   "power_div97": ("div97", 4656, 30000, 1000),
   "ci": ("add113_30", 3831, 300, 300),
 }
@@ -56,5 +60,9 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   o = c.optim
   o.lr, o.schedule, o.warmup_steps, o.b1, o.b2 = 1e-3, "constant", 10, 0.9, 0.98
   o.weight_decay, o.decay_embeddings, o.grad_clip = 1.0, True, 0.0
+  # Nanda et al.'s output layer has the p answers alone; with all 117 words (or 128 rows) as
+  # classes, grokking comes thousands of steps later (README: the PyTorch reference runs).
+  modulus = 113 if task == "add113_30" else 97
+  c.loss.output_words = " ".join(str(i) for i in range(modulus))
   c.sample.num_samples = 0
   return c
