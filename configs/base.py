@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.mlp_dim = 512  # Hidden units of the feed-forward block (usually 4 x embed_dim).
   m.max_len = 256  # Longest sequence (size of the learned position table).
   m.dropout_rate = 0.0  # Dropout on embeddings and residual branches.
-  # "learned", "sinusoidal", "rotary" (RoPE), "relative" (T5 buckets) or "none".
+  # "learned", "sinusoidal", "rotary" (RoPE), "relative" (T5 buckets), "none"; ViT: "learned" or
+  # "sincos2d" (a fixed 2-D sine-cosine table over the patch grid, big_vision's plain ViT).
   m.positions = "learned"
   m.rope_theta = 10_000.0  # Rotary base period.
   m.relative_buckets = 32  # T5 relative position buckets...
@@ -61,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.num_channels = 3  # ...of num_channels channels,
   m.num_classes = 10  # ...classified into num_classes classes,
   m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
+  m.pre_logits = False  # ViT: a tanh layer of embed_dim before the head (big_vision's rep_size).
+  m.head_zero_init = False  # ViT: the head's kernel starts at 0 (big_vision's plain ViT).
   # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks), "blockwise" (online softmax
   # over key blocks with its own backward: no [q, kv] matrix), the fused kernels "cudnn"
   # (NVIDIA GPUs) and "splash" (TPUs), which run blockwise, logging why, for what they cannot
@@ -126,6 +129,17 @@ def get_config() -> ml_collections.ConfigDict:
   # classification training: "none" or "inception_crop_flip" (a random 8-100% area crop of
   # aspect 3/4 to 4/3 resized to model.image_size, flipped left-right half the time).
   d.image_augment = "none"
+  # inception_crop_flip: the smallest crop, as a fraction of the image's area (Inception's 0.08;
+  # big_vision's plain ViT recipe takes 0.05).
+  d.crop_area_min = 0.08
+  # classification training, after the crop and flip: RandAugment's number of operations per
+  # image (0: off; big_vision's randaug(2, 10) is 2) and their shared magnitude (0 to 10).
+  d.randaugment_layers = 0  # RandAugment operations per image (above).
+  d.randaugment_magnitude = 10  # Their shared magnitude (above).
+  # classification training: Mixup (Zhang et al. 2018) as big_vision draws it: one ratio per
+  # batch, max(r, 1 - r) with r ~ Beta(mixup, mixup), each image blended with the batch's next
+  # one and the loss with both labels in that ratio (0: off; big_vision's plain ViT: 0.2).
+  d.mixup = 0.0
   # Evaluation, and training without augmentation: the shorter side is resized to
   # model.image_size / crop_fraction and the centre square cut out (ImageNet's 0.875: 256 -> 224;
   # 1.0 keeps an image that is already image_size square as it is).

@@ -63,6 +63,32 @@ def cross_entropy(
   }
 
 
+def mixup_cross_entropy(
+  logits: jax.Array,
+  targets: jax.Array,
+  mixed_targets: jax.Array,
+  mix: jax.Array,
+  weights: jax.Array | None = None,
+  **options: float,
+) -> dict[str, jax.Array]:
+  """Mixup's loss (Zhang et al. 2018): `mix` x CE(targets) + (1 - mix) x CE(mixed_targets),
+  with `cross_entropy`'s `options`; `accuracy` counts `targets`, the label of weight `mix` >= 1/2.
+
+  Args:
+    logits: `[batch, classes]`; targets, mixed_targets: int `[batch]`; mix: `[batch]` in
+      [1/2, 1]; weights: `[batch]`, 0 for padding (None: 1).
+  """
+  if weights is None:
+    weights = jnp.ones(targets.shape, jnp.float32)
+  mix = mix.astype(jnp.float32)
+  first = cross_entropy(logits, targets, weights * mix, **options)
+  second = cross_entropy(logits, mixed_targets, weights * (1 - mix), **options)
+  sums = {k: first[k] + second[k] for k in SUMS}
+  correct = jnp.argmax(logits, axis=-1) == targets
+  sums["accuracy"] = jnp.sum(correct * weights.astype(jnp.float32))
+  return sums
+
+
 def _nll(logits: jax.Array, log_z: jax.Array, targets: jax.Array) -> jax.Array:
   """-log p(target), `[batch, length]`, accurate in float32 down to the smallest losses.
 

@@ -169,11 +169,14 @@ def batch_spec(
     }
   if objective == "classification":
     image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
-    return {
+    spec = {
       "images": (image, "float32"),
       "targets": ((rows,), "int32"),
       "weights": ((rows,), "float32"),
     }
+    if d.mixup > 0:  # Training batches (jtrans.data.images.mixup).
+      spec |= {"mixed_targets": ((rows,), "int32"), "mix": ((rows,), "float32")}
+    return spec
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 

@@ -123,6 +123,9 @@ def loss_sums(
       allowed = jnp.zeros(logits.shape[-1], bool).at[jnp.array(settings.output_ids)].set(True)
       logits = jnp.where(allowed, logits, jnp.asarray(-1e9, logits.dtype))
     with jax.named_scope("loss"):  # Names the loss's ops in profiles.
+      if "mixed_targets" in batch:  # Mixup (config.data.mixup): training batches only.
+        mixed = batch["mixed_targets"], batch["mix"]
+        return losses.mixup_cross_entropy(logits, targets, *mixed, weights, **options)
       return losses.cross_entropy(logits, targets, weights, **options)
 
 

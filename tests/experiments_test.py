@@ -1,6 +1,7 @@
 """experiments/: every recipe loads and builds, and `jtrans.experiments.check` passes a run that
 reaches its expected numbers and fails one that does not (doctored metrics files)."""
 
+import dataclasses
 import glob
 import importlib.util
 import json
@@ -14,7 +15,7 @@ import pytest
 
 from jtrans.experiments import check
 from jtrans.models import ModelConfig
-from jtrans.scaling import sweep
+from jtrans.scaling import report, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(
@@ -205,17 +206,24 @@ def test_curves_draws_a_run_and_reports_when_accuracy_was_reached(tmp_path, caps
 def test_check_reads_a_sweeps_fits_and_the_order_of_its_sizes(tmp_path):
   """A sweep's workdir is judged on its scaling.json: the fitted constants and intervals, and
   whether each size's best run beats every smaller size's (a doctored file fails)."""
-  runs = [
-    {"name": "000", "params": 1000, "loss": 2.0},
-    {"name": "001", "params": 1000, "loss": 1.9},  # Same size, better lr: the one that counts.
-    {"name": "002", "params": 8000, "loss": 1.5},
-    {"name": "003", "params": 64000, "loss": 1.2},
-    {"name": "004", "params": 64000, "loss": None},  # Unfinished: left out.
-  ]
+
+  def sweep(losses: list[tuple[int, float | None]]) -> dict:
+    runs = [
+      report.Run(f"{i:03d}", n, 10**6, 6.0 * n * 10**6, 6.0 * n, 1e-3, loss, [])
+      for i, (n, loss) in enumerate(losses)
+    ]
+    return {
+      "runs": [dataclasses.asdict(r) for r in runs],
+      "fits": fits,
+      "ladder": report.ladder(runs),
+    }
+
+  # The second 1000 run has the better lr: the one that counts; the last is unfinished.
+  losses = [(1000, 2.0), (1000, 1.9), (8000, 1.5), (64000, 1.2), (64000, None)]
   fits = {"loss_vs_params": {"E": 1.0, "alpha": 0.4, "r2": 0.99, "ci95": {"alpha": [0.3, 0.5]}}}
   os.makedirs(tmp_path / "000")
   (tmp_path / "000" / "config.json").write_text(json.dumps({"experiment": {"variant": "ci"}}))
-  (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs, "fits": fits}))
+  (tmp_path / "scaling.json").write_text(json.dumps(sweep(losses)))
   record = check.read_metrics(str(tmp_path))[0]
   assert record["rungs_in_order"] == 1.0 and record["smallest_loss"] == 1.9
   assert record["largest_loss"] == 1.2 and record["loss_vs_params.alpha_high"] == 0.5
@@ -230,10 +238,13 @@ def test_check_reads_a_sweeps_fits_and_the_order_of_its_sizes(tmp_path):
     json.dumps({"ci": [{**c, "bound": "lower"} for c in checks]})
   )
   assert check.check(str(expected), str(tmp_path))[0]
-  runs[2]["loss"] = 1.95  # 8000 now trails 1000.
-  (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs, "fits": fits}))
+  losses[2] = (8000, 1.95)  # 8000 now trails 1000.
+  (tmp_path / "scaling.json").write_text(json.dumps(sweep(losses)))
   passed, text = check.check(str(expected), str(tmp_path))
   assert not passed and "| fit | rungs_in_order | last | >= 1 (1 - 0) | 0.0000 | FAIL |" in text
+  (tmp_path / "scaling.json").write_text(json.dumps({"runs": [], "fits": fits}))  # No ladder.
+  with pytest.raises(ValueError, match="rerun `run.py --mode=analyze"):
+    check.check(str(expected), str(tmp_path))
 
 
 def test_the_grokking_step_is_nanda_et_al_s_step_in_pytorch(data_dir):

@@ -228,6 +228,58 @@ def test_vit_patches_are_row_major_pixels_and_pooling_options_classify():
     np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
 
 
+def test_vit_plain_baseline_sincos2d_gap_pre_logits_and_zero_head():
+  """Beyer et al. 2022's plain ViT (big_vision): the fixed 2-D sine-cosine table added to the
+  patches (no learned table, no class token), global average pooling, a tanh pre-logits layer
+  and a head that starts at 0, against float64 numpy written from big_vision's formula."""
+  from jtrans.models.vit import patchify
+
+  images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+  cfg = dataclasses.replace(
+    BASE,
+    family="vit",
+    image_size=8,
+    patch_size=2,
+    num_classes=7,
+    pool="mean",
+    positions="sincos2d",
+    pre_logits=True,
+    head_zero_init=True,
+  )
+  model, params = init(cfg, jnp.asarray(images))
+  assert "position_embed" not in params and "cls_token" not in params
+  assert not np.asarray(params["head"]["kernel"]).any()
+  # Patch (row y, column x) of the 4 x 4 grid: [sin(x w), cos(x w), sin(y w), cos(y w)] with
+  # w_k = 10000^(-k / 7), k < 8 (32 / 4 frequencies).
+  w = 10000.0 ** (-np.arange(8) / 7)
+  table = np.array(
+    [
+      np.concatenate([np.sin(x * w), np.cos(x * w), np.sin(y * w), np.cos(y * w)])
+      for y in range(4)
+      for x in range(4)
+    ]
+  )
+  embed = params["patch_embed"]
+  patches = np.asarray(patchify(jnp.asarray(images), 2), np.float64)
+  want_input = patches @ np.asarray(embed["kernel"], np.float64) + np.asarray(embed["bias"])
+  want_input += table
+  params["head"]["kernel"] = jnp.asarray(np.random.default_rng(1).normal(size=(32, 7)), jnp.float32)
+  logits, seen = model.apply({"params": params}, jnp.asarray(images), capture_intermediates=True)
+  encoded = np.asarray(seen["intermediates"]["encoder"]["__call__"][0], np.float64)
+  pre = params["pre_logits"]
+  pooled = np.tanh(
+    encoded.mean(axis=1) @ np.asarray(pre["kernel"], np.float64) + np.asarray(pre["bias"])
+  )
+  head = params["head"]
+  want = pooled @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"])
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
+  # The encoder's input (the dropout's output) is the embedded patches plus the table.
+  encoder_input = np.asarray(seen["intermediates"]["Dropout_0"]["__call__"][0], np.float64)
+  np.testing.assert_allclose(encoder_input, want_input, atol=1e-5)
+  with pytest.raises(ValueError, match="sincos2d"):
+    dataclasses.replace(BASE, positions="sincos2d")
+
+
 # Published sizes whose exact parameter counts are known (the Hugging Face checkpoints').
 PUBLISHED = [
   ("llama.py", "7b", 6_738_415_616),

@@ -153,6 +153,8 @@ def final_params(workdir: str):
 
 
 def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_bucket(gcs, tmp_path):
+  from jtrans import storage
+
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   data_dir = f"gs://{BUCKET}/tfds"  # The project's corpus, prepared locally and copied up.
@@ -215,16 +217,18 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   jax.tree.map(np.testing.assert_array_equal, want, got)
 
   # A three-point sweep (analyze needs three runs; seeds only, so one program serves all three)
-  # and its analysis, both written into the bucket.
-  sweep_file = tmp_path / "micro_sweep.py"
-  sweep_file.write_text(
+  # from a sweep file in the bucket, with a variant as an experiment's recipe takes one; its
+  # analysis and the experiment check, all on the bucket.
+  storage.write_text(
+    f"gs://{BUCKET}/micro_sweep.py",
     "from configs import lm\nfrom jtrans.scaling import sweep\n\n"
-    "def get_config():\n  return lm.get_config('tiny')\n\n"
-    "def get_sweep():\n  return sweep.axis('seed', [0, 1, 2])\n"
+    "def get_config(variant):\n  c = lm.get_config('tiny')\n"
+    "  c.experiment.variant = variant\n  return c\n\n"
+    "def get_sweep(variant):\n  return sweep.axis('seed', [0, 1, 2])\n",
   )
   sweep_flags = tiny_flags(data_dir, f"gs://{BUCKET}/sweep", 10, **{"sample.num_samples": 0})
   sweep_flags = [a for a in sweep_flags if not a.startswith("--config=")]
-  sweep_flags.insert(2, f"--sweep={sweep_file}")
+  sweep_flags.insert(2, f"--sweep=gs://{BUCKET}/micro_sweep.py:ci")
   out = finish(launch(sweep_flags, cwd))
   assert "{'done': 3}" in out, out[-3000:]
   status = json.loads(
@@ -251,6 +255,19 @@ def test_a_gs_workdir_trains_resumes_bit_exactly_sweeps_and_analyzes_in_the_buck
   for expected in ("sweep/scaling.json", "sweep/scaling.md", "sweep/loss_vs_params.png"):
     assert expected in names, names
   assert sum(n.endswith("/sweep_point.json") for n in names) == 3
+  expected = tmp_path / "micro_experiment"
+  expected.mkdir()
+  bound = {"split": "fit", "step": "last", "tolerance": 0, "bound": "upper"}
+  (expected / "expected.json").write_text(
+    json.dumps({"ci": [{**bound, "metric": "smallest_loss", "value": 100}]})
+  )
+  checked = finish(
+    launch(
+      [sys.executable, "-m", "jtrans.experiments.check", str(expected), f"gs://{BUCKET}/sweep"], cwd
+    )
+  )
+  assert f"micro_experiment (ci) against gs://{BUCKET}/sweep:" in checked, checked
+  assert "| fit | smallest_loss | last | <= 100 (100 + 0) |" in checked, checked
 
   # Evaluation and generation read the same bucket; the prompt file lives there too.
   prompts = f"gs://{BUCKET}/prompts.txt"

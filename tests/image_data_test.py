@@ -236,3 +236,106 @@ def test_digits_are_scikit_learns_images_in_a_fixed_stratified_split(tmp_path):
   )
   validation = sources.load_source("digits", "validation", str(tmp_path))
   assert [int(r["index"]) for r in validation] == [int(r["index"]) for r in test]
+
+
+def test_training_crops_are_not_cropped_again_for_evaluation():
+  """An Inception crop is the model's square already: with ImageNet's crop_fraction 0.875 it
+  must not be resized to 256 and centre-cut again (the old pipeline zoomed every training crop
+  by 1 / 0.875). A square image whose only allowed crop is itself comes through unchanged."""
+  rng = np.random.default_rng(1)
+  square = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  options = ImageOptions(
+    size=16,
+    augment="inception_crop_flip",
+    crop_fraction=0.875,
+    crop_area_min=1.0,
+    mean=(0.0,) * 3,
+    std=(1 / 255,) * 3,
+  )
+  (batch,) = take(
+    iter(images([{"image": square, "label": 0}] * 8, batch_size=8, options=options)), 1
+  )
+  for image in batch["images"]:
+    assert np.array_equal(image, square) or np.array_equal(image, square[:, ::-1])
+
+
+def test_randaugment_operations_match_their_definitions():
+  """RandAugment's pixel operations against their definitions in numpy (the TPU EfficientNet
+  code big_vision runs), at the magnitudes that make them exact."""
+  from PIL import Image
+
+  from jtrans.data import randaugment
+
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+  pil = Image.fromarray(x)
+  op = lambda name, level: np.asarray(randaugment.OPS[name](pil, level, rng)).astype(int)  # noqa: E731
+  xi = x.astype(int)
+  np.testing.assert_array_equal(op("Invert", 10), 255 - xi)
+  np.testing.assert_array_equal(op("Posterize", 10), xi & 0xF0)  # 4 bits kept at magnitude 10.
+  np.testing.assert_array_equal(op("Solarize", 5), np.where(xi < 128, xi, 255 - xi))
+  np.testing.assert_array_equal(op("Solarize", 10), xi)  # Threshold 256: the TPU code's no-op.
+  np.testing.assert_array_equal(
+    op("SolarizeAdd", 10), np.where(xi < 128, np.minimum(xi + 110, 255), xi)
+  )
+  # Brightness 0.1 at magnitude 0 blends with black; 1.9 at 10 extrapolates (PIL rounds).
+  np.testing.assert_allclose(op("Brightness", 0), xi * 0.1, atol=1)
+  np.testing.assert_allclose(op("Brightness", 10), np.minimum(xi * 1.9, 255), atol=1)
+  # TranslateX by 10 pixels at magnitude 1, either way, grey where the image moved away.
+  assert (op("TranslateX", 1) == 128).all()  # A 10-wide image moved 10 pixels is all fill.
+  shifted = np.asarray(randaugment.OPS["TranslateX"](pil, 0.2, rng)).astype(int)  # 2 pixels.
+  assert np.array_equal(shifted[:, :-2], xi[:, 2:]) or np.array_equal(shifted[:, 2:], xi[:, :-2])
+  cut = op("Cutout", 0.5)  # Half-side int(0.05 x 40) = 2: a grey square up to 4 x 4.
+  changed = np.any(cut != xi, axis=-1)
+  assert 0 < changed.sum() <= 16 and (cut[changed] == 128).all()
+
+
+def test_randaugment_picks_each_operation_uniformly_with_probability_0_2_to_0_8(monkeypatch):
+  """Per layer: one of the 16 operations, uniformly, applied with a probability drawn from
+  U(0.2, 0.8) (0.5 on average); the draws are the generator's, so a seed repeats them."""
+  from jtrans.data import randaugment
+
+  calls = []
+  for name in list(randaugment.OPS):
+    monkeypatch.setitem(
+      randaugment.OPS, name, lambda image, level, rng, name=name: calls.append(name) or image
+    )
+  image = np.zeros((4, 4, 3), np.uint8)
+  rng = np.random.default_rng(0)
+  for _ in range(4000):
+    randaugment.rand_augment(image, rng, num_layers=2, magnitude=10)
+  assert abs(len(calls) / 8000 - 0.5) < 0.02
+  counts = np.array([calls.count(name) for name in randaugment.OPS])
+  assert len(counts) == 16 and abs(counts / len(calls) - 1 / 16).max() < 0.015
+  with pytest.raises(ValueError, match="randaugment_magnitude=11"):
+    randaugment.rand_augment(image, rng, magnitude=11)
+
+
+@pytest.mark.parametrize("start", [1, 3])
+def test_mixup_blends_each_batch_with_its_roll_and_resumes(start):
+  """big_vision's Mixup: every batch is `r x + (1 - r) roll(x, 1)` of the batch without it, one
+  r >= 1/2 per batch from Beta(0.2, 0.2) (mostly near 1), the rolled labels beside it; a restored
+  iterator draws the same ratios."""
+  plain_options = ImageOptions(size=4, augment="inception_crop_flip")
+  options = ImageOptions(size=4, augment="inception_crop_flip", mixup=0.2)
+  plain = take(iter(images(options=plain_options)), 40)
+  mixed = take(iter(images(options=options)), 40)
+  ratios = []
+  for p, m in zip(plain, mixed):
+    r = m["mix"][0]
+    assert (m["mix"] == r).all() and 0.5 <= r <= 1
+    np.testing.assert_allclose(
+      m["images"], r * p["images"] + (1 - r) * np.roll(p["images"], 1, 0), atol=1e-6
+    )
+    np.testing.assert_array_equal(m["targets"], p["targets"])
+    np.testing.assert_array_equal(m["mixed_targets"], np.roll(p["targets"], 1))
+    ratios.append(r)
+  # Beta(0.2, 0.2) folded onto [1/2, 1]: P(r > 0.9) = 0.673 (scipy); a new ratio every batch.
+  assert abs(np.mean(np.array(ratios) > 0.9) - 0.673) < 0.22 and len(set(ratios)) >= 35
+  it = iter(images(options=options))
+  take(it, start)
+  state = json.loads(json.dumps(it.get_state()))
+  fresh = iter(images(options=options))
+  fresh.set_state(state)
+  assert_same(take(fresh, 3), mixed[start : start + 3])
+  assert "mix" not in next(iter(images(options=options, train=False)))  # Evaluation: none.

@@ -90,3 +90,33 @@ def test_tiny_losses_and_their_gradients_stay_exact_in_float32():
   np.testing.assert_allclose(g, grad, rtol=1e-4, atol=1e-30)  # XLA's float32 exp.
   np.testing.assert_allclose(g.sum(-1), 0.0, atol=1e-7)
   assert (np.take_along_axis(g, targets[..., None], -1)[:3] < 0).all()  # Not collapsed to 0.
+
+
+def test_mixup_cross_entropy_is_the_ratio_weighted_sum_of_both_labels_losses():
+  """Mixup's loss against float64 numpy: r CE(y) + (1 - r) CE(y rolled) per image (with label
+  smoothing on both), weighted; accuracy counts the first label, which r >= 1/2 favours."""
+  logits = rng.normal(size=(6, 5)).astype(np.float32) * 2
+  targets = rng.integers(0, 5, 6)
+  mixed = np.roll(targets, 1)
+  ratio = np.full(6, 0.7, np.float32)
+  weights = np.array([1, 1, 1, 1, 1, 0], np.float32)
+  out = losses.mixup_cross_entropy(
+    jnp.asarray(logits),
+    jnp.asarray(targets),
+    jnp.asarray(mixed),
+    jnp.asarray(ratio),
+    jnp.asarray(weights),
+    label_smoothing=0.1,
+  )
+  log_p = log_softmax(logits)
+  smooth = lambda y: np.where(np.arange(5) == y[:, None], 0.9, 0.1 / 4)  # noqa: E731
+  entropy = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1 / 4))
+  ce = lambda y: -(smooth(y) * log_p).sum(-1) - entropy  # noqa: E731
+  nll = lambda y: -np.take_along_axis(log_p, y[:, None], -1)[:, 0]  # noqa: E731
+  want = (0.7 * ce(targets) + 0.3 * ce(mixed)) * weights
+  np.testing.assert_allclose(out["loss"], want.sum(), rtol=1e-5)
+  np.testing.assert_allclose(
+    out["nll"], ((0.7 * nll(targets) + 0.3 * nll(mixed)) * weights).sum(), rtol=1e-5
+  )
+  assert out["denominator"] == 5
+  assert out["accuracy"] == ((logits.argmax(-1) == targets) * weights).sum()

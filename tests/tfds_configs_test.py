@@ -268,3 +268,21 @@ def test_the_tokenizer_command_trains_the_model_a_multihost_run_loads(tfds_dir, 
   assert path.endswith(f"_en+de_sp{SP_VOCAB}.model"), path
   loaded = tokenizers.from_config(config.data, False, sources.text_keys(config))
   assert loaded.path == path
+
+
+def test_big_visions_vit_recipe_trains_on_imagenet2012s_spec(tfds_dir, tmp_path):
+  """experiments/vit_digits/config.py:i1k_s16 (big_vision's plain ViT-S/16) on imagenet2012's
+  real TFDS spec: its train[:99%] slice of any-size JPEGs through Inception crops, RandAugment and
+  Mixup into a sincos2d/GAP model, evaluated on the validation split."""
+  config = shrink(config_of("experiments/vit_digits/config.py", "i1k_s16"), tfds_dir)
+  assert config.data.name == "imagenet2012" and config.data.mixup == 0.2
+  train.train(config, str(tmp_path))
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  evals = [r for r in records if r["split"] == "eval"]
+  assert len(evals) == 1 and np.isfinite(evals[0]["nll"])
+  batch = next(iter(parts.make_dataset(config, train=True)))
+  assert batch["images"].shape == (8, 32, 32, 3) and (batch["mix"] >= 0.5).all()
+  np.testing.assert_array_equal(batch["mixed_targets"], np.roll(batch["targets"], 1))
+  # Mixed pixels stay in [-1, 1] (value_range(-1, 1)), and the batch is not the eval view.
+  assert -1 - 1e-6 <= batch["images"].min() and batch["images"].max() <= 1 + 1e-6
+  assert "mix" not in next(iter(parts.make_dataset(config, train=False)))

@@ -9,6 +9,12 @@ Every image becomes an ``image_size`` square (``ImageOptions``), the ImageNet wa
   2015; torchvision's RandomResizedCrop): a region of 8% to 100% of the area with aspect ratio
   in [3/4, 4/3], resized to the square, then flipped left-right half the time. The randomness is
   seeded by the record's position in the stream, so a resumed run sees the same crops.
+  ``crop_area_min`` moves the 8% (big_vision's plain ViT uses 5%); with ``randaugment_layers``
+  RandAugment follows (``jtrans.data.randaugment``), as in big_vision's
+  ``inception_crop|flip_lr|randaug(2,10)``.
+- training with ``mixup > 0``: each batch is blended with itself rolled by one row, in one ratio
+  ``max(r, 1 - r)``, ``r ~ Beta(mixup, mixup)`` (big_vision's Mixup); the batch gains
+  ``mixed_targets`` (the rolled labels) and ``mix`` (the ratio, per row) for the loss.
 Pixels are then normalised per channel, ``(x / 255 - mean) / std`` (ViT's mean = std = 0.5
 maps [0, 255] to [-1, 1]; ImageNet's are (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
 Resizing is bilinear, with PIL (what TFDS decodes JPEGs with when TensorFlow is absent).
@@ -27,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from jtrans.data.iterators import Batch, record_batches
+from jtrans.data.randaugment import rand_augment
 
 AUGMENTS = ("none", "inception_crop_flip")
 
@@ -40,6 +47,10 @@ class ImageOptions:
   std: tuple[float, ...] = (0.5, 0.5, 0.5)
   augment: str = "none"  # Training only: one of AUGMENTS.
   crop_fraction: float = 1.0  # Of the resized shorter side, the centre crop keeps this much.
+  crop_area_min: float = 0.08  # inception_crop_flip: the smallest crop's share of the area.
+  randaugment_layers: int = 0  # Training: RandAugment operations per image (0: none).
+  randaugment_magnitude: float = 10  # Their shared magnitude, 0 to 10.
+  mixup: float = 0.0  # Training: Beta(mixup, mixup) blends of each batch (0: none).
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> ImageOptions:
@@ -50,6 +61,10 @@ class ImageOptions:
       std=tuple(d.image_std),
       augment=d.image_augment,
       crop_fraction=d.crop_fraction,
+      crop_area_min=d.crop_area_min,
+      randaugment_layers=d.randaugment_layers,
+      randaugment_magnitude=d.randaugment_magnitude,
+      mixup=d.mixup,
     )
 
   def __post_init__(self):
@@ -57,6 +72,15 @@ class ImageOptions:
       raise ValueError(f"config.data.image_augment={self.augment!r} is not one of {AUGMENTS}.")
     if not 0 < self.crop_fraction <= 1:
       raise ValueError(f"config.data.crop_fraction={self.crop_fraction} must be in (0, 1].")
+    if not 0 < self.crop_area_min <= 1:
+      raise ValueError(f"config.data.crop_area_min={self.crop_area_min} must be in (0, 1].")
+    if self.randaugment_layers < 0 or not 0 <= self.randaugment_magnitude <= 10:
+      raise ValueError(
+        f"config.data.randaugment_layers={self.randaugment_layers} must be >= 0 and "
+        f"randaugment_magnitude={self.randaugment_magnitude} in [0, 10]."
+      )
+    if self.mixup < 0:
+      raise ValueError(f"config.data.mixup={self.mixup} must be >= 0 (0 turns Mixup off).")
     if len(self.mean) != len(self.std) or min(self.std) <= 0:
       raise ValueError(
         f"config.data.image_mean={self.mean} and image_std={self.std} need one "
@@ -131,24 +155,50 @@ class _Augment:
     self.image_key, self.options = image_key, options
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    image = inception_crop(_pixels(record, self.image_key), self.options.size, rng)
-    if rng.random() < 0.5:
-      image = image[:, ::-1]
+    o = self.options
+    image = _pixels(record, self.image_key)
+    if o.augment == "inception_crop_flip":
+      image = inception_crop(image, o.size, rng, area=(o.crop_area_min, 1.0))
+      if rng.random() < 0.5:
+        image = np.ascontiguousarray(image[:, ::-1])
+    else:
+      image = centre_crop(image, o.size, o.crop_fraction)
+    if o.randaugment_layers:
+      image = rand_augment(image, rng, o.randaugment_layers, o.randaugment_magnitude)
     return {**record, self.image_key: image}
+
+
+def mixup(batch: Batch, rng: np.random.Generator, alpha: float) -> Batch:
+  """big_vision's Mixup of a batch: ``images`` [B, S, S, C] blended with their roll by one row in
+  the ratio ``max(r, 1 - r)``, ``r ~ Beta(alpha, alpha)``; adds ``mixed_targets`` int32 [B] (the
+  rolled labels) and ``mix`` float32 [B] (the ratio, the weight of ``targets``). The ratio is
+  at least 1/2, so ``targets`` stays the label accuracy counts."""
+  ratio = rng.beta(alpha, alpha)
+  ratio = np.float32(max(ratio, 1 - ratio))
+  images = batch["images"]
+  return {
+    **batch,
+    "images": ratio * images + (1 - ratio) * np.roll(images, 1, axis=0),
+    "mixed_targets": np.roll(batch["targets"], 1, axis=0),
+    "mix": np.full(images.shape[:1], ratio, np.float32),
+  }
 
 
 class _ToExample:
   """Record -> ``{'images': float32 [size, size, C], 'targets': int32 [], 'weights': 1.0}``."""
 
-  def __init__(self, image_key: str, label_key: str, options: ImageOptions):
-    self.image_key, self.label_key, self.options = image_key, label_key, options
+  def __init__(self, image_key: str, label_key: str, options: ImageOptions, crop: bool = True):
+    # crop=False: ``_Augment`` has already made each image the model's square.
+    self.image_key, self.label_key, self.options, self.crop = image_key, label_key, options, crop
     # (x / 255 - mean) / std as one multiply-add.
     self.scale = 1 / (255 * np.asarray(options.std, np.float64))
     self.shift = -np.asarray(options.mean, np.float64) / np.asarray(options.std, np.float64)
 
   def __call__(self, record: dict[str, Any]) -> Batch:
     o = self.options
-    image = centre_crop(_pixels(record, self.image_key), o.size, o.crop_fraction)
+    image = _pixels(record, self.image_key)
+    if self.crop:
+      image = centre_crop(image, o.size, o.crop_fraction)
     if len(self.scale) not in (1, image.shape[-1]):
       raise ValueError(
         f"config.data.image_mean/image_std give {len(self.scale)} channels, the "
@@ -185,11 +235,16 @@ def make_image_dataset(
   Shuffling, shards, eval padding (all-zero rows) and resumable state are those of
   ``iterators.record_batches``; ``options.augment`` applies to training only.
   """
-  augment = _Augment(image_key, options) if train and options.augment != "none" else None
+  augments = options.augment != "none" or options.randaugment_layers > 0
+  augment = _Augment(image_key, options) if train and augments else None
+  mix = None
+  if train and options.mixup > 0:
+    mix = lambda batch, rng: mixup(batch, rng, options.mixup)  # noqa: E731
   return record_batches(
     source,
-    _ToExample(image_key, label_key, options),
+    _ToExample(image_key, label_key, options, crop=augment is None),
     augment=augment,
+    mix=mix,
     batch_size=batch_size,
     seed=seed,
     train=train,

@@ -108,6 +108,7 @@ def record_batches(
   to_example: Callable[[dict[str, Any]], Batch],
   *,
   augment: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None,
+  mix: Callable[[Batch, np.random.Generator], Batch] | None = None,
   batch_size: int,
   seed: int,
   train: bool,
@@ -121,7 +122,8 @@ def record_batches(
   train=True: a seeded shuffle with a new order every epoch, repeated forever, whole
   batches only (they may straddle epochs); ``augment(record, rng)`` transforms each record
   first, with a generator seeded by ``seed`` and the record's position in the stream (so a
-  restored iterator repeats the same draws); ``worker_count > 0`` runs ``to_example`` in
+  restored iterator repeats the same draws); ``mix(batch, rng)`` transforms each whole batch
+  likewise (Mixup), seeded by the batch's position; ``worker_count > 0`` runs ``to_example`` in
   grain worker processes, each on its own slice of the records (so the order differs
   from worker_count=0, and a saved state fits the same worker_count only).
   train=False: one in-process pass in stored order; the last batch is padded with
@@ -145,6 +147,8 @@ def record_batches(
       records = records.random_map(augment, seed=seed)
     examples = records.map(to_example)
     batches = examples.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
+    if mix is not None:
+      batches = batches.random_map(mix, seed=seed + 1)
     if worker_count > 0:
       batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return JsonState(batches)

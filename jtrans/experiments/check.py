@@ -96,14 +96,14 @@ def fit_record(scaling: dict) -> dict:
     record.update({f"{law}.{k}": v for k, v in fit.items() if isinstance(v, (int, float))})
     for k, (low, high) in fit.get("ci95", {}).items():
       record.update({f"{law}.{k}_low": low, f"{law}.{k}_high": high})
-  best: dict[int, float] = {}
-  for run in scaling["runs"]:
-    if run["loss"] is not None:
-      best[run["params"]] = min(run["loss"], best.get(run["params"], math.inf))
-  losses = [best[n] for n in sorted(best)]
-  if losses:
-    in_order = all(bigger < smaller for smaller, bigger in zip(losses, losses[1:]))
-    record.update(rungs_in_order=float(in_order), smallest_loss=losses[0], largest_loss=losses[-1])
+  if "ladder" not in scaling:
+    raise ValueError(
+      "scaling.json has no 'ladder' (written by an older jtrans); rerun "
+      "`run.py --mode=analyze --workdir=<the sweep>` to rewrite it."
+    )
+  ladder = scaling["ladder"]
+  record.update(rungs_in_order=float(ladder["rungs_in_order"]))
+  record.update({k: ladder[k] for k in ("smallest_loss", "largest_loss") if ladder[k] is not None})
   return record
 
 
@@ -111,9 +111,7 @@ def run_variant(workdir: str) -> str | None:
   """The recipe variant the run was launched with (config.json's `experiment.variant`; a
   sweep's workdir: that of its first point with a config.json)."""
   root = storage.path(workdir)
-  paths = [root / "config.json"]
-  if not paths[0].is_file() and root.is_dir():
-    paths = sorted(root.glob("*/config.json"))
+  paths = [root / "config.json"] + (sorted(root.glob("*/config.json")) if root.is_dir() else [])
   for path in paths:
     if path.is_file():
       return json.loads(path.read_text()).get("experiment", {}).get("variant") or None

@@ -10,7 +10,8 @@ import ml_collections
 
 from jtrans import attention
 
-POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
+# "sincos2d": ViT's fixed 2-D sine-cosine table over the patch grid (big_vision's plain ViT).
+POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none", "sincos2d")
 NORMS = ("layernorm", "rmsnorm", "none")
 NORM_POSITIONS = ("pre", "post")
 # "gelu" is the tanh approximation (GPT-2's gelu_new, T5's gated-gelu); "gelu_exact" the erf
@@ -72,6 +73,8 @@ class ModelConfig:
   num_channels: int = 3
   num_classes: int = 10  # ViT classification head.
   pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
+  pre_logits: bool = False  # ViT: a tanh layer of embed_dim before the head (big_vision rep_size).
+  head_zero_init: bool = False  # ViT: the head's kernel starts at 0 (big_vision's default).
   attention_impl: str = "xla"
   attention_window: int = 0  # Keys each query sees before it (and after: bidirectional); 0 = all.
   attention_global_tokens: int = 0  # Longformer: the first n positions see and are seen by all.
@@ -109,6 +112,10 @@ class ModelConfig:
       fail("embed_dim", "sinusoidal positions need an even width.")
     if self.positions == "rotary" and self.head_dim % 2:
       fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
+    if self.positions == "sincos2d" and (self.family != "vit" or self.embed_dim % 4):
+      fail("positions", "'sincos2d' is ViT's (family='vit') and needs embed_dim % 4 == 0.")
+    if self.family == "vit" and self.positions not in ("learned", "sincos2d"):
+      fail("positions", f"ViT adds 'learned' or 'sincos2d' positions, not {self.positions!r}.")
     if self.family == "vit" and self.image_size % self.patch_size:
       fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
     for key in ("attention_window", "attention_global_tokens", "attention_sparse_block"):

@@ -121,14 +121,16 @@ def dense(
   name: str,
   residual: bool = False,
   use_bias: bool | None = None,
+  zero_init: bool = False,
 ) -> nn.Dense:
+  """`zero_init`: the kernel starts at 0 (a classifier head that starts from uniform odds)."""
   use_bias = cfg.use_bias if use_bias is None else use_bias
   return nn.Dense(
     features,
     use_bias=use_bias,
     dtype=cfg.dtype,
     param_dtype=cfg.param_dtype,
-    kernel_init=weight_init(cfg, axes, residual=residual),
+    kernel_init=zeros(axes) if zero_init else weight_init(cfg, axes, residual=residual),
     bias_init=zeros(axes[-1:]),
     name=name,
   )

@@ -1,5 +1,7 @@
 """Vision Transformer (Dosovitskiy et al.): image patches embedded linearly, a class token or
-mean pooling, learned positions, bidirectional pre-LN blocks and a classification head."""
+mean pooling, learned or fixed 2-D sine-cosine positions (Beyer et al. 2022, "Better plain ViT
+baselines"), bidirectional pre-LN blocks, an optional tanh pre-logits layer and a
+classification head."""
 
 from __future__ import annotations
 
@@ -20,6 +22,18 @@ def patchify(images: jax.Array, patch: int) -> jax.Array:
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
+def sincos2d_positions(height: int, width: int, dim: int, temperature: float = 10_000.0):
+  """The fixed position table of a `height` x `width` patch grid, `[height * width, dim]` in
+  row-major patch order: for frequencies w_k = temperature^(-k / (dim / 4 - 1)), k < dim / 4,
+  the columns are sin(x w), cos(x w), sin(y w), cos(y w) (x the patch's column, y its row)."""
+  quarter = dim // 4
+  omega = 1.0 / temperature ** (jnp.arange(quarter) / max(quarter - 1, 1))
+  y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  x = x.reshape(-1, 1) * omega
+  y = y.reshape(-1, 1) * omega
+  return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
+
+
 class ViT(nn.Module):
   """Images `[batch, height, width, channels]` -> class logits `[batch, num_classes]` (float32)."""
 
@@ -31,6 +45,9 @@ class ViT(nn.Module):
     x = layers.dense(cfg, cfg.embed_dim, (None, "embed"), "patch_embed", use_bias=True)(
       patchify(images.astype(cfg.dtype), cfg.patch_size)
     )
+    if cfg.positions == "sincos2d":  # On the patches only, as big_vision adds them.
+      grid = cfg.image_size // cfg.patch_size
+      x = x + sincos2d_positions(grid, grid, cfg.embed_dim).astype(x.dtype)
     if cfg.pool == "cls":
       cls = self.param(
         "cls_token", layers.zeros((None, None, "embed")), (1, 1, cfg.embed_dim), cfg.param_dtype
@@ -38,16 +55,23 @@ class ViT(nn.Module):
       x = jnp.concatenate(
         [jnp.broadcast_to(cls, (x.shape[0], 1, cfg.embed_dim)).astype(x.dtype), x], 1
       )
-    x = x + self.param(
-      "position_embed",
-      layers.init((None, None, "embed")),
-      (1, x.shape[1], cfg.embed_dim),
-      cfg.param_dtype,
-    ).astype(x.dtype)
+    if cfg.positions == "learned":
+      x = x + self.param(
+        "position_embed",
+        layers.init((None, None, "embed")),
+        (1, x.shape[1], cfg.embed_dim),
+        cfg.param_dtype,
+      ).astype(x.dtype)
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
     x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
       x, layers.BlockInputs(mask=masks.MaskSpec(**layers.pattern(cfg, causal=False)))
     )
     pooled = x[:, 0] if cfg.pool == "cls" else x.mean(axis=1)
-    logits = layers.dense(cfg, cfg.num_classes, ("embed", None), "head", use_bias=True)(pooled)
-    return logits.astype(jnp.float32)
+    if cfg.pre_logits:
+      pooled = jnp.tanh(
+        layers.dense(cfg, cfg.embed_dim, ("embed", None), "pre_logits", use_bias=True)(pooled)
+      )
+    head = layers.dense(
+      cfg, cfg.num_classes, ("embed", None), "head", use_bias=True, zero_init=cfg.head_zero_init
+    )
+    return head(pooled).astype(jnp.float32)

@@ -74,6 +74,19 @@ def best_per_size(runs: list[Run]) -> list[Run]:
   return [best[n] for n in sorted(best)]
 
 
+def ladder(runs: list[Run]) -> dict[str, Any]:
+  """The finished runs' best of each N, smallest first, and whether each beats every smaller
+  N's best (`rungs_in_order`: what a model-size ladder must show before L(N) means anything)."""
+  best = best_per_size([r for r in runs if r.loss is not None])
+  losses = [r.loss for r in best]
+  return {
+    "best_per_size": [r.name for r in best],
+    "rungs_in_order": all(bigger < smaller for smaller, bigger in zip(losses, losses[1:])),
+    "smallest_loss": losses[0] if losses else None,
+    "largest_loss": losses[-1] if losses else None,
+  }
+
+
 def compute_frontier(runs: list[Run]) -> list[Run]:
   """The lower envelope of loss against C: the best run of each budget (runs within 10% of
   one C), kept when it beats every cheaper budget's best."""
@@ -247,6 +260,7 @@ def analyze(workdir: str, bootstrap_samples: int = 200) -> str:
       {
         "runs": [dataclasses.asdict(r) for r in runs],
         "fits": laws,
+        "ladder": ladder(finished),
         "notes": notes,
         "plots": figures,
       },
