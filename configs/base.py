@@ -186,6 +186,19 @@ def get_config() -> ml_collections.ConfigDict:
   # Peak FLOP/s for MFU; 0 = known chip's bf16 peak, else measured float32 matmul peak.
   t.peak_flops_per_device = 0.0
 
+  c.finetune = f = ml_collections.ConfigDict()
+  # Fine-tuning (jtrans/finetune): "full" trains every parameter (or those `trainable` names);
+  # "lora" adds low-rank adapters to the kernels `lora_targets` matches and trains them alone.
+  f.method = "full"
+  # Comma-separated regexes on "/"-joined parameter paths ("decoder/block_0/mlp/wi/kernel",
+  # "lora/decoder/block_0/attention/query/a"): the leaves that train; "" = all of them for
+  # "full", the adapters for "lora". The others are frozen: no gradient, no optimizer state.
+  f.trainable = ""
+  f.frozen_dtype = ""  # "bfloat16": frozen parameters stored in it (trained ones stay float32).
+  f.lora_targets = ""  # Regex on kernel module paths, e.g. "attention/(query|value)$".
+  f.lora_rank = 8  # LoRA's r.
+  f.lora_alpha = 16.0  # LoRA's alpha: the update is (alpha / r) A B.
+
   c.optim = o = ml_collections.ConfigDict()
   o.lr = 1e-3  # Peak learning rate.
   o.schedule = "cosine"  # After warm-up: "cosine", "linear", "constant" or "rsqrt".

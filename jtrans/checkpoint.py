@@ -167,6 +167,9 @@ def _restore_step(
     raise FileNotFoundError("_CHECKPOINT_METADATA is missing: the save never finished")
   # Checkpoints written before fingerprints existed (or by hand, state only) restore unverified.
   verify = (step_dir / "fingerprint").exists()
+  target = abstract_state
+  if verify:  # Read the arrays as they were saved: the fingerprint is of those bytes.
+    abstract_state = _as_saved(abstract_state, manager.item_metadata(step)["state"])
   items = {"state": ocp.args.StandardRestore(abstract_state)}
   if verify:
     items["fingerprint"] = ocp.args.JsonRestore()
@@ -184,11 +187,43 @@ def _restore_step(
         f"array contents differ from the fingerprint taken at save time in "
         f"{len(changed)} of {len(digests)} arrays (first: {changed[:1]})"
       )
+  state = restored["state"]
+  if verify:  # A relaunch may store some leaves in another dtype (finetune.frozen_dtype).
+    state = jax.tree.map(lambda x, t: x if x.dtype == t.dtype else x.astype(t.dtype), state, target)
   if "data_state" in items:  # Only once the whole step has read back intact.
     if restored["data_state"] is None:
       raise FileNotFoundError("the data iterator's state (data_state) is missing")
     data_iterator.set_state(restored["data_state"])
-  return restored["state"]
+  return state
+
+
+def _leaf_name(key_path: tuple) -> str:
+  """A key path as Orbax names the saved array ("opt_state.inner_states.trained.mu.lora...")."""
+  parts = []
+  for k in key_path:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(k, attribute):
+        parts.append(str(getattr(k, attribute)))
+        break
+  return ".".join(parts)
+
+
+def _as_saved(abstract_state: Any, metadata: Any) -> Any:
+  """`abstract_state` with each leaf's dtype as the checkpoint stored it (the shapes and
+  shardings stay the run's)."""
+  saved = {
+    getattr(m, "name", ""): m.dtype
+    for m in jax.tree.leaves(metadata)
+    if getattr(m, "dtype", None) is not None
+  }
+
+  def leaf(path, x):
+    dtype = saved.get(_leaf_name(path))
+    if dtype is None or dtype == x.dtype or not hasattr(x, "sharding"):
+      return x
+    return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+
+  return jax.tree_util.tree_map_with_path(leaf, abstract_state)
 
 
 def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:

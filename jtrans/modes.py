@@ -101,12 +101,15 @@ def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """The parameters of the workdir's latest checkpoint, on this host's mesh."""
-  from jtrans import parts
+  """The model parameters of the workdir's latest checkpoint, on this host's mesh (LoRA
+  adapters merged into their kernels: what generation and export take)."""
+  from jtrans import finetune, parts
   from jtrans import train as training
+  from jtrans.finetune import lora
 
   layout = parts.build_layout(config)  # Reads weights, not the data set.
-  return training.restore_latest(config, workdir, layout.abstract)[0].params
+  params = training.restore_latest(config, workdir, layout.abstract)[0].params
+  return lora.merge(params, finetune.Settings.from_config(config))
 
 
 def generate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -56,9 +57,15 @@ def weight_decay_mask(params: Any, decay_embeddings: bool) -> Any:
 
 
 def make_optimizer(
-  cfg: ml_collections.ConfigDict, total_steps: int
+  cfg: ml_collections.ConfigDict,
+  total_steps: int,
+  trainable: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
-  """clip_by_global_norm(cfg.grad_clip) -> adamw(schedule, masked weight decay)."""
+  """clip_by_global_norm(cfg.grad_clip) -> adamw(schedule, masked weight decay).
+
+  `trainable(params)`: a tree of bools (fine-tuning's frozen leaves are False); those leaves get
+  no update and no optimizer state, and clipping measures the trained leaves alone.
+  """
   schedule = make_schedule(cfg, total_steps)
   parts = []
   if cfg.grad_clip > 0:
@@ -73,4 +80,10 @@ def make_optimizer(
       mask=lambda params: weight_decay_mask(params, cfg.decay_embeddings),
     )
   )
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if trainable is None:
+    return tx
+  labels = lambda params: jax.tree.map(  # noqa: E731
+    lambda t: "trained" if t else "frozen", trainable(params)
+  )
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

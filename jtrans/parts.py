@@ -10,6 +10,7 @@ in the workdir (checkpoint manager, metrics writer) is opened and closed by the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,8 +23,10 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from jtrans import finetune as finetuning
 from jtrans import kernels, objectives, optim, sharding, steps
 from jtrans.data import images, pipeline, seq2seq, sources, span_corruption, tokenizers
+from jtrans.finetune import lora
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
 
@@ -43,8 +46,11 @@ def state_layout(
     ModelConfig.from_config(config.model), config.data.seq_len, config.data.source_len
   )
 
+  tuning = finetuning.Settings.from_config(config)
+
   def init(rng):
     params = nn.meta.unbox(model.init(rng, *example)["params"])
+    params = finetune_params(params, tuning, rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   rng = jax.random.key(config.seed)
@@ -52,14 +58,33 @@ def state_layout(
   param_shardings = sharding.logical_shardings(boxed_params, mesh, axis_rules)
   shapes = jax.eval_shape(init, rng)
   replicated = sharding.replicated(mesh)
+  if lora.KEY in shapes.params:  # The adapters are small: every device holds them whole.
+    param_shardings = {
+      **param_shardings,
+      lora.KEY: jax.tree.map(lambda _: replicated, shapes.params[lora.KEY]),
+    }
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731 (frozen leaves: no state)
   opt_shardings = optax.tree_map_params(
-    tx, lambda _, s: s, shapes.opt_state, param_shardings, transform_non_params=lambda _: replicated
+    tx,
+    lambda p, s: p if masked(p) else s,
+    shapes.opt_state,
+    param_shardings,
+    transform_non_params=lambda _: replicated,
+    is_leaf=masked,
   )
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
   abstract = jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
   )
   return init, shardings, abstract
+
+
+def finetune_params(params: Any, tuning: finetuning.Settings, rng: jax.Array) -> Any:
+  """The model's initial (or imported) parameters as config.finetune trains them: with fresh
+  LoRA adapters under `lora`, and the frozen leaves in `frozen_dtype`."""
+  if tuning.method == "lora":
+    params = {**params, lora.KEY: lora.init(params, tuning, jax.random.fold_in(rng, 1))}
+  return finetuning.store_frozen(params, tuning)
 
 
 class Layout(NamedTuple):
@@ -72,6 +97,7 @@ class Layout(NamedTuple):
   init: Callable  # rng -> TrainState
   shardings: TrainState
   abstract: Any  # ShapeDtypeStructs with the shardings: the target of checkpoint restores.
+  tuning: finetuning.Settings  # config.finetune: frozen leaves, LoRA adapters to merge.
 
 
 def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Layout:
@@ -81,8 +107,10 @@ def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) ->
   mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
   model_cfg = validate(config, mesh)
   model = build_model(model_cfg)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh))
+  tuning = finetuning.Settings.from_config(config)
+  trainable = functools.partial(finetuning.trainable_mask, settings=tuning)
+  tx = optim.make_optimizer(config.optim, config.train.steps, trainable if tuning.freezes else None)
+  return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh), tuning)
 
 
 def init_state(

@@ -21,7 +21,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jtrans import finetune as finetuning
 from jtrans import losses, objectives, optim, sharding
+from jtrans.finetune import lora
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -52,9 +54,12 @@ class StepSettings:
   # config.loss.output_words as token ids: the only classes the loss and accuracy score (the
   # other logits are set to -1e9, as if the output layer had just these rows); () = all.
   output_ids: tuple[int, ...] = ()
+  # config.finetune when it freezes leaves or adds LoRA adapters; None: every leaf trains.
+  finetune: finetuning.Settings | None = None
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
+    tuning = finetuning.Settings.from_config(config)
     return cls(
       objective=config.loss.objective,
       masking=objectives.Masking.from_config(config),
@@ -66,6 +71,7 @@ class StepSettings:
       draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
       seed=config.seed,
       rules=sharding.rules(config.mesh),
+      finetune=tuning if tuning.freezes else None,
     )
 
 
@@ -202,9 +208,15 @@ def gradients(
   if per_row:
     rows = next(iter(batch.values())).shape[0]
     batch = {**batch, "row_ids": row_offset + jnp.arange(rows, dtype=jnp.int32)}
+  # Fine-tuning differentiates the trained leaves alone (the frozen ones' gradients are None,
+  # never computed); the model sees the LoRA-merged weights.
+  tuning = settings.finetune
+  trained, frozen = finetuning.split(params, tuning) if tuning else (params, None)
 
   def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
     def loss_sum(p):
+      if tuning:
+        p = lora.merge(finetuning.combine(p, frozen), tuning)
       if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
         rest = {k: v for k, v in micro.items() if k != "row_ids"}
         sums = _row_loss_sums(
@@ -214,7 +226,7 @@ def gradients(
         sums = _loss_sums(p, micro, key, model=model, settings=settings, mesh=mesh)
       return sums["loss"], sums
 
-    (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
+    (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(trained)
     return grads, sums
 
   k = settings.grad_accum_steps
@@ -260,6 +272,7 @@ def apply_gradients(
   with jax.named_scope("optimizer"):  # Names the update's ops in profiles.
     denominator = jnp.maximum(sums["denominator"], 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grad_sum)
+    grads = finetuning.fill_frozen(grads, state.params)  # Zeros where `gradients` froze.
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
   metrics = losses.normalize(sums)
@@ -314,6 +327,7 @@ def eval_step(
   Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
   """
   batch = objectives.prepare(batch, jax.random.key(settings.seed + 2), settings.masking)
+  params = lora.merge(params, settings.finetune)
   return loss_sums(model, params, batch, settings, mesh, deterministic=True)
 
 

@@ -25,8 +25,10 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jtrans import checkpoint, decoding, flops, losses, objectives, parts
+from jtrans import finetune as finetuning
 from jtrans.data import pipeline
 from jtrans.decoding import scores as decoding_scores
+from jtrans.finetune import lora
 from jtrans.hf import pretrained
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.steps import Engine, Metrics, TrainState
@@ -367,6 +369,12 @@ def _meters(
     f"{flops_per_token / 1e6:.1f} MFLOPs/token; mesh {dict(layout.mesh.shape)}; "
     f"{t.steps} steps of {t.batch_size * positions} tokens"
   )
+  if layout.tuning.freezes:
+    trained, total = finetuning.count(state.params, layout.tuning)
+    log(
+      f"fine-tuning ({layout.tuning.method}): {trained:,} of {total:,} parameters trained "
+      f"({100 * trained / total:.2f}%), the rest frozen"
+    )
   return speed, entropy
 
 
@@ -503,7 +511,7 @@ def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   prompt = tok.encode(s.prompt)
   out = decoding.generate(
     run.layout.model,
-    params,
+    lora.merge(params, run.layout.tuning),
     np.tile(prompt, (s.num_samples, 1)),
     np.full(s.num_samples, len(prompt)),
     jax.random.key(seed),
@@ -521,7 +529,7 @@ def generation_scores(run: parts.Run, params: Any) -> decoding_scores.Scored:
   sample = run.config.sample
   return decoding_scores.seq2seq_scores(
     run.layout.model,
-    params,
+    lora.merge(params, run.layout.tuning),
     run.eval_data,
     run.tokenizer,
     examples=run.config.train.eval_generate,

@@ -65,3 +65,41 @@ def test_a_config_of_another_model_names_the_differing_keys(gpt2_dir, data_dir, 
     ValueError, match=r"config.model.num_layers=3 \(checkpoint: 2\).*norm_epsilon"
   ):
     train.train(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_lora_on_imported_weights_keeps_them_and_exports_the_merged_model(
+  gpt2_dir, data_dir, tmp_path, scan_layers
+):
+  """The fine-tuning path: LoRA on a Hugging Face directory's weights (config.train.init_from).
+  After training the imported weights are bitwise unchanged, the adapters moved, and
+  `--mode=export` writes the merged model, whose transformers logits are ours."""
+  from jtrans import finetune, modes, parts
+  from jtrans.finetune import lora
+
+  overrides = {
+    "model.scan_layers": scan_layers,
+    "train.steps": 3,
+    "optim.lr": 1e-2,
+    "finetune.method": "lora",
+    "finetune.lora_targets": "attention/(query|value)$",
+  }
+  config = finetune_config(gpt2_dir, data_dir, **overrides)
+  train.train(config, str(tmp_path / "run"))
+  _, got = final_params(str(tmp_path / "run"))
+  _, want = hf.load_pretrained(gpt2_dir)
+  if scan_layers:
+    blocks = [want["decoder"].pop(f"block_{i}") for i in range(2)]
+    want["decoder"]["layers"] = {"block": jax.tree.map(lambda *x: np.stack(x), *blocks)}
+  jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in got.items() if k != "lora"}, want)
+  assert all(np.abs(b).max() > 0 for b in jax.tree.leaves(got["lora"]))
+
+  modes.export(config, str(tmp_path / "run"), str(tmp_path / "exported"))
+  theirs = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "exported")).eval()
+  tokens = np.random.default_rng(0).integers(0, 300, (2, 12))
+  with torch.no_grad():
+    want_logits = theirs(torch.tensor(tokens)).logits.numpy()
+  layout = parts.build_layout(config)
+  merged = lora.merge(got, finetune.Settings.from_config(config))
+  ours = layout.model.apply({"params": merged}, tokens.astype(np.int32))
+  np.testing.assert_allclose(np.asarray(ours)[..., :300], want_logits, atol=1e-4)

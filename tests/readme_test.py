@@ -201,3 +201,52 @@ def test_the_decoding_benchmark_runs_as_shown():
   assert len(rows) == 2 and all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows), out.stdout
   assert "prompt 24 + 4 new tokens" in out.stdout and "2 x 128" in out.stdout, out.stdout
   assert re.search(r"batch 2: jtrans KV cache [\d.]+x Hugging Face generate", out.stdout)
+
+
+def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
+  """The README's LoRA command and its export, as written, on a small GPT-2 directory made here
+  (the test adds only its size: the byte tokenizer, since the directory has no tokenizer files,
+  the test corpus and a few steps). The export is the merged model: its logits differ from the
+  base directory's."""
+  import torch
+  import transformers
+
+  commands = run_commands(section("Fine-tuning"))
+  assert len(commands) == 2 and "--mode=export" in commands[1], commands
+  torch.manual_seed(0)
+  base = transformers.GPT2LMHeadModel(
+    transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+  )
+  base.save_pretrained(tmp_path / "gpt2")
+  small = [
+    "--config.data.tokenizer=byte",
+    f"--config.data.data_dir={data_dir}",
+    "--config.data.seq_len=32",
+    "--config.train.batch_size=8",
+    "--config.train.steps=3",
+    "--config.train.eval_batches=1",
+    "--config.train.eval_every=3",
+    "--config.train.checkpoint_every=3",
+    "--config.sample.num_samples=0",
+  ]
+  outputs = []
+  for argv in commands:
+    argv = [a.replace("path/to/gpt2", str(tmp_path / "gpt2")) for a in argv]
+    argv = [a.replace("runs/", f"{tmp_path}/") for a in argv]
+    out = subprocess.run(
+      [sys.executable, *argv, *small],
+      cwd=ROOT,
+      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+      capture_output=True,
+      text=True,
+      timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    outputs.append(out.stdout + out.stderr)
+  # 2 blocks x (query, value) x (32 x 8 + 8 x 32).
+  assert "fine-tuning (lora): 2,048 of 39,168 parameters" in outputs[0], outputs[0][-3000:]
+  merged = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "gpt2_lora_merged"))
+  tokens = torch.tensor(np.random.default_rng(0).integers(0, 256, (1, 16)))
+  with torch.no_grad():
+    difference = (merged(tokens).logits - base.eval()(tokens).logits).abs().max().item()
+  assert difference > 1e-4, difference

@@ -15,6 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from jtrans import finetune as finetuning
+from jtrans import parts
+from jtrans.finetune import lora
 from jtrans.hf import common
 from jtrans.models import ModelConfig
 from jtrans.steps import TrainState
@@ -113,9 +116,13 @@ def initial_state(
   shardings: TrainState,
 ) -> TrainState:
   """Step 0 with the imported parameters, placed with the run's shardings and dtypes."""
-  params = import_params(config.train.init_from, ours, abstract.params, shardings.params)
-  return jax.jit(
-    lambda p: TrainState(step=np.zeros((), np.int32), params=p, opt_state=init_opt_state(p)),
-    out_shardings=shardings,
-    donate_argnums=0,
-  )(params)
+  base = {k: v for k, v in abstract.params.items() if k != lora.KEY}
+  base_shardings = {k: v for k, v in shardings.params.items() if k != lora.KEY}
+  params = import_params(config.train.init_from, ours, base, base_shardings)
+  tuning = finetuning.Settings.from_config(config)
+
+  def state(p):  # Fine-tuning's adapters and frozen dtype on top of the imported weights.
+    p = parts.finetune_params(p, tuning, jax.random.key(config.seed))
+    return TrainState(step=np.zeros((), np.int32), params=p, opt_state=init_opt_state(p))
+
+  return jax.jit(state, out_shardings=shardings, donate_argnums=0)(params)
