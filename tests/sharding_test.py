@@ -51,7 +51,10 @@ def run(c, mesh, state=None):
   init_state, shardings, _ = parts.init_state(model, tx, c, mesh)
   # A host copy: the engine donates its input, and the caller may use `state` again.
   state = init_state if state is None else jax.device_put(jax.device_get(state), shardings)
-  engine = steps.make_engine(model, tx, c, mesh, shardings)
+  return train_3_steps(c, steps.make_engine(model, tx, c, mesh, shardings), state)
+
+
+def train_3_steps(c, engine, state):
   placed, losses = engine.place_state(state), []
   with engine.context():
     for batch in batches(c):
@@ -253,13 +256,9 @@ def run_layout(c, mesh):
   """`run` with the model, optimizer and shardings parts.build_layout makes (fine-tuning's)."""
   layout = parts.build_layout(c, mesh)
   state = jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(c.seed))
-  engine = steps.make_engine(layout.model, layout.tx, c, mesh, layout.shardings)
-  placed, losses = engine.place_state(state), []
-  with engine.context():
-    for batch in batches(c):
-      placed, metrics = engine.train_step(placed, engine.place_batch(batch))
-      losses.append(float(metrics["loss"]))
-  return np.array(losses), engine.global_state(placed)
+  return train_3_steps(
+    c, steps.make_engine(layout.model, layout.tx, c, mesh, layout.shardings), state
+  )
 
 
 def test_lora_steps_match_one_device_on_every_engine_and_mesh():
