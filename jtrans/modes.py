@@ -184,15 +184,35 @@ def generate(
 
 
 def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
-  """--mode=export: the workdir's latest parameters written as a Hugging Face directory."""
+  """--mode=export: the workdir's latest parameters written as a Hugging Face directory; a LoRA
+  run's merged, and its adapters also in PEFT's files under `<hf_dir>/adapter` (Llama-shaped)."""
   import jax
 
-  from jtrans import hf
+  from jtrans import finetune, hf, parts, storage
+  from jtrans import train as training
+  from jtrans.finetune import lora
+  from jtrans.finetune import peft as peft_files
   from jtrans.models import ModelConfig
 
-  params = jax.device_get(restore_params(config, workdir))
-  hf.save_pretrained(hf_dir, ModelConfig.from_config(config.model), params)
-  return f"wrote {hf_dir}: load it with transformers' from_pretrained."
+  tuning = finetune.Settings.from_config(config)
+  cfg = ModelConfig.from_config(config.model)
+  if tuning.method != "lora":
+    hf.save_pretrained(hf_dir, cfg, jax.device_get(restore_params(config, workdir)))
+    return f"wrote {hf_dir}: load it with transformers' from_pretrained."
+  layout = parts.build_layout(config)
+  params = jax.device_get(training.restore_latest(config, workdir, layout.abstract)[0].params)
+  hf.save_pretrained(hf_dir, cfg, lora.merge(params, tuning))
+  done = f"wrote {hf_dir}: the base with the LoRA adapters merged (transformers' from_pretrained)"
+  try:
+    adapter = str(storage.path(hf_dir) / "adapter")
+    peft_files.save_adapter(adapter, cfg, params, tuning, base=config.train.init_from)
+  except hf.ConversionError as e:
+    return f"{done}; no PEFT adapter: {e}"
+  return (
+    f"{done}, and {adapter}: the adapters alone in PEFT's files "
+    f"(peft.PeftModel.from_pretrained(<the base model {config.train.init_from or 'exported'}>, "
+    f"'{adapter}'))."
+  )
 
 
 def sweep(

@@ -1,0 +1,123 @@
+"""LoRA adapters and Hugging Face PEFT (jtrans/finetune/peft.py): ours loaded by
+`peft.PeftModel.from_pretrained` on the base model give our logits, and a PEFT-made adapter
+loaded into jtrans gives PEFT's, on a grouped-query Llama whose every tensor is off its init."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import peft  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from jtrans import finetune, hf  # noqa: E402
+from jtrans.finetune import lora  # noqa: E402
+from jtrans.finetune import peft as peft_files  # noqa: E402
+from tests.hf_parity_test import ours, perturbed, tokens  # noqa: E402
+from tests.pretrained_test import finetune_config  # noqa: E402
+
+TARGETS = "attention/(query|value|out)$|mlp/wo$"  # PEFT: q_proj, v_proj, o_proj, down_proj.
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+  torch.manual_seed(0)
+  model = perturbed(
+    transformers.LlamaForCausalLM(
+      transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+      )
+    )
+  )
+  directory = tmp_path_factory.mktemp("llama")
+  model.save_pretrained(directory, safe_serialization=True)
+  return str(directory)
+
+
+def base_model(directory):
+  return transformers.LlamaForCausalLM.from_pretrained(directory).float().eval()
+
+
+def test_our_adapter_loads_in_peft_with_our_logits(llama_dir, tmp_path):
+  cfg, params = hf.load_pretrained(llama_dir)
+  settings = finetune.Settings(method="lora", lora_targets=TARGETS, lora_rank=4, lora_alpha=8.0)
+  rng = np.random.default_rng(0)
+  adapters = jax.tree.map(
+    lambda x: (rng.normal(size=x.shape) * 0.1).astype(np.float32),
+    lora.init(params, settings, jax.random.key(0)),
+  )
+  params = {**params, lora.KEY: adapters}
+  peft_files.save_adapter(str(tmp_path), cfg, params, settings, base=llama_dir)
+  model = peft.PeftModel.from_pretrained(base_model(llama_dir), str(tmp_path)).eval()
+  x = tokens((2, 12))
+  with torch.no_grad():
+    want = model(torch.tensor(x)).logits.numpy()
+    plain = base_model(llama_dir)(torch.tensor(x)).logits.numpy()
+  got = ours(cfg, lora.merge(params, settings), x)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  assert np.abs(want - plain).max() > 1e-2  # The adapters matter.
+
+
+def test_a_peft_adapter_loads_into_jtrans_with_peft_s_logits(llama_dir, tmp_path):
+  config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "gate_proj"])
+  model = peft.get_peft_model(base_model(llama_dir), config)
+  gen = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "lora_" in name:  # PEFT starts B at 0: move every adapter tensor.
+        p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+  model.save_pretrained(str(tmp_path))
+  model.eval()
+  cfg, params = hf.load_pretrained(llama_dir)
+  adapters, settings = peft_files.load_adapter(str(tmp_path), cfg)
+  assert (settings.lora_rank, settings.lora_alpha) == (4, 8.0)
+  x = tokens((2, 12))
+  with torch.no_grad():
+    want = model(torch.tensor(x)).logits.numpy()
+  got = ours(cfg, lora.merge({**params, lora.KEY: adapters}, settings), x)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # The same adapters' targets: they are exactly the kernels PEFT adapted.
+  assert sorted(lora.targets(params, settings)) == sorted(
+    f"decoder/block_{i}/{m}"
+    for i in range(2)
+    for m in ("attention/query", "attention/key", "mlp/wi_gate")
+  )
+
+
+def test_export_of_a_lora_run_writes_the_merged_model_and_the_peft_adapter(
+  llama_dir, data_dir, tmp_path
+):
+  """The run's path: LoRA on the imported Llama (train.init_from), `--mode=export`; the merged
+  directory and PEFT's base + adapter give the same logits, unlike the base alone."""
+  from jtrans import modes, train
+
+  overrides = {
+    "train.steps": 3,
+    "optim.lr": 1e-2,
+    "finetune.method": "lora",
+    "finetune.lora_targets": TARGETS,
+  }
+  config = finetune_config(llama_dir, data_dir, **overrides)
+  train.train(config, str(tmp_path / "run"))
+  message = modes.export(config, str(tmp_path / "run"), str(tmp_path / "hf"))
+  assert "adapters alone in PEFT's files" in message, message
+  merged = base_model(str(tmp_path / "hf"))
+  adapted = peft.PeftModel.from_pretrained(base_model(llama_dir), str(tmp_path / "hf" / "adapter"))
+  x = torch.tensor(tokens((2, 12)))
+  with torch.no_grad():
+    want, got = merged(x).logits.numpy(), adapted.eval()(x).logits.numpy()
+    plain = base_model(llama_dir)(x).logits.numpy()
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  assert np.abs(want - plain).max() > 1e-3
