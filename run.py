@@ -50,8 +50,8 @@ flags.DEFINE_multi_string("prompt", [], "--mode=generate: a prompt (decoder) or 
                           "(encoder-decoder); repeat the flag or separate prompts with '|'.")
 flags.DEFINE_string("prompt_file", None, "--mode=generate: a file of prompts, one per line.")
 flags.DEFINE_string("hf_dir", None, "--mode=export: the directory to write. --mode=generate: a "
-                    "Hugging Face model directory to use instead of --workdir (its own tokenizer "
-                    "unless --config.data.tokenizer is given; --config supplies config.sample).")
+                    "Hugging Face directory (or a PEFT LoRA adapter, on its base) instead of "
+                    "--workdir, with its tokenizer unless --config.data.tokenizer is set.")
 flags.DEFINE_integer("max_new_tokens", None, "--mode=generate: at most this many new tokens "
                      "(default config.sample.length).")
 flags.DEFINE_string("compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "~/.cache/"
@@ -95,7 +95,7 @@ def dispatch(modes) -> list[str]:
     if not prompts:
       raise app.UsageError("--mode=generate needs --prompt=TEXT (or 'a|b') or --prompt_file.")
     if FLAGS.hf_dir and "data.tokenizer" not in overrides:
-      config.data.tokenizer, config.data.tokenizer_path = "hf", FLAGS.hf_dir  # Its own.
+      config.data.tokenizer, config.data.tokenizer_path = "hf", modes.tokenizer_dir(FLAGS.hf_dir)
     texts = modes.generate(
       config, prompts, workdir, FLAGS.hf_dir, FLAGS.max_new_tokens, FLAGS.num_beams
     )

@@ -100,6 +100,14 @@ def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
   return found
 
 
+def tokenizer_dir(hf_dir: str) -> str:
+  """Where --mode=generate --hf_dir finds the tokenizer: the directory, or a PEFT adapter's
+  base directory."""
+  from jtrans.finetune import peft as peft_files
+
+  return peft_files.base_of(hf_dir) if peft_files.is_adapter(hf_dir) else hf_dir
+
+
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """The model parameters of the workdir's latest checkpoint, on this host's mesh (LoRA
   adapters merged into their kernels: what generation and export take)."""
@@ -128,9 +136,12 @@ def generate(
 
   from jtrans import decoding, hf, parts
   from jtrans.decoding import beam_search
+  from jtrans.finetune import peft as peft_files
   from jtrans.models import ModelConfig, build_model
 
-  if hf_dir:
+  if hf_dir and peft_files.is_adapter(hf_dir):  # A PEFT LoRA adapter on its base directory.
+    model_cfg, params = peft_files.load_adapted(hf_dir)
+  elif hf_dir:
     model_cfg, params = hf.load_pretrained(hf_dir)
   else:
     model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, workdir)

@@ -121,3 +121,68 @@ def test_export_of_a_lora_run_writes_the_merged_model_and_the_peft_adapter(
     plain = base_model(llama_dir)(x).logits.numpy()
   np.testing.assert_allclose(got, want, atol=1e-4)
   assert np.abs(want - plain).max() > 1e-3
+
+
+def test_generate_takes_a_peft_adapter_directory_on_its_base(llama_dir, tmp_path):
+  """`run.py --mode=generate --hf_dir=<adapter>` loads the base that adapter_config.json names,
+  merges the adapter and prints what PEFT's model generates greedily."""
+  import subprocess
+  import sys
+
+  from jtrans.data import tokenizers
+
+  cfg, params = hf.load_pretrained(llama_dir)
+  settings = finetune.Settings(method="lora", lora_targets=TARGETS, lora_rank=4, lora_alpha=8.0)
+  rng = np.random.default_rng(2)
+  adapters = jax.tree.map(
+    lambda x: (rng.normal(size=x.shape) * 0.3).astype(np.float32),
+    lora.init(params, settings, jax.random.key(0)),
+  )
+  peft_files.save_adapter(str(tmp_path), cfg, {**params, lora.KEY: adapters}, settings, llama_dir)
+  tok = tokenizers.ByteTokenizer()
+  prompt = "def f"
+  ids = tok.encode(prompt).tolist()
+  model = peft.PeftModel.from_pretrained(base_model(llama_dir), str(tmp_path)).eval()
+  with torch.no_grad():
+    out = model.generate(
+      torch.tensor([ids]),
+      max_new_tokens=6,
+      do_sample=False,
+      num_beams=1,
+      eos_token_id=tok.eos_id,
+      pad_token_id=tok.pad_id,
+      min_new_tokens=0,
+    )
+  want = tok.decode(out[0, len(ids) :].tolist())
+  with torch.no_grad():
+    plain = base_model(llama_dir).generate(
+      torch.tensor([ids]),
+      max_new_tokens=6,
+      do_sample=False,
+      num_beams=1,
+      eos_token_id=tok.eos_id,
+      pad_token_id=tok.pad_id,
+      min_new_tokens=0,
+    )
+  assert plain[0, len(ids) :].tolist() != out[0, len(ids) :].tolist()  # The adapter matters.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+    [
+      sys.executable,
+      "run.py",
+      "--mode=generate",
+      f"--hf_dir={tmp_path}",
+      f"--prompt={prompt}",
+      "--max_new_tokens=6",
+      "--config.sample.temperature=0",
+      "--config.data.tokenizer=byte",
+    ],
+    cwd=root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = result.stdout.split(f"--- 0: {prompt}\n", 1)[1].rstrip("\n")
+  assert got == want, (got, want)

@@ -129,3 +129,28 @@ def load_adapter(directory: str, cfg: ModelConfig) -> tuple[dict[str, Any], Sett
     lora_alpha=float(config["lora_alpha"]),
   )
   return traverse_util.unflatten_dict(adapters, sep="/"), settings
+
+
+def is_adapter(directory: str) -> bool:
+  return (storage.path(directory) / CONFIG).is_file()
+
+
+def base_of(directory: str) -> str:
+  """The base model directory a PEFT adapter names (base_model_name_or_path)."""
+  base = json.loads((storage.path(directory) / CONFIG).read_text()).get("base_model_name_or_path")
+  if not base or not (storage.path(base) / "config.json").is_file():
+    raise common.ConversionError(
+      f"{directory}/{CONFIG}: base_model_name_or_path={base!r} is not a local (or gs://) "
+      "Hugging Face directory; set it to the base model's directory (nothing is downloaded)."
+    )
+  return base
+
+
+def load_adapted(directory: str) -> tuple[ModelConfig, dict[str, Any]]:
+  """A PEFT adapter directory -> (the base's ModelConfig, the base's parameters with the
+  adapters merged), as `peft.AutoPeftModelForCausalLM.from_pretrained(directory)` builds it."""
+  from jtrans import hf
+
+  cfg, params = hf.load_pretrained(base_of(directory))
+  adapters, settings = load_adapter(directory, cfg)
+  return cfg, lora.merge({**params, lora.KEY: adapters}, settings)
