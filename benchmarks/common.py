@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For configs/.
-from jtrans import optim, parts, sharding, steps  # noqa: E402
-from jtrans.models import ModelConfig, build_model  # noqa: E402
+from jtrans import parts, sharding, steps  # noqa: E402
+from jtrans.models import ModelConfig  # noqa: E402
 
 # The benchmark shapes of the speed issue (issue 14): (layers, width, heads, context, batch).
 # 6x512: a model big enough for the matmuls to dominate; 4x128: nanoGPT's CPU recipe.
@@ -36,14 +36,14 @@ class Setup(NamedTuple):
   abstract: Any  # The state's shapes and shardings (nothing allocated).
   train_step: Any  # jit-compiled on first call (or .lower(abstract, batch).compile()).
   batch: dict  # A synthetic global batch of random tokens.
+  init: Any  # rng -> the initial TrainState (jit it with out_shardings=shardings).
 
 
 def setup(config) -> Setup:
-  mesh = sharding.make_mesh(config.mesh)
-  model_cfg = ModelConfig.from_config(config.model)
-  model = build_model(model_cfg)
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-  _, shardings, abstract = parts.state_layout(model, tx, config, mesh)
+  """The run's layout (parts.build_layout: model, optimizer with any fine-tuning, shardings)."""
+  layout = parts.build_layout(config)
+  mesh, model, tx = layout.mesh, layout.model, layout.tx
+  model_cfg, shardings, abstract = layout.model_cfg, layout.shardings, layout.abstract
   train_step = steps.jit_engine(model, tx, config, mesh, shardings).train_step
   shape = (config.train.batch_size, config.data.seq_len)
   rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def setup(config) -> Setup:
     },
     mesh,
   )
-  return Setup(model_cfg, model, tx, mesh, shardings, abstract, train_step, batch)
+  return Setup(model_cfg, model, tx, mesh, shardings, abstract, train_step, batch, layout.init)
 
 
 def seconds_per_step(step_fn, state, batch, steps: int) -> tuple[float, Any]:

@@ -250,3 +250,18 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
   with torch.no_grad():
     difference = (merged(tokens).logits - base.eval()(tokens).logits).abs().max().item()
   assert difference > 1e-4, difference
+
+
+def test_the_fine_tuning_benchmark_runs_as_shown():
+  """The README's fine-tuning benchmark command (a tiny model here): its three rows, LoRA
+  holding a sliver of full fine-tuning's optimizer state."""
+  text = section("Fine-tuning")
+  command = re.search(r"`PYTHONPATH=\. python (benchmarks/finetune_memory\.py)`", text).group(1)
+  out = run_benchmark(command, "--config=configs/lm.py:tiny", "--steps=1", "--seq_len=32")
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = {
+    r.split("|")[1].strip(): r.split("|") for r in out.stdout.splitlines() if r.startswith("| ")
+  }
+  mib = lambda row: float(row[5].split()[0].replace(",", ""))  # noqa: E731
+  assert set(rows) >= {"full", "LoRA r=8 q,v", "LoRA r=8 q,v, bf16 base"}, out.stdout
+  assert mib(rows["LoRA r=8 q,v"]) < mib(rows["full"]) / 10
