@@ -47,7 +47,59 @@ def llama_dir(tmp_path_factory):
 
 
 def base_model(directory):
-  return transformers.LlamaForCausalLM.from_pretrained(directory).float().eval()
+  return transformers.AutoModelForCausalLM.from_pretrained(directory).float().eval()
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+  torch.manual_seed(0)
+  model = perturbed(
+    transformers.GPT2LMHeadModel(
+      transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    )
+  )
+  directory = tmp_path_factory.mktemp("gpt2")
+  model.save_pretrained(directory, safe_serialization=True)
+  return str(directory)
+
+
+def test_gpt2_adapters_fuse_into_c_attn_both_ways(gpt2_dir, tmp_path):
+  """GPT-2's c_attn holds query, key and value: our query and value adapters go to PEFT as one
+  c_attn adapter of twice the rank (and alpha) with B block-diagonal, and come back; a
+  PEFT-made c_attn + c_fc adapter comes in as query/key/value adapters sharing A. Logits agree
+  with PEFT's to 1e-4 both ways."""
+  cfg, params = hf.load_pretrained(gpt2_dir)
+  settings = finetune.Settings(
+    method="lora", lora_targets="attention/(query|value|out)$|mlp/wo$", lora_rank=4, lora_alpha=8.0
+  )
+  rng = np.random.default_rng(0)
+  adapters = jax.tree.map(
+    lambda x: (rng.normal(size=x.shape) * 0.1).astype(np.float32),
+    lora.init(params, settings, jax.random.key(0)),
+  )
+  ours_params = {**params, lora.KEY: adapters}
+  peft_files.save_adapter(str(tmp_path / "ours"), cfg, ours_params, settings, base=gpt2_dir)
+  model = peft.PeftModel.from_pretrained(base_model(gpt2_dir), str(tmp_path / "ours")).eval()
+  x = tokens((2, 12))
+  with torch.no_grad():
+    want = model(torch.tensor(x)).logits.numpy()
+  np.testing.assert_allclose(ours(cfg, lora.merge(ours_params, settings), x), want, atol=1e-4)
+
+  config = peft.LoraConfig(
+    r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True
+  )
+  theirs = peft.get_peft_model(base_model(gpt2_dir), config)
+  gen = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for name, p in theirs.named_parameters():
+      if "lora_" in name:
+        p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+  theirs.save_pretrained(str(tmp_path / "theirs"))
+  loaded, loaded_settings = peft_files.load_adapter(str(tmp_path / "theirs"), cfg)
+  with torch.no_grad():
+    want = theirs.eval()(torch.tensor(x)).logits.numpy()
+  got = ours(cfg, lora.merge({**params, lora.KEY: loaded}, loaded_settings), x)
+  np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_our_adapter_loads_in_peft_with_our_logits(llama_dir, tmp_path):

@@ -250,6 +250,17 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
   with torch.no_grad():
     difference = (merged(tokens).logits - base.eval()(tokens).logits).abs().max().item()
   assert difference > 1e-4, difference
+  # The export's PEFT adapter on the base is the merged model. The run held its frozen base in
+  # bfloat16 (frozen_dtype), so that is the base the adapter goes on.
+  import peft
+
+  with torch.no_grad():
+    for p in base.parameters():
+      p.copy_(p.bfloat16().float())
+  adapted = peft.PeftModel.from_pretrained(base, str(tmp_path / "gpt2_lora_merged" / "adapter"))
+  with torch.no_grad():
+    gap = (adapted.eval()(tokens).logits - merged(tokens).logits).abs().max().item()
+  assert gap < 1e-4, gap
 
 
 def test_the_fine_tuning_benchmark_runs_as_shown():
