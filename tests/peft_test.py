@@ -50,6 +50,30 @@ def base_model(directory):
   return transformers.AutoModelForCausalLM.from_pretrained(directory).float().eval()
 
 
+def random_adapters(params, settings, seed=0, scale=0.1):
+  """LoRA adapters for `settings` with every entry drawn (a fresh B is 0: no effect)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+    lambda x: (rng.normal(size=x.shape) * scale).astype(np.float32),
+    lora.init(params, settings, jax.random.key(0)),
+  )
+
+
+def greedy(model, ids, tok):
+  """Six greedy new tokens of a transformers (or PEFT) model after `ids`."""
+  with torch.no_grad():
+    out = model.generate(
+      torch.tensor([ids]),
+      max_new_tokens=6,
+      do_sample=False,
+      num_beams=1,
+      eos_token_id=tok.eos_id,
+      pad_token_id=tok.pad_id,
+      min_new_tokens=0,
+    )
+  return out[0, len(ids) :].tolist()
+
+
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
   torch.manual_seed(0)
@@ -72,11 +96,7 @@ def test_gpt2_adapters_fuse_into_c_attn_both_ways(gpt2_dir, tmp_path):
   settings = finetune.Settings(
     method="lora", lora_targets="attention/(query|value|out)$|mlp/wo$", lora_rank=4, lora_alpha=8.0
   )
-  rng = np.random.default_rng(0)
-  adapters = jax.tree.map(
-    lambda x: (rng.normal(size=x.shape) * 0.1).astype(np.float32),
-    lora.init(params, settings, jax.random.key(0)),
-  )
+  adapters = random_adapters(params, settings, seed=0, scale=0.1)
   ours_params = {**params, lora.KEY: adapters}
   peft_files.save_adapter(str(tmp_path / "ours"), cfg, ours_params, settings, base=gpt2_dir)
   model = peft.PeftModel.from_pretrained(base_model(gpt2_dir), str(tmp_path / "ours")).eval()
@@ -105,11 +125,7 @@ def test_gpt2_adapters_fuse_into_c_attn_both_ways(gpt2_dir, tmp_path):
 def test_our_adapter_loads_in_peft_with_our_logits(llama_dir, tmp_path):
   cfg, params = hf.load_pretrained(llama_dir)
   settings = finetune.Settings(method="lora", lora_targets=TARGETS, lora_rank=4, lora_alpha=8.0)
-  rng = np.random.default_rng(0)
-  adapters = jax.tree.map(
-    lambda x: (rng.normal(size=x.shape) * 0.1).astype(np.float32),
-    lora.init(params, settings, jax.random.key(0)),
-  )
+  adapters = random_adapters(params, settings, seed=0, scale=0.1)
   params = {**params, lora.KEY: adapters}
   peft_files.save_adapter(str(tmp_path), cfg, params, settings, base=llama_dir)
   model = peft.PeftModel.from_pretrained(base_model(llama_dir), str(tmp_path)).eval()
@@ -185,38 +201,15 @@ def test_generate_takes_a_peft_adapter_directory_on_its_base(llama_dir, tmp_path
 
   cfg, params = hf.load_pretrained(llama_dir)
   settings = finetune.Settings(method="lora", lora_targets=TARGETS, lora_rank=4, lora_alpha=8.0)
-  rng = np.random.default_rng(2)
-  adapters = jax.tree.map(
-    lambda x: (rng.normal(size=x.shape) * 0.3).astype(np.float32),
-    lora.init(params, settings, jax.random.key(0)),
-  )
+  adapters = random_adapters(params, settings, seed=2, scale=0.3)
   peft_files.save_adapter(str(tmp_path), cfg, {**params, lora.KEY: adapters}, settings, llama_dir)
   tok = tokenizers.ByteTokenizer()
   prompt = "def f"
   ids = tok.encode(prompt).tolist()
   model = peft.PeftModel.from_pretrained(base_model(llama_dir), str(tmp_path)).eval()
-  with torch.no_grad():
-    out = model.generate(
-      torch.tensor([ids]),
-      max_new_tokens=6,
-      do_sample=False,
-      num_beams=1,
-      eos_token_id=tok.eos_id,
-      pad_token_id=tok.pad_id,
-      min_new_tokens=0,
-    )
-  want = tok.decode(out[0, len(ids) :].tolist())
-  with torch.no_grad():
-    plain = base_model(llama_dir).generate(
-      torch.tensor([ids]),
-      max_new_tokens=6,
-      do_sample=False,
-      num_beams=1,
-      eos_token_id=tok.eos_id,
-      pad_token_id=tok.pad_id,
-      min_new_tokens=0,
-    )
-  assert plain[0, len(ids) :].tolist() != out[0, len(ids) :].tolist()  # The adapter matters.
+  new_tokens = greedy(model, ids, tok)
+  want = tok.decode(new_tokens)
+  assert greedy(base_model(llama_dir), ids, tok) != new_tokens  # The adapter matters.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
     [
