@@ -29,6 +29,7 @@ from jtrans import finetune as finetuning
 from jtrans.data import pipeline
 from jtrans.decoding import scores as decoding_scores
 from jtrans.finetune import lora
+from jtrans.finetune import peft as peft_files
 from jtrans.hf import pretrained
 from jtrans.metrics import MetricsWriter, progress_line
 from jtrans.steps import Engine, Metrics, TrainState
@@ -343,10 +344,37 @@ def _initial_state(
     return restored[0]
   if config.train.init_from:
     log(f"initialised from the pretrained weights in {config.train.init_from}")
-    return pretrained.initial_state(
+    state = pretrained.initial_state(
       config, layout.model_cfg, layout.tx.init, layout.abstract, layout.shardings
     )
-  return jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(config.seed))
+  else:
+    state = jax.jit(layout.init, out_shardings=layout.shardings)(jax.random.key(config.seed))
+  if layout.tuning.lora_from:
+    log(f"LoRA adapters from {layout.tuning.lora_from}")
+    state = _with_peft_adapters(state, layout)
+  return state
+
+
+def _with_peft_adapters(state: TrainState, layout: parts.Layout) -> TrainState:
+  """The fresh state with its LoRA adapters read from config.finetune.lora_from (PEFT's files)."""
+  tuning = layout.tuning
+  adapters, theirs = peft_files.load_adapter(tuning.lora_from, layout.model_cfg)
+  if (theirs.lora_rank, theirs.lora_alpha) != (tuning.lora_rank, tuning.lora_alpha):
+    raise ValueError(
+      f"config.finetune.lora_from={tuning.lora_from!r} has r={theirs.lora_rank} and "
+      f"lora_alpha={theirs.lora_alpha:g}; set config.finetune.lora_rank and lora_alpha to them."
+    )
+  want = jax.tree.map(lambda x: x.shape, layout.abstract.params[lora.KEY])
+  got = jax.tree.map(lambda x: x.shape, adapters)
+  if want != got:
+    modules = sorted(p.rsplit("/", 1)[0] for p in lora.flatten_paths(adapters))
+    raise ValueError(
+      f"config.finetune.lora_from={tuning.lora_from!r} adapts {modules[:8]}; "
+      f"config.finetune.lora_targets={tuning.lora_targets!r} chooses other kernels. Set "
+      f"lora_targets to a regex of exactly those modules (e.g. {theirs.lora_targets!r})."
+    )
+  placed = jax.device_put(adapters, layout.shardings.params[lora.KEY])
+  return dataclasses.replace(state, params={**state.params, lora.KEY: placed})
 
 
 def _meters(

@@ -231,3 +231,39 @@ def test_generate_takes_a_peft_adapter_directory_on_its_base(llama_dir, tmp_path
   assert result.returncode == 0, result.stderr[-3000:]
   got = result.stdout.split(f"--- 0: {prompt}\n", 1)[1].rstrip("\n")
   assert got == want, (got, want)
+
+
+def test_a_run_starts_from_a_peft_adapter(llama_dir, data_dir, tmp_path):
+  """config.finetune.lora_from: a PEFT-made adapter on the imported Llama starts the run (lr 0:
+  it is still there after a step); an adapter of another rank or other modules fails naming
+  the setting to change."""
+  from jtrans import train
+  from tests.train_test import final_params
+
+  config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+  model = peft.get_peft_model(base_model(llama_dir), config)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "lora_B" in name:
+        p.normal_(0, 0.1)
+  model.save_pretrained(str(tmp_path / "adapter"))
+  cfg, _ = hf.load_pretrained(llama_dir)
+  want, _ = peft_files.load_adapter(str(tmp_path / "adapter"), cfg)
+  overrides = {
+    "optim.lr": 0.0,
+    "finetune.method": "lora",
+    "finetune.lora_targets": "attention/(query|value)$",
+    "finetune.lora_rank": 4,
+    "finetune.lora_alpha": 8.0,
+    "finetune.lora_from": str(tmp_path / "adapter"),
+  }
+  train.train(finetune_config(llama_dir, data_dir, **overrides), str(tmp_path / "run"))
+  _, got = final_params(str(tmp_path / "run"))
+  jax.tree.map(np.testing.assert_array_equal, got[lora.KEY], want)
+  for key, value, message in (
+    ("finetune.lora_rank", 8, "has r=4 and lora_alpha=8; set config.finetune.lora_rank"),
+    ("finetune.lora_targets", "attention/query$", "chooses other kernels"),
+  ):
+    bad = finetune_config(llama_dir, data_dir, **{**overrides, key: value})
+    with pytest.raises(ValueError, match=message):
+      train.train(bad, str(tmp_path / f"bad_{key}"))

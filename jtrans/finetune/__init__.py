@@ -35,6 +35,7 @@ class Settings:
   lora_targets: str = ""  # Regex on kernel module paths ("attention/(query|value)$").
   lora_rank: int = 8
   lora_alpha: float = 16.0
+  lora_from: str = ""  # A PEFT LoRA directory the adapters start from.
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Settings:
@@ -46,6 +47,7 @@ class Settings:
       lora_targets=f.lora_targets,
       lora_rank=f.lora_rank,
       lora_alpha=f.lora_alpha,
+      lora_from=f.lora_from,
     )
     settings.check()
     return settings
@@ -62,6 +64,8 @@ class Settings:
         re.compile(pattern)
       except re.error as e:
         raise ValueError(f"config.finetune: {pattern!r} is not a regular expression ({e}).") from e
+    if self.lora_from and self.method != "lora":
+      raise ValueError("config.finetune.lora_from needs config.finetune.method='lora'.")
     if self.method == "lora" and (not self.lora_targets or self.lora_rank < 1):
       raise ValueError(
         "config.finetune.method='lora' needs lora_targets (a regex on kernel paths, e.g. "

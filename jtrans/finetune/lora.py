@@ -86,3 +86,8 @@ def merge(params: Any, settings: Settings | None) -> Any:
     update = delta(adapters[f"{path}/a"], adapters[f"{path}/b"], kernel.shape, scale)
     flat[f"{path}/kernel"] = kernel.astype(jnp.float32) + update
   return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def flatten_paths(adapters: dict[str, Any]) -> list[str]:
+  """The adapters' leaf paths ("decoder/block_0/attention/query/a", ...)."""
+  return list(traverse_util.flatten_dict(adapters, sep="/"))
