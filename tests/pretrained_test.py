@@ -67,18 +67,18 @@ def test_a_config_of_another_model_names_the_differing_keys(gpt2_dir, data_dir, 
     train.train(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
 def test_lora_on_imported_weights_keeps_them_and_exports_the_merged_model(
-  gpt2_dir, data_dir, tmp_path, scan_layers
+  gpt2_dir, data_dir, tmp_path
 ):
-  """The fine-tuning path: LoRA on a Hugging Face directory's weights (config.train.init_from).
-  After training the imported weights are bitwise unchanged, the adapters moved, and
-  `--mode=export` writes the merged model, whose transformers logits are ours."""
+  """The fine-tuning path: LoRA on a Hugging Face directory's weights (config.train.init_from),
+  in scanned layers (the unrolled path: tests/peft_test.py's export test). After training the
+  imported weights are bitwise unchanged, the adapters moved, and `--mode=export` writes the
+  merged model, whose transformers logits are ours."""
   from jtrans import finetune, modes, parts
   from jtrans.finetune import lora
 
   overrides = {
-    "model.scan_layers": scan_layers,
+    "model.scan_layers": True,
     "train.steps": 3,
     "optim.lr": 1e-2,
     "finetune.method": "lora",
@@ -88,9 +88,8 @@ def test_lora_on_imported_weights_keeps_them_and_exports_the_merged_model(
   train.train(config, str(tmp_path / "run"))
   _, got = final_params(str(tmp_path / "run"))
   _, want = hf.load_pretrained(gpt2_dir)
-  if scan_layers:
-    blocks = [want["decoder"].pop(f"block_{i}") for i in range(2)]
-    want["decoder"]["layers"] = {"block": jax.tree.map(lambda *x: np.stack(x), *blocks)}
+  blocks = [want["decoder"].pop(f"block_{i}") for i in range(2)]
+  want["decoder"]["layers"] = {"block": jax.tree.map(lambda *x: np.stack(x), *blocks)}
   jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in got.items() if k != "lora"}, want)
   assert all(np.abs(b).max() > 0 for b in jax.tree.leaves(got["lora"]))
 
