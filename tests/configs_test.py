@@ -30,9 +30,8 @@ def documented_variants():
   for path in FILES:
     doc = load(path).__doc__ or ""
     for rel, arg in re.findall(r"--config=(configs/[\w/]+\.py)(?::([\w=,./-]+))?", doc):
-      if (
-        rel != "configs/hf.py"
-      ):  # Its argument is a Hugging Face directory: tests/pretrained_test.py.
+      # Their argument is a Hugging Face directory: tests/pretrained_test.py, readme_test.py.
+      if rel not in ("configs/hf.py", "configs/finetune.py"):
         variants.append((rel, arg or None))
   return variants
 

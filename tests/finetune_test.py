@@ -237,3 +237,11 @@ def test_a_relaunch_that_stores_the_base_in_another_dtype_resumes(tiny_config, t
     if not path.startswith("lora/"):
       assert value.dtype == np.float32, path
       np.testing.assert_array_equal(value, first[path].astype(np.float32), err_msg=path)
+
+
+def test_the_finetune_config_names_its_argument_when_it_is_wrong():
+  from configs import finetune as finetune_config
+
+  for argument in ("path/to/gpt2", "path/to/gpt2,prefix", ",lora"):
+    with pytest.raises(ValueError, match="give '<Hugging Face directory>,<method>'"):
+      finetune_config.get_config(argument)

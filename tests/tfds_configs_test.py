@@ -67,9 +67,10 @@ def variants() -> list[tuple[str, str | None]]:
     if not hasattr(module, "get_config") or rel in (
       "configs/base.py",
       "configs/hf.py",
+      "configs/finetune.py",
       "configs/ladder.py",
     ):
-      continue  # base: no recipe; hf: a Hugging Face directory; ladder: rungs on the corpus.
+      continue  # base: no recipe; hf, finetune: a Hugging Face directory; ladder: rungs.
     sizes = getattr(module, "SIZES", None)
     found += [(rel, size) for size in sizes] if sizes else [(rel, None)]
   return found
