@@ -29,6 +29,7 @@ setuptools.setup(
     "gcsfs>=2025.1",  # gs:// paths for epath (TFDS and Orbax use it too) without TensorFlow.
     "scikit-learn>=1.4",  # Ships the handwritten digits images (the `digits` data set) offline.
     "sacrebleu>=2.4,<3",  # BLEU of generated outputs, with its signature.
+    "jinja2>=3.1,<4",  # Chat templates, rendered as transformers renders them.
   ],
   extras_require={
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and

@@ -154,7 +154,14 @@ def get_config() -> ml_collections.ConfigDict:
   # source_key's tokens + target_key's tokens (+ EOS with response_eos), padded to
   # seq_len, with loss on the target's tokens only (grokking's answer-only loss; a prompt ->
   # response fine-tune); train and eval alike.
+  # "chat": each record a conversation (messages_key) or a prompt/response pair, rendered
+  # with chat_template, packed whole with segment ids, loss on the assistant's tokens
+  # (jtrans/data/chat.py); --mode=generate then takes each prompt as a user's turn.
   d.sampling = "packed"
+  d.messages_key = "messages"  # chat: the field of {"role", "content"} turns; "" = pairs.
+  # chat: "" = the tokenizer directory's own template (else "default"), "default" (Zephyr's
+  # <|user|>/<|assistant|> turns, each ending with EOS), or a .jinja file's path.
+  d.chat_template = ""
   # prompt_response: the response ends with EOS, which carries loss (generation learns to stop);
   # False: no EOS, so accuracy is the response tokens' alone (a one-token answer's accuracy).
   d.response_eos = True

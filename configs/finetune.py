@@ -1,6 +1,9 @@
 """Fine-tune a Hugging Face directory with one method: `full` or `lora`.
 
   python run.py --config=configs/finetune.py:path/to/gpt2,lora --workdir=runs/gpt2_lora
+  python run.py --config=configs/finetune.py:path/to/model,lora --workdir=runs/chat_lora \
+      --config.data.name=files --config.data.file_format=jsonl --config.data.sampling=chat \
+      --config.data.train_files=chat/train.jsonl --config.data.eval_files=chat/eval.jsonl
   python run.py --mode=export --config=configs/finetune.py:path/to/gpt2,lora \
       --workdir=runs/gpt2_lora --hf_dir=runs/gpt2_lora_merged
 
@@ -10,7 +13,9 @@ config.finetune:
 - full: every parameter trains (configs/hf.py as it is).
 - lora: LoRA r=8, alpha 16 on the attention's query and value projections (Hu et al. 2021's
   GPT-2 and GPT-3 setting; PEFT's default for Llama), the base frozen in bfloat16, lr 1e-3.
-Any key can be overridden with --config.<key>; README "Fine-tuning" explains them.
+Any key can be overridden with --config.<key>; README "Fine-tuning" explains them. With
+data.sampling=chat (the second command) the data are conversations rendered with the
+directory's own chat template, the loss on the assistant's tokens (jtrans/data/chat.py).
 Expected: the first evaluation equals the checkpoint's own loss on your data and falls from
 there; a LoRA run logs the trained share (0.24% for GPT-2 small) and leaves the base
 weights bitwise unchanged (tests/finetune_test.py); `--mode=export` writes the merged model

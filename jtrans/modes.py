@@ -135,6 +135,7 @@ def generate(
   import numpy as np
 
   from jtrans import decoding, hf, parts
+  from jtrans.data import chat
   from jtrans.decoding import beam_search
   from jtrans.finetune import peft as peft_files
   from jtrans.models import ModelConfig, build_model
@@ -154,7 +155,8 @@ def generate(
     )
   s, model = config.sample, build_model(model_cfg)
   beams = num_beams if num_beams is not None else s.num_beams
-  common = dict(max_new_tokens=max_new_tokens or s.length, eos_id=tok.eos_id, pad_id=tok.pad_id)
+  prompt_ids, eos_id = chat.prompts(config.data, tok, prompts)  # Chat: each a user's turn.
+  common = dict(max_new_tokens=max_new_tokens or s.length, eos_id=eos_id, pad_id=tok.pad_id)
   beam = dict(
     num_beams=beams, length_penalty=s.length_penalty, length_penalty_style=s.length_penalty_style
   )
@@ -177,10 +179,7 @@ def generate(
         model, params, source, mask, rng, start_id=tok.pad_id, **common, **sampling
       )
   elif model_cfg.family == "decoder":
-    # An empty prompt starts from EOS, the document separator the model was trained with.
-    tokens, lengths = decoding.left_pad(
-      [list(tok.encode(p)) or [tok.eos_id] for p in prompts], tok.pad_id
-    )
+    tokens, lengths = decoding.left_pad([list(p) for p in prompt_ids], tok.pad_id)
     if beams > 1:
       out = beam_search.beam_search(model, params, tokens, lengths, **common, **beam)
     else:

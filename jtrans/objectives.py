@@ -155,7 +155,7 @@ def batch_spec(
   objective = config.loss.objective
   if objective in ("lm", "mlm"):
     spec = {"inputs": tokens, "targets": tokens, "weights": weights}
-    if d.segment_ids:
+    if d.segment_ids or d.sampling == "chat":  # Chat rows are packed conversations.
       spec |= {"segment_ids": tokens, "positions": tokens}
     return spec
   if objective in SEQ2SEQ:

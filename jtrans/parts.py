@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from jtrans import finetune as finetuning
 from jtrans import kernels, objectives, optim, sharding, steps
-from jtrans.data import images, pipeline, seq2seq, sources, span_corruption, tokenizers
+from jtrans.data import chat, images, pipeline, seq2seq, sources, span_corruption, tokenizers
 from jtrans.finetune import lora
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
@@ -240,8 +240,9 @@ def make_dataset(
   alone, so a run gives the same numbers on any number of hosts, and resumes on another.
 
   The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
-  (data/pipeline.py; "lm" with data.sampling="prompt_response": a row per pair, data/seq2seq.py), "seq2seq" source/target pairs (data/seq2seq.py), "span_corruption"
-  packed text rows corrupted into such pairs (data/span_corruption.py), "classification"
+  (data/pipeline.py; "lm" with data.sampling="prompt_response": a row per pair, data/seq2seq.py;
+  "chat": conversations, data/chat.py), "seq2seq" source/target pairs (data/seq2seq.py),
+  "span_corruption" packed text rows corrupted into such pairs (data/span_corruption.py), "classification"
   images and labels (data/images.py).
   """
   d, kind = config.data, config.loss.objective
@@ -268,6 +269,13 @@ def make_dataset(
       target_key=d.target_key,
       seq_len=d.seq_len,
       response_eos=d.response_eos,
+    )
+  if kind == "lm" and d.sampling == "chat":
+    return chat.make_chat_dataset(
+      **common,
+      fmt=chat.make_format(d, tokenizer),
+      keys=(d.messages_key, d.source_key, d.target_key),
+      seq_len=d.seq_len,
     )
   if kind in ("lm", "mlm") and train and d.sampling == "windows":
     return pipeline.make_window_dataset(

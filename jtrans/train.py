@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from jtrans import checkpoint, decoding, flops, losses, objectives, parts
 from jtrans import finetune as finetuning
-from jtrans.data import pipeline
+from jtrans.data import chat, pipeline
 from jtrans.decoding import scores as decoding_scores
 from jtrans.finetune import lora
 from jtrans.finetune import peft as peft_files
@@ -305,7 +305,7 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
     # Samples follow training: a length that cannot work fails now, not then.
     decoding.check_length(
       layout.model,
-      len(run.tokenizer.encode(config.sample.prompt)),
+      len(chat.prompts(config.data, run.tokenizer, [config.sample.prompt])[0][0]),
       config.sample.length,
       "config.sample",
     )
@@ -536,7 +536,7 @@ def _evaluate(
 def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   """`config.sample.num_samples` continuations of `config.sample.prompt`."""
   s, tok = run.config.sample, run.tokenizer
-  prompt = tok.encode(s.prompt)
+  (prompt,), eos_id = chat.prompts(run.config.data, tok, [s.prompt])
   out = decoding.generate(
     run.layout.model,
     lora.merge(params, run.layout.tuning),
@@ -547,6 +547,8 @@ def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
     temperature=s.temperature,
     top_k=s.top_k,
     top_p=s.top_p,
+    eos_id=eos_id if run.config.data.sampling == "chat" else None,  # A reply ends its turn.
+    pad_id=tok.pad_id,
   )
   return [tok.decode(np.concatenate([prompt, row])) for row in np.asarray(out.tokens)]
 

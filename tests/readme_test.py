@@ -201,38 +201,49 @@ def test_the_decoding_benchmark_runs_as_shown():
   assert re.search(r"batch 2: jtrans KV cache [\d.]+x Hugging Face generate", out.stdout)
 
 
-def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
-  """The README's LoRA command and its export, as written, on a small GPT-2 directory made here
-  (the test adds only its size: the byte tokenizer, since the directory has no tokenizer files,
-  the test corpus and a few steps). The export is the merged model: its logits differ from the
-  base directory's."""
+def test_the_fine_tuning_commands_run_as_shown(tmp_path):
+  """The README's LoRA instruction tuning, its generate and its export, as written, on
+  tests/chat_test.py's task: a random GPT-2 directory with its own tokenizer and ChatML
+  template, and conversations that ask for a digit's name in ten phrasings, one pair per
+  phrasing held out. The test adds its size (sequences of 64, batch 8, 400 steps) and, since a
+  random base needs more than the recipe's LoRA, adapters on every projection at lr 1e-2.
+
+  Measured: the base names 0 of the 10 held-out digits; the tuned model names 9 (the test asks
+  for at least 7 and at most 1 before). The export is the merged model, and its PEFT adapter
+  on the base gives the merged model's logits."""
   import torch
   import transformers
 
+  from tests.chat_test import make_chat_task
+
   commands = run_commands(section("Fine-tuning"))
-  assert len(commands) == 2 and "--mode=export" in commands[1], commands
-  torch.manual_seed(0)
-  base = transformers.GPT2LMHeadModel(
-    transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)
-  )
-  base.save_pretrained(tmp_path / "gpt2")
-  small = [
-    "--config.data.tokenizer=byte",
-    f"--config.data.data_dir={data_dir}",
-    "--config.data.seq_len=32",
+  config = "--config=configs/finetune.py:path/to/model,lora"
+  assert len(commands) == 3 and all(config in c for c in commands), commands
+  assert "--mode=generate" in commands[1] and "--mode=export" in commands[2], commands
+  task = make_chat_task(str(tmp_path))
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("".join(prompt + "\n" for prompt, _ in task["held_out"]))
+  size = [
+    "--config.data.seq_len=64",
     "--config.train.batch_size=8",
-    "--config.train.steps=3",
-    "--config.train.eval_batches=1",
-    "--config.train.eval_every=3",
-    "--config.train.checkpoint_every=3",
+    "--config.train.steps=400",
+    "--config.train.log_every=100",
+    "--config.train.eval_every=400",
+    "--config.train.checkpoint_every=400",
+    "--config.optim.lr=1e-2",
+    "--config.finetune.lora_targets=attention/(query|key|value|out)$|mlp/(wi|wo)$",
     "--config.sample.num_samples=0",
+    "--config.sample.length=8",  # The prompt and reply fit the 64 positions.
   ]
-  outputs = []
-  for argv in commands:
-    argv = [a.replace("path/to/gpt2", str(tmp_path / "gpt2")) for a in argv]
-    argv = [a.replace("runs/", f"{tmp_path}/") for a in argv]
+
+  def run(argv, *extra):
+    argv = [a.replace("path/to/model", task["dir"]) for a in argv]
+    argv = [
+      a.replace("runs/", f"{tmp_path}/").replace("=chat/", f"={tmp_path}/chat/") for a in argv
+    ]
+    argv = [f"--prompt_file={prompts}" if a.startswith("--prompt=") else a for a in argv]
     out = subprocess.run(
-      [sys.executable, *argv, *small],
+      [sys.executable, *argv, *extra],
       cwd=ROOT,
       env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
       capture_output=True,
@@ -240,13 +251,26 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
       timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    outputs.append(out.stdout + out.stderr)
-  # 2 blocks x (query, value) x (32 x 8 + 8 x 32).
-  assert "fine-tuning (lora): 2,048 of 39,168 parameters" in outputs[0], outputs[0][-3000:]
-  merged = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "gpt2_lora_merged"))
-  tokens = torch.tensor(np.random.default_rng(0).integers(0, 256, (1, 16)))
+    return out.stdout
+
+  def named(stdout):
+    replies = re.findall(r"^--- \d+: .*\n(.*)$", stdout, re.M)
+    assert len(replies) == len(task["held_out"]), stdout
+    return sum(r.strip() == word for r, (_, word) in zip(replies, task["held_out"]))
+
+  trained = run(commands[0], *size)
+  # 2 blocks x 6 projections x rank 8 x (fan-in + fan-out).
+  assert "fine-tuning (lora): 18,432 of " in trained, trained[-3000:]
+  before = named(run(commands[1], *size, f"--hf_dir={task['dir']}"))
+  after = named(run(commands[1], *size))
+  print(f"held-out digits named: {before} of 10 by the base, {after} after tuning")
+  assert before <= 1 and after >= 7, (before, after)
+  run(commands[2], *size)
+  base = transformers.GPT2LMHeadModel.from_pretrained(task["dir"]).eval()
+  merged = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "chat_lora_merged"))
+  tokens = torch.tensor(np.random.default_rng(0).integers(0, 300, (1, 16)))
   with torch.no_grad():
-    difference = (merged(tokens).logits - base.eval()(tokens).logits).abs().max().item()
+    difference = (merged(tokens).logits - base(tokens).logits).abs().max().item()
   assert difference > 1e-4, difference
   # The export's PEFT adapter on the base is the merged model. The run held its frozen base in
   # bfloat16 (frozen_dtype), so that is the base the adapter goes on.
@@ -255,7 +279,7 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path, data_dir):
   with torch.no_grad():
     for p in base.parameters():
       p.copy_(p.bfloat16().float())
-  adapted = peft.PeftModel.from_pretrained(base, str(tmp_path / "gpt2_lora_merged" / "adapter"))
+  adapted = peft.PeftModel.from_pretrained(base, str(tmp_path / "chat_lora_merged" / "adapter"))
   with torch.no_grad():
     gap = (adapted.eval()(tokens).logits - merged(tokens).logits).abs().max().item()
   assert gap < 1e-4, gap

@@ -114,6 +114,7 @@ class HfTokenizer:
         "tokenizer_config.json; the pipelines need one to end documents."
       )
     self.eos_id = eos
+    self.tokens = {kind: tokens[kind] for kind in self.ids}  # Their texts (chat templates').
     self.pad_id = self.ids.get("pad", eos)  # GPT-2 has none: padding has weight 0 anyway.
     self.bos_id = self.ids.get("bos")
     self.mask_id = self.ids.get("mask")

@@ -27,7 +27,7 @@ import numpy as np
 from tensorflow_datasets.core import constants
 
 from jtrans import storage
-from jtrans.data import sources
+from jtrans.data import chat, sources
 from jtrans.data.iterators import JsonState, PadToCount, ceil_div, check_shard
 from jtrans.data.tokenizers import Tokenizer, get_tokenizer
 
@@ -278,6 +278,11 @@ def unigram_entropy(
       tok.encode(sources.record_text(source[i], text_key)), minlength=tok.vocab_size
     )
   counts[tok.eos_id] += len(source) * eos
+  return entropy_of_counts(counts)
+
+
+def entropy_of_counts(counts: np.ndarray) -> float:
+  """Entropy (nats) of the distribution that token counts [vocab] give."""
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())
 
@@ -288,7 +293,8 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
 
   The user's own files (``data.name="files"``) may change between runs and are recomputed.
   With ``sampling="prompt_response"`` the loss is on the responses alone, so theirs is the
-  entropy (grokking's answers mod 113: ln 113 = 4.73 nats).
+  entropy (grokking's answers mod 113: ln 113 = 4.73 nats); with ``sampling="chat"``, that of
+  the assistant's tokens.
   """
   responses = data.sampling == "prompt_response"
   text_key = data.target_key if responses else data.text_key
@@ -296,10 +302,20 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
   compute = lambda: unigram_entropy(
     source=sources.from_config(data, train=False), tokenizer=tokenizer, text_key=text_key, eos=eos
   )
+  if data.sampling == "chat":
+    compute = lambda: entropy_of_counts(
+      chat.assistant_counts(
+        sources.from_config(data, train=False),
+        chat.make_format(data, tokenizer),
+        (data.messages_key, data.source_key, data.target_key),
+      )
+    )
   if data.name == sources.FILES:
     return compute()
+  chat_keys = [data.messages_key, data.chat_template] if data.sampling == "chat" else []
   key = json.dumps(
     [
+      *chat_keys,
       data.name,
       data.eval_split,
       text_key,

@@ -89,8 +89,11 @@ def build_command(name: str, data_dir: str) -> str:
 def field_settings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The config.data settings naming the record fields the run reads: FIELDS of its objective,
   or source_key and target_key for an "lm" run with sampling="prompt_response"."""
-  if config.loss.objective == "lm" and config.data.sampling == "prompt_response":
+  d = config.data
+  if config.loss.objective == "lm" and d.sampling == "prompt_response":
     return ("source_key", "target_key")
+  if config.loss.objective == "lm" and d.sampling == "chat":
+    return ("messages_key",) if d.messages_key else ("source_key", "target_key")
   return FIELDS.get(config.loss.objective, ("text_key",))
 
 
@@ -158,14 +161,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   records hold the fields config.loss.objective reads, and a classifier has an output for
   every label and the images' channels."""
   d = config.data
-  if d.sampling not in ("packed", "windows", "prompt_response"):
+  if d.sampling not in ("packed", "windows", "prompt_response", "chat"):
     raise ValueError(
-      f"config.data.sampling={d.sampling!r}: use 'packed', 'windows' or 'prompt_response'."
+      f"config.data.sampling={d.sampling!r}: use 'packed', 'windows', 'prompt_response' or 'chat'."
     )
-  if d.sampling == "prompt_response" and config.loss.objective != "lm":
+  if d.sampling in ("prompt_response", "chat") and config.loss.objective != "lm":
     raise ValueError(
-      f"config.data.sampling='prompt_response' makes next-token rows with loss on the "
-      f"response, for config.loss.objective='lm' (it is {config.loss.objective!r}); use "
+      f"config.data.sampling={d.sampling!r} makes next-token rows with loss on the "
+      f"responses, for config.loss.objective='lm' (it is {config.loss.objective!r}); use "
       "sampling='packed'."
     )
   if d.sampling == "windows" and d.segment_ids:
