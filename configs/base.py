@@ -195,7 +195,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.finetune = f = ml_collections.ConfigDict()
   # Fine-tuning (jtrans/finetune): "full" trains every parameter (or those `trainable` names);
-  # "lora" adds low-rank adapters to the kernels `lora_targets` matches and trains them alone.
+  # "lora" adds low-rank adapters to the kernels `lora_targets` matches and trains them alone;
+  # "prefix" (decoders) trains keys and values before every sequence in each layer alone.
   f.method = "full"
   # Comma-separated regexes on "/"-joined parameter paths ("decoder/block_0/mlp/wi/kernel",
   # "lora/decoder/block_0/attention/query/a"): the leaves that train; "" = all of them for
@@ -208,6 +209,10 @@ def get_config() -> ml_collections.ConfigDict:
   # A Hugging Face PEFT LoRA directory whose adapters start the run (instead of fresh ones; its
   # modules, r and alpha must be the ones lora_targets, lora_rank and lora_alpha give).
   f.lora_from = ""
+  f.prefix_length = 16  # Prefix tuning: learned keys and values per layer (virtual tokens).
+  # Prefix tuning's reparametrisation (Li & Liang 2021): an embedding [prefix_length, embed]
+  # through an MLP of this width (tanh) gives the keys and values; 0 = train them directly.
+  f.prefix_hidden = 512
 
   c.optim = o = ml_collections.ConfigDict()
   o.lr = 1e-3  # Peak learning rate.

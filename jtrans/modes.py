@@ -113,11 +113,10 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   adapters merged into their kernels: what generation and export take)."""
   from jtrans import finetune, parts
   from jtrans import train as training
-  from jtrans.finetune import lora
 
   layout = parts.build_layout(config)  # Reads weights, not the data set.
   params = training.restore_latest(config, workdir, layout.abstract)[0].params
-  return lora.merge(params, finetune.Settings.from_config(config))
+  return finetune.model_params(params, finetune.Settings.from_config(config))
 
 
 def generate(
@@ -206,6 +205,11 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
 
   tuning = finetune.Settings.from_config(config)
   cfg = ModelConfig.from_config(config.model)
+  if tuning.method == "prefix":
+    raise ValueError(
+      "--mode=export: a prefix-tuned model's keys and values have no place in a Hugging Face "
+      "model directory; generate from the workdir (--mode=generate --workdir=...) instead."
+    )
   if tuning.method != "lora":
     hf.save_pretrained(hf_dir, cfg, jax.device_get(restore_params(config, workdir)))
     return f"wrote {hf_dir}: load it with transformers' from_pretrained."

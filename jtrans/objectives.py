@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jtrans.finetune import prefix
 from jtrans.models import ModelConfig
 
 Batch = dict[str, jax.Array]
@@ -115,10 +116,18 @@ def logits(
   turns into those logits."""
   variables = {"params": params}
   if objective in ("lm", "mlm"):
+    positions = batch.get("positions")
+    if shift := prefix.offset(params):  # Prefix tuning: the tokens follow the prefix's P.
+      tokens = batch["inputs"]
+      positions = shift + (
+        jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if positions is None
+        else positions
+      )
     return model.apply(
       variables,
       batch["inputs"],
-      positions=batch.get("positions"),
+      positions=positions,
       segment_ids=batch.get("segment_ids"),
       deterministic=deterministic,
       rngs=rngs,

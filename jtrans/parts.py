@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from jtrans import finetune as finetuning
 from jtrans import kernels, objectives, optim, sharding, steps
 from jtrans.data import chat, images, pipeline, seq2seq, sources, span_corruption, tokenizers
-from jtrans.finetune import lora
+from jtrans.finetune import lora, prefix
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
 
@@ -58,11 +58,12 @@ def state_layout(
   param_shardings = sharding.logical_shardings(boxed_params, mesh, axis_rules)
   shapes = jax.eval_shape(init, rng)
   replicated = sharding.replicated(mesh)
-  if lora.KEY in shapes.params:  # The adapters are small: every device holds them whole.
-    param_shardings = {
-      **param_shardings,
-      lora.KEY: jax.tree.map(lambda _: replicated, shapes.params[lora.KEY]),
-    }
+  for key in finetuning.ADAPTER_KEYS:  # Adapters are small: every device holds them whole.
+    if key in shapes.params:
+      param_shardings = {
+        **param_shardings,
+        key: jax.tree.map(lambda _: replicated, shapes.params[key]),
+      }
   masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731 (frozen leaves: no state)
   opt_shardings = optax.tree_map_params(
     tx,
@@ -84,6 +85,8 @@ def finetune_params(params: Any, tuning: finetuning.Settings, rng: jax.Array) ->
   LoRA adapters under `lora`, and the frozen leaves in `frozen_dtype`."""
   if tuning.method == "lora":
     params = {**params, lora.KEY: lora.init(params, tuning, jax.random.fold_in(rng, 1))}
+  if tuning.method == "prefix":
+    params = {**params, prefix.KEY: prefix.init(params, tuning, jax.random.fold_in(rng, 1))}
   return finetuning.store_frozen(params, tuning)
 
 
@@ -136,6 +139,15 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
     raise ValueError(
       f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
       f"{config.model.max_len}; raise max_len or shorten seq_len."
+    )
+  f = config.finetune
+  positions = config.data.seq_len + f.prefix_length
+  if f.method == "prefix" and model_cfg.positions == "learned" and positions > model_cfg.max_len:
+    raise ValueError(
+      f"config.finetune.prefix_length={f.prefix_length} puts the tokens of "
+      f"config.data.seq_len={config.data.seq_len} at positions up to {positions - 1}, past the "
+      f"learned position table (config.model.max_len={model_cfg.max_len}); set seq_len to at "
+      f"most {model_cfg.max_len - f.prefix_length}."
     )
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jtrans.decoding import sampling
+from jtrans.finetune import prefix
 
 STYLES = ("gnmt", "hf")
 NEG = -1.0e9  # Hugging Face's "impossible" score; the same constant keeps ties the same.
@@ -329,7 +330,9 @@ def beam_search(
   """Beam search of a decoder-only model continuing left-padded prompts `[batch, prompt_len]`
   (`sampling.left_pad`); lengths and scores count generated tokens only. Arguments as
   `beam_search_seq2seq`."""
-  sampling.check_length(model, prompts.shape[1], max_new_tokens, "beam_search")
+  sampling.check_length(
+    model, prompts.shape[1] + prefix.offset(params), max_new_tokens, "beam_search"
+  )
   divisor, options = _options(
     num_beams,
     max_new_tokens,

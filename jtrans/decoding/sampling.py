@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jtrans.finetune import prefix
+
 
 class Generated(NamedTuple):
   tokens: jax.Array  # int32 `[batch, max_new_tokens]`: generated tokens, pad after EOS.
@@ -123,7 +125,8 @@ def lm_stepper(
   slots = prompt_len + max_new_tokens - 1  # The last generated token is never fed back.
   pad = prompt_len - prompt_lengths.astype(jnp.int32)
   slot = jnp.arange(slots)
-  positions = jnp.maximum(slot[None, :] - pad[:, None], 0)
+  # Prefix tuning's P learned keys and values come first: the tokens sit at P, P+1, ...
+  positions = jnp.maximum(slot[None, :] - pad[:, None], 0) + prefix.offset(params)
   real = slot[None, :] >= pad[:, None]
   prompts = prompts.astype(jnp.int32)
 
@@ -392,7 +395,8 @@ def generate(
   Compiles once per model, shapes, max_new_tokens and use_cache; the sampling settings are
   traced (changing them does not recompile).
   """
-  check_length(model, prompts.shape[1], max_new_tokens, "generate")
+  # A prefix's keys and values take the first positions (prefix tuning).
+  check_length(model, prompts.shape[1] + prefix.offset(params), max_new_tokens, "generate")
   sampling = Sampling.make(temperature, top_k, top_p, eos_id, pad_id)
   rng = jax.random.key(0) if rng is None else rng
   return _generate(

@@ -6,7 +6,9 @@ choose the leaves that train; the step differentiates those alone, and the optim
 (`optim.make_optimizer`) keeps state for them alone. Frozen leaves may be stored in bfloat16
 (`frozen_dtype`) while the trained ones stay float32. LoRA adds its adapters under the tree's
 `lora` key; the model always sees the merged weights (`lora.merge`), so every family takes
-them with no change to its modules.
+them with no change to its modules. Prefix tuning (`prefix.py`) adds keys and values under
+`prefix`, which `prefix.merge` hands to the decoder's attention modules. `model_params` does
+both.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "prefix")
+ADAPTER_KEYS = ("lora", "prefix")  # Params-tree keys of trained additions (lora.KEY, prefix.KEY).
 FROZEN_DTYPES = ("", "bfloat16", "float32")
 
 
@@ -36,6 +39,8 @@ class Settings:
   lora_rank: int = 8
   lora_alpha: float = 16.0
   lora_from: str = ""  # A PEFT LoRA directory the adapters start from.
+  prefix_length: int = 16  # Prefix tuning: learned keys and values per layer.
+  prefix_hidden: int = 512  # Its reparametrisation MLP's width; 0 = keys and values direct.
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Settings:
@@ -48,6 +53,8 @@ class Settings:
       lora_rank=f.lora_rank,
       lora_alpha=f.lora_alpha,
       lora_from=f.lora_from,
+      prefix_length=f.prefix_length,
+      prefix_hidden=f.prefix_hidden,
     )
     settings.check()
     return settings
@@ -66,6 +73,11 @@ class Settings:
         raise ValueError(f"config.finetune: {pattern!r} is not a regular expression ({e}).") from e
     if self.lora_from and self.method != "lora":
       raise ValueError("config.finetune.lora_from needs config.finetune.method='lora'.")
+    if self.method == "prefix" and (self.prefix_length < 1 or self.prefix_hidden < 0):
+      raise ValueError(
+        "config.finetune.method='prefix' needs prefix_length >= 1 and prefix_hidden >= 0 "
+        "(0: the keys and values trained directly)."
+      )
     if self.method == "lora" and (not self.lora_targets or self.lora_rank < 1):
       raise ValueError(
         "config.finetune.method='lora' needs lora_targets (a regex on kernel paths, e.g. "
@@ -80,7 +92,15 @@ class Settings:
   def is_trainable(self, path: str) -> bool:
     if self.trainable:
       return any(re.search(pattern, path) for pattern in self.trainable)
-    return self.method == "full" or path.startswith("lora/")
+    return self.method == "full" or path.split("/", 1)[0] in ADAPTER_KEYS
+
+
+def model_params(params: Any, settings: Settings | None) -> Any:
+  """What the model runs on: LoRA adapters merged into their kernels (`lora.merge`), a prefix
+  placed in its attention modules (`prefix.merge`); `params` itself without either."""
+  from jtrans.finetune import lora, prefix  # pylint: disable=g-import-not-at-top (they import this)
+
+  return prefix.merge(lora.merge(params, settings))
 
 
 def path_of(key_path: tuple) -> str:

@@ -247,6 +247,8 @@ class Attention(nn.Module):
       cached = append(k, v, mask)
       if cached is not None:
         k, v, q_positions, k_positions, mask = cached
+    if not self.cross and self.has_variable("params", "prefix_key"):
+      k, v, mask = self._with_prefix(k, v, mask, x.shape[1])
     bias = None
     if relative_table is not None and not self.cross:
       bias = positional.relative_position_bias(
@@ -275,6 +277,25 @@ class Attention(nn.Module):
       cfg.param_dtype,
       name="out",
     )(out)
+
+  def _with_prefix(self, k: jax.Array, v: jax.Array, mask, length: int) -> tuple:
+    """Prefix tuning (jtrans/finetune/prefix.py): the learned `prefix_key` / `prefix_value`
+    `[P, kv_heads, head_dim]` go before the keys and values, and every query sees them. The
+    mask becomes a dense array (the dense attention path), with the prefix's columns True."""
+    batch, slots = k.shape[0], k.shape[1]
+    pk, pv = (self.get_variable("params", n) for n in ("prefix_key", "prefix_value"))
+    pk = jnp.broadcast_to(pk.astype(k.dtype), (batch, *pk.shape))
+    pv = jnp.broadcast_to(pv.astype(v.dtype), (batch, *pv.shape))
+    if isinstance(mask, masks.MaskSpec):
+      mask = mask.dense(length, slots)
+    mask = jnp.ones((batch, 1, length, slots), bool) if mask is None else mask
+    mask = jnp.broadcast_to(mask, (batch, mask.shape[1], length, slots))
+    seen = jnp.ones((*mask.shape[:3], pk.shape[1]), bool)
+    return (
+      jnp.concatenate([pk, k], axis=1),
+      jnp.concatenate([pv, v], axis=1),
+      jnp.concatenate([seen, mask], axis=-1),
+    )
 
   def _cross_keys_values(self, context: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     if context is not None:
