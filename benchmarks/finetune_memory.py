@@ -1,11 +1,13 @@
-"""Full fine-tuning against LoRA: trained parameters, optimizer-state bytes, step time.
+"""Full fine-tuning against LoRA and prefix tuning: trained parameters, optimizer-state bytes,
+step time.
 
   python benchmarks/finetune_memory.py                     # GPT-2 small's shapes, 4 x 256 tokens
   python benchmarks/finetune_memory.py --config=configs/lm.py:tiny --steps=2
 
 Each row compiles the train step of --config with one `config.finetune` setting and times it
 on a synthetic batch: full fine-tuning; LoRA r=8 on the attention's query and value (the LoRA
-paper's GPT-2 setting), with the frozen base in float32 and in bfloat16. Optimizer bytes are
+paper's GPT-2 setting), with the frozen base in float32 and in bfloat16; prefix tuning with 16
+keys and values per layer through Li & Liang's 512-wide MLP. Optimizer bytes are
 Adam's moments as the optimizer holds them (fine-tuning keeps none for frozen leaves); "temp"
 is XLA's temporary buffers of the compiled step (activations, gradients).
 """
@@ -34,6 +36,7 @@ METHODS = {
     "lora_targets": "attention/(query|value)$",
     "frozen_dtype": "bfloat16",
   },
+  "prefix P=16, MLP 512": {"method": "prefix", "prefix_length": 16, "prefix_hidden": 512},
 }
 
 
@@ -51,7 +54,8 @@ def main(argv):
     c = FLAGS.config.copy_and_resolve_references()
     c.finetune.update(settings)
     c.train.batch_size, c.data.seq_len = FLAGS.batch, FLAGS.seq_len
-    c.model.max_len = max(c.model.max_len, FLAGS.seq_len)
+    # A prefix takes the first positions of the learned table.
+    c.model.max_len = max(c.model.max_len, FLAGS.seq_len + c.finetune.prefix_length)
     c.model.dropout_rate = 0.0
     s = common.setup(c)
     start = time.perf_counter()

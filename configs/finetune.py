@@ -1,4 +1,4 @@
-"""Fine-tune a Hugging Face directory with one method: `full` or `lora`.
+"""Fine-tune a Hugging Face directory with one method: `full`, `lora` or `prefix`.
 
   python run.py --config=configs/finetune.py:path/to/gpt2,lora --workdir=runs/gpt2_lora
   python run.py --config=configs/finetune.py:path/to/model,lora --workdir=runs/chat_lora \
@@ -13,11 +13,14 @@ config.finetune:
 - full: every parameter trains (configs/hf.py as it is).
 - lora: LoRA r=8, alpha 16 on the attention's query and value projections (Hu et al. 2021's
   GPT-2 and GPT-3 setting; PEFT's default for Llama), the base frozen in bfloat16, lr 1e-3.
+- prefix (decoders): 10 learned keys and values per layer through a 512-wide MLP, lr 5e-5 (Li
+  & Liang 2021's table-to-text setting), the base frozen in bfloat16; with learned positions
+  the prefix's 10 come off seq_len.
 Any key can be overridden with --config.<key>; README "Fine-tuning" explains them. With
 data.sampling=chat (the second command) the data are conversations rendered with the
 directory's own chat template, the loss on the assistant's tokens (jtrans/data/chat.py).
-Expected: the first evaluation equals the checkpoint's own loss on your data and falls from
-there; a LoRA run logs the trained share (0.24% for GPT-2 small) and leaves the base
+Expected: the first evaluation equals the checkpoint's own loss on your data (for full and lora;
+a fresh prefix already moves it) and falls from there; a LoRA run logs the trained share (0.24% for GPT-2 small) and leaves the base
 weights bitwise unchanged (tests/finetune_test.py); `--mode=export` writes the merged model
 and, for GPT-2 and Llama, the adapter in PEFT's files.
 """
@@ -26,7 +29,7 @@ import ml_collections
 
 from configs import hf
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "prefix")
 
 
 def get_config(argument: str) -> ml_collections.ConfigDict:
@@ -43,4 +46,11 @@ def get_config(argument: str) -> ml_collections.ConfigDict:
     f.lora_targets, f.lora_rank, f.lora_alpha = "attention/(query|value)$", 8, 16.0
     f.frozen_dtype = "bfloat16"
     c.optim.lr = 1e-3
+  if method == "prefix":
+    f = c.finetune
+    f.prefix_length, f.prefix_hidden, f.frozen_dtype = 10, 512, "bfloat16"
+    c.optim.lr = 5e-5
+    # The prefix takes the first positions of a learned position table.
+    if c.model.positions == "learned":
+      c.data.seq_len = min(c.data.seq_len, c.model.max_len - f.prefix_length)
   return c

@@ -144,3 +144,35 @@ def test_prefix_tuning_refuses_what_it_cannot_do(tiny_config, tmp_path):
     initial_params(prefix_config(tiny_config, prefix_length=0))
   with pytest.raises(ValueError, match="--mode=export: a prefix-tuned model"):
     modes.export(prefix_config(tiny_config), str(tmp_path), str(tmp_path / "hf"))
+
+
+def test_prefix_tuning_of_an_imported_gpt2_as_configs_finetune_sets_it(data_dir, tmp_path):
+  """configs/finetune.py:<directory>,prefix on a Hugging Face GPT-2 directory (64 positions):
+  seq_len leaves the prefix its 10 positions, and two steps train the prefix alone, the
+  imported weights bitwise unchanged (after their bfloat16 storage)."""
+  import torch
+  import transformers
+
+  from configs import finetune as finetune_config
+  from jtrans import hf
+
+  torch.manual_seed(0)
+  model = transformers.GPT2LMHeadModel(
+    transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+  )
+  model.save_pretrained(tmp_path / "gpt2")
+  c = finetune_config.get_config(f"{tmp_path / 'gpt2'},prefix")
+  assert (c.finetune.method, c.finetune.prefix_length, c.data.seq_len) == ("prefix", 10, 54)
+  c.data.tokenizer, c.data.data_dir = "byte", data_dir
+  c.train.batch_size, c.train.steps, c.train.eval_batches = 8, 2, 1
+  c.train.log_every = c.train.eval_every = c.train.checkpoint_every = 2
+  c.sample.num_samples, c.optim.lr = 0, 1e-2
+  train.train(c, str(tmp_path / "run"))
+  params = saved(str(tmp_path / "run"))["params"]
+  _, imported = hf.load_pretrained(str(tmp_path / "gpt2"))
+  got, want = flat(params), flat(imported)
+  for path, value in want.items():
+    np.testing.assert_array_equal(got[path], value.astype(jnp.bfloat16), err_msg=path)
+  assert sorted(p for p in got if p not in want) == [
+    f"prefix/{k}" for k in sorted(params["prefix"])
+  ]

@@ -286,8 +286,8 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path):
 
 
 def test_the_fine_tuning_benchmark_runs_as_shown():
-  """The README's fine-tuning benchmark command (a tiny model here): its three rows, LoRA
-  holding a sliver of full fine-tuning's optimizer state."""
+  """The README's fine-tuning benchmark command (a tiny model here): its four rows, LoRA
+  holding a sliver of full fine-tuning's optimizer state, prefix tuning less than full."""
   text = section("Fine-tuning")
   command = re.search(r"`PYTHONPATH=\. python (benchmarks/finetune_memory\.py)`", text).group(1)
   out = run_benchmark(command, "--config=configs/lm.py:tiny", "--steps=1", "--seq_len=32")
@@ -296,5 +296,7 @@ def test_the_fine_tuning_benchmark_runs_as_shown():
     r.split("|")[1].strip(): r.split("|") for r in out.stdout.splitlines() if r.startswith("| ")
   }
   mib = lambda row: float(row[5].split()[0].replace(",", ""))  # noqa: E731
-  assert set(rows) >= {"full", "LoRA r=8 q,v", "LoRA r=8 q,v, bf16 base"}, out.stdout
+  prefix = "prefix P=16, MLP 512"
+  assert set(rows) >= {"full", "LoRA r=8 q,v", "LoRA r=8 q,v, bf16 base", prefix}, out.stdout
   assert mib(rows["LoRA r=8 q,v"]) < mib(rows["full"]) / 10
+  assert mib(rows[prefix]) < mib(rows["full"])

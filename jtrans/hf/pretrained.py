@@ -17,7 +17,6 @@ import numpy as np
 
 from jtrans import finetune as finetuning
 from jtrans import parts
-from jtrans.finetune import lora
 from jtrans.hf import common
 from jtrans.models import ModelConfig
 from jtrans.steps import TrainState
@@ -116,8 +115,9 @@ def initial_state(
   shardings: TrainState,
 ) -> TrainState:
   """Step 0 with the imported parameters, placed with the run's shardings and dtypes."""
-  base = {k: v for k, v in abstract.params.items() if k != lora.KEY}
-  base_shardings = {k: v for k, v in shardings.params.items() if k != lora.KEY}
+  adapters = finetuning.ADAPTER_KEYS  # Made fresh on top of the imported weights.
+  base = {k: v for k, v in abstract.params.items() if k not in adapters}
+  base_shardings = {k: v for k, v in shardings.params.items() if k not in adapters}
   params = import_params(config.train.init_from, ours, base, base_shardings)
   tuning = finetuning.Settings.from_config(config)
 
