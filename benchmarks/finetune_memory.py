@@ -7,7 +7,8 @@ step time.
 Each row compiles the train step of --config with one `config.finetune` setting and times it
 on a synthetic batch: full fine-tuning; LoRA r=8 on the attention's query and value (the LoRA
 paper's GPT-2 setting), with the frozen base in float32 and in bfloat16; prefix tuning with 16
-keys and values per layer through Li & Liang's 512-wide MLP. Optimizer bytes are
+keys and values per layer through Li & Liang's 512-wide MLP; prompt tuning with 16 input
+vectors. Optimizer bytes are
 Adam's moments as the optimizer holds them (fine-tuning keeps none for frozen leaves); "temp"
 is XLA's temporary buffers of the compiled step (activations, gradients).
 """
@@ -37,6 +38,7 @@ METHODS = {
     "frozen_dtype": "bfloat16",
   },
   "prefix P=16, MLP 512": {"method": "prefix", "prefix_length": 16, "prefix_hidden": 512},
+  "prompt P=16": {"method": "prompt", "prefix_length": 16},
 }
 
 

@@ -196,7 +196,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune = f = ml_collections.ConfigDict()
   # Fine-tuning (jtrans/finetune): "full" trains every parameter (or those `trainable` names);
   # "lora" adds low-rank adapters to the kernels `lora_targets` matches and trains them alone;
-  # "prefix" (decoders) trains keys and values before every sequence in each layer alone.
+  # "prefix" (decoders) trains keys and values before every sequence in each layer alone;
+  # "prompt" (decoders) trains input vectors before every sequence alone.
   f.method = "full"
   # Comma-separated regexes on "/"-joined parameter paths ("decoder/block_0/mlp/wi/kernel",
   # "lora/decoder/block_0/attention/query/a"): the leaves that train; "" = all of them for
@@ -209,7 +210,7 @@ def get_config() -> ml_collections.ConfigDict:
   # A Hugging Face PEFT LoRA directory whose adapters start the run (instead of fresh ones; its
   # modules, r and alpha must be the ones lora_targets, lora_rank and lora_alpha give).
   f.lora_from = ""
-  f.prefix_length = 16  # Prefix tuning: learned keys and values per layer (virtual tokens).
+  f.prefix_length = 16  # Virtual tokens: prefix tuning's keys and values, prompt tuning's vectors.
   # Prefix tuning's reparametrisation (Li & Liang 2021): an embedding [prefix_length, embed]
   # through an MLP of this width (tanh) gives the keys and values; 0 = train them directly.
   f.prefix_hidden = 512

@@ -1,4 +1,4 @@
-"""Fine-tune a Hugging Face directory with one method: `full`, `lora` or `prefix`.
+"""Fine-tune a Hugging Face directory with one method: `full`, `lora`, `prefix` or `prompt`.
 
   python run.py --config=configs/finetune.py:path/to/gpt2,lora --workdir=runs/gpt2_lora
   python run.py --config=configs/finetune.py:path/to/model,lora --workdir=runs/chat_lora \
@@ -16,6 +16,9 @@ config.finetune:
 - prefix (decoders): 10 learned keys and values per layer through a 512-wide MLP, lr 5e-5 (Li
   & Liang 2021's table-to-text setting), the base frozen in bfloat16; with learned positions
   the prefix's 10 come off seq_len.
+- prompt (decoders): 20 learned input vectors (sampled vocabulary rows at first), lr 3e-2
+  (Lester et al. 2021 trained 100 with Adafactor at 0.3; these are AdamW's), the base frozen in
+  bfloat16; with learned positions the 20 come off seq_len.
 Any key can be overridden with --config.<key>; README "Fine-tuning" explains them. With
 data.sampling=chat (the second command) the data are conversations rendered with the
 directory's own chat template, the loss on the assistant's tokens (jtrans/data/chat.py).
@@ -29,7 +32,7 @@ import ml_collections
 
 from configs import hf
 
-METHODS = ("full", "lora", "prefix")
+METHODS = ("full", "lora", "prefix", "prompt")
 
 
 def get_config(argument: str) -> ml_collections.ConfigDict:
@@ -46,10 +49,12 @@ def get_config(argument: str) -> ml_collections.ConfigDict:
     f.lora_targets, f.lora_rank, f.lora_alpha = "attention/(query|value)$", 8, 16.0
     f.frozen_dtype = "bfloat16"
     c.optim.lr = 1e-3
-  if method == "prefix":
+  if method in ("prefix", "prompt"):
     f = c.finetune
     f.prefix_length, f.prefix_hidden, f.frozen_dtype = 10, 512, "bfloat16"
     c.optim.lr = 5e-5
+  if method == "prompt":
+    c.finetune.prefix_length, c.optim.lr = 20, 3e-2
     # The prefix takes the first positions of a learned position table.
     if c.model.positions == "learned":
       c.data.seq_len = min(c.data.seq_len, c.model.max_len - f.prefix_length)

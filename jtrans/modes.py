@@ -116,7 +116,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   layout = parts.build_layout(config)  # Reads weights, not the data set.
   params = training.restore_latest(config, workdir, layout.abstract)[0].params
-  return finetune.model_params(params, finetune.Settings.from_config(config))
+  return finetune.model_params(params, layout.tuning, layout.model)
 
 
 def generate(
@@ -205,10 +205,11 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
 
   tuning = finetune.Settings.from_config(config)
   cfg = ModelConfig.from_config(config.model)
-  if tuning.method == "prefix":
+  if tuning.method in ("prefix", "prompt"):
     raise ValueError(
-      "--mode=export: a prefix-tuned model's keys and values have no place in a Hugging Face "
-      "model directory; generate from the workdir (--mode=generate --workdir=...) instead."
+      f"--mode=export: a {tuning.method}-tuned model's keys and values have no place in a "
+      "Hugging Face model directory; generate from the workdir (--mode=generate "
+      "--workdir=...) instead."
     )
   if tuning.method != "lora":
     hf.save_pretrained(hf_dir, cfg, jax.device_get(restore_params(config, workdir)))

@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from jtrans import finetune as finetuning
 from jtrans import kernels, objectives, optim, sharding, steps
 from jtrans.data import chat, images, pipeline, seq2seq, sources, span_corruption, tokenizers
-from jtrans.finetune import lora, prefix
+from jtrans.finetune import lora, prefix, prompt
 from jtrans.models import ModelConfig, build_model, example_inputs
 from jtrans.steps import Engine, TrainState
 
@@ -87,6 +87,9 @@ def finetune_params(params: Any, tuning: finetuning.Settings, rng: jax.Array) ->
     params = {**params, lora.KEY: lora.init(params, tuning, jax.random.fold_in(rng, 1))}
   if tuning.method == "prefix":
     params = {**params, prefix.KEY: prefix.init(params, tuning, jax.random.fold_in(rng, 1))}
+  if tuning.method == "prompt":
+    prefix.layout(params)  # A decoder, or the error that says so.
+    params = {**params, prompt.KEY: prompt.init(params, tuning, jax.random.fold_in(rng, 1))}
   return finetuning.store_frozen(params, tuning)
 
 
@@ -142,7 +145,8 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
     )
   f = config.finetune
   positions = config.data.seq_len + f.prefix_length
-  if f.method == "prefix" and model_cfg.positions == "learned" and positions > model_cfg.max_len:
+  learned = model_cfg.positions == "learned"
+  if f.method in ("prefix", "prompt") and learned and positions > model_cfg.max_len:
     raise ValueError(
       f"config.finetune.prefix_length={f.prefix_length} puts the tokens of "
       f"config.data.seq_len={config.data.seq_len} at positions up to {positions - 1}, past the "

@@ -215,7 +215,7 @@ def gradients(
   def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
     def loss_sum(p):
       if tuning:
-        p = finetuning.model_params(finetuning.combine(p, frozen), tuning)
+        p = finetuning.model_params(finetuning.combine(p, frozen), tuning, model)
       if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
         rest = {k: v for k, v in micro.items() if k != "row_ids"}
         sums = _row_loss_sums(
@@ -326,7 +326,7 @@ def eval_step(
   Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
   """
   batch = objectives.prepare(batch, jax.random.key(settings.seed + 2), settings.masking)
-  params = finetuning.model_params(params, settings.finetune)
+  params = finetuning.model_params(params, settings.finetune, model)
   return loss_sums(model, params, batch, settings, mesh, deterministic=True)
 
 

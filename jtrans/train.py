@@ -539,7 +539,7 @@ def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   (prompt,), eos_id = chat.prompts(run.config.data, tok, [s.prompt])
   out = decoding.generate(
     run.layout.model,
-    finetuning.model_params(params, run.layout.tuning),
+    finetuning.model_params(params, run.layout.tuning, run.layout.model),
     np.tile(prompt, (s.num_samples, 1)),
     np.full(s.num_samples, len(prompt)),
     jax.random.key(seed),
@@ -559,7 +559,7 @@ def generation_scores(run: parts.Run, params: Any) -> decoding_scores.Scored:
   sample = run.config.sample
   return decoding_scores.seq2seq_scores(
     run.layout.model,
-    finetuning.model_params(params, run.layout.tuning),
+    finetuning.model_params(params, run.layout.tuning, run.layout.model),
     run.eval_data,
     run.tokenizer,
     examples=run.config.train.eval_generate,

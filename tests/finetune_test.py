@@ -186,7 +186,7 @@ def test_lora_r8_on_query_and_value_trains_under_1_percent_of_gpt2_small():
 @pytest.mark.parametrize(
   "key, value, message",
   [
-    ("method", "prefix", "config.finetune.method='prefix' is not one of"),
+    ("method", "adapter", "config.finetune.method='adapter' is not one of"),
     ("lora_targets", "attention/nothing$", "lora_targets='attention/nothing$' matches no kernel"),
     ("frozen_dtype", "float16", "config.finetune.frozen_dtype='float16'"),
     ("trainable", "(", "'(' is not a regular expression"),
@@ -242,6 +242,6 @@ def test_a_relaunch_that_stores_the_base_in_another_dtype_resumes(tiny_config, t
 def test_the_finetune_config_names_its_argument_when_it_is_wrong():
   from configs import finetune as finetune_config
 
-  for argument in ("path/to/gpt2", "path/to/gpt2,prefix", ",lora"):
+  for argument in ("path/to/gpt2", "path/to/gpt2,adapter", ",lora"):
     with pytest.raises(ValueError, match="give '<Hugging Face directory>,<method>'"):
       finetune_config.get_config(argument)

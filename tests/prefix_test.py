@@ -1,7 +1,9 @@
-"""Prefix tuning (jtrans/finetune/prefix.py): a prefix set to the keys and values the base
-computes for a prompt gives the base's logits on prompt + text (learned and rotary positions,
-grouped-query attention, unrolled and scanned layers); cached decoding with a prefix equals
-decoding by full forward passes; a run trains the prefix (through its MLP) alone."""
+"""Prefix tuning (jtrans/finetune/prefix.py) and prompt tuning (prompt.py): a prefix set to the
+keys and values the base computes for a prompt, or a soft prompt set to that prompt's token
+embeddings, gives the base's logits on prompt + text (learned and rotary positions,
+grouped-query attention, unrolled and scanned layers); cached decoding with either equals
+decoding by full forward passes; a run trains the prefix (through its MLP) or the soft prompt
+alone."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from jtrans import decoding, finetune, objectives, train
-from jtrans.finetune import prefix
+from jtrans.finetune import prefix, prompt
 from tests.finetune_test import flat, initial_params, saved
 
 LLAMA = {"positions": "rotary", "norm": "rmsnorm", "num_kv_heads": 1, "use_bias": False}
@@ -60,13 +62,20 @@ def test_a_prefix_of_a_prompts_keys_and_values_is_that_prompt(tiny_config, model
   params, layout = initial_params(c)
   base = {k: v for k, v in params.items() if k != prefix.KEY}
   rng = np.random.default_rng(0)
-  prompt = rng.integers(3, 200, (1, 5)).astype(np.int32)
+  words = rng.integers(3, 200, (1, 5)).astype(np.int32)  # The prompt.
   text = rng.integers(3, 200, (2, 11)).astype(np.int32)
-  keys, values = prompt_cache(layout, base, prompt)
+  keys, values = prompt_cache(layout, base, words)
   tuned = finetune.model_params({**base, prefix.KEY: {"key": keys, "value": values}}, None)
   got = objectives.logits(layout.model, tuned, {"inputs": text}, "lm", True)
-  whole = np.concatenate([np.repeat(prompt, 2, axis=0), text], axis=1)
+  whole = np.concatenate([np.repeat(words, 2, axis=0), text], axis=1)
   want = layout.model.apply({"params": base}, whole)[:, 5:]
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=2e-5)
+  # A soft prompt of the prompt's token embeddings is that prompt too (prompt tuning).
+  table = base["embed"]["token_embed"]["embedding"]
+  soft = {**base, prompt.KEY: {"embedding": np.asarray(table)[words[0]]}}
+  got = objectives.logits(
+    layout.model, finetune.model_params(soft, None, layout.model), {"inputs": text}, "lm", True
+  )
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=2e-5)
   # A prefix of other keys changes them: the model reads it.
   other = finetune.model_params({**base, prefix.KEY: {"key": values, "value": keys}}, None)
@@ -74,13 +83,17 @@ def test_a_prefix_of_a_prompts_keys_and_values_is_that_prompt(tiny_config, model
   assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-3
 
 
-@pytest.mark.parametrize("model", [{}, LLAMA], ids=["gpt2", "llama_gqa"])
-def test_cached_decoding_with_a_prefix_equals_full_forward_decoding(tiny_config, model):
+@pytest.mark.parametrize(
+  "model, method",
+  [({}, "prefix"), (LLAMA, "prefix"), (LLAMA, "prompt")],
+  ids=["gpt2", "llama_gqa", "llama_gqa_prompt"],
+)
+def test_cached_decoding_with_a_prefix_equals_full_forward_decoding(tiny_config, model, method):
   """Left-padded prompts of two lengths, greedy: the KV cache path and the full-forward path
-  give the same tokens, which the prefix changes."""
-  c = prefix_config(tiny_config, model, prefix_hidden=0)
+  give the same tokens."""
+  c = prefix_config(tiny_config, model, prefix_hidden=0, method=method)
   params, layout = initial_params(c)
-  tuned = finetune.model_params(params, layout.tuning)
+  tuned = finetune.model_params(params, layout.tuning, layout.model)
   assert prefix.offset(tuned) == 5
   tokens, lengths = decoding.left_pad([[5, 6, 7, 8], [9, 10]], 0)
   run = lambda p, cache: np.asarray(
@@ -96,8 +109,10 @@ def test_cached_decoding_with_a_prefix_equals_full_forward_decoding(tiny_config,
     ).tokens
   )
   np.testing.assert_array_equal(run(tuned, True), run(tuned, False))
-  base = {k: v for k, v in params.items() if k != prefix.KEY}
-  assert not np.array_equal(run(tuned, True), run(base, True))
+  # And the prefix (or soft prompt) is read: the logits move.
+  base = {k: v for k, v in params.items() if k not in (prefix.KEY, prompt.KEY)}
+  logits = lambda p: np.asarray(objectives.logits(layout.model, p, {"inputs": tokens}, "lm", True))
+  assert np.abs(logits(tuned) - logits(base)).max() > 1e-3
 
 
 def test_a_prefix_run_trains_the_prefix_alone(tiny_config, tmp_path):
@@ -129,6 +144,24 @@ def test_a_prefix_run_trains_the_prefix_alone(tiny_config, tmp_path):
     np.testing.assert_allclose(a[path], b[path], atol=1e-6, err_msg=path)
   restored = modes.restore_params(c, str(tmp_path))
   assert prefix.offset(restored) == 5
+
+
+def test_a_prompt_run_trains_the_soft_prompt_alone(tiny_config, tmp_path):
+  """Prompt tuning through the loop: the soft prompt (sampled vocabulary rows at first) moves,
+  the base stays bitwise, and the loss it is scored on falls."""
+  c = prefix_config(tiny_config, method="prompt")
+  c.optim.lr, c.train.steps = 3e-2, 8
+  c.train.log_every = 1
+  start, layout = initial_params(c)
+  table = np.asarray(start["embed"]["token_embed"]["embedding"])
+  assert all(any(np.array_equal(r, t) for t in table) for r in start[prompt.KEY]["embedding"])
+  train.train(c, str(tmp_path))
+  state = saved(str(tmp_path))
+  before, after = flat(start), flat(state["params"])
+  for path, value in after.items():
+    moved = not np.array_equal(value, before[path])
+    assert moved == (path == "prompt/embedding"), path
+  assert finetune.count(state["params"], layout.tuning)[0] == 5 * 32
 
 
 def test_prefix_tuning_refuses_what_it_cannot_do(tiny_config, tmp_path):

@@ -286,8 +286,9 @@ def test_the_fine_tuning_commands_run_as_shown(tmp_path):
 
 
 def test_the_fine_tuning_benchmark_runs_as_shown():
-  """The README's fine-tuning benchmark command (a tiny model here): its four rows, LoRA
-  holding a sliver of full fine-tuning's optimizer state, prefix tuning less than full."""
+  """The README's fine-tuning benchmark command (a tiny model here): its five rows, LoRA
+  holding a sliver of full fine-tuning's optimizer state, prefix tuning less than full and
+  prompt tuning less than LoRA."""
   text = section("Fine-tuning")
   command = re.search(r"`PYTHONPATH=\. python (benchmarks/finetune_memory\.py)`", text).group(1)
   out = run_benchmark(command, "--config=configs/lm.py:tiny", "--steps=1", "--seq_len=32")
@@ -300,3 +301,4 @@ def test_the_fine_tuning_benchmark_runs_as_shown():
   assert set(rows) >= {"full", "LoRA r=8 q,v", "LoRA r=8 q,v, bf16 base", prefix}, out.stdout
   assert mib(rows["LoRA r=8 q,v"]) < mib(rows["full"]) / 10
   assert mib(rows[prefix]) < mib(rows["full"])
+  assert mib(rows["prompt P=16"]) < mib(rows["LoRA r=8 q,v"])

@@ -7,8 +7,9 @@ choose the leaves that train; the step differentiates those alone, and the optim
 (`frozen_dtype`) while the trained ones stay float32. LoRA adds its adapters under the tree's
 `lora` key; the model always sees the merged weights (`lora.merge`), so every family takes
 them with no change to its modules. Prefix tuning (`prefix.py`) adds keys and values under
-`prefix`, which `prefix.merge` hands to the decoder's attention modules. `model_params` does
-both.
+`prefix`, which `prefix.merge` hands to the decoder's attention modules; prompt tuning
+(`prompt.py`) a soft prompt under `prompt`, which becomes such a prefix. `model_params` does
+all three.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-METHODS = ("full", "lora", "prefix")
-ADAPTER_KEYS = ("lora", "prefix")  # Params-tree keys of trained additions (lora.KEY, prefix.KEY).
+METHODS = ("full", "lora", "prefix", "prompt")
+# Params-tree keys of trained additions (lora.KEY, prefix.KEY, prompt.KEY).
+ADAPTER_KEYS = ("lora", "prefix", "prompt")
 FROZEN_DTYPES = ("", "bfloat16", "float32")
 
 
@@ -39,7 +41,7 @@ class Settings:
   lora_rank: int = 8
   lora_alpha: float = 16.0
   lora_from: str = ""  # A PEFT LoRA directory the adapters start from.
-  prefix_length: int = 16  # Prefix tuning: learned keys and values per layer.
+  prefix_length: int = 16  # Prefix tuning's keys and values per layer; prompt tuning's vectors.
   prefix_hidden: int = 512  # Its reparametrisation MLP's width; 0 = keys and values direct.
 
   @classmethod
@@ -73,10 +75,10 @@ class Settings:
         raise ValueError(f"config.finetune: {pattern!r} is not a regular expression ({e}).") from e
     if self.lora_from and self.method != "lora":
       raise ValueError("config.finetune.lora_from needs config.finetune.method='lora'.")
-    if self.method == "prefix" and (self.prefix_length < 1 or self.prefix_hidden < 0):
+    if self.method in ("prefix", "prompt") and (self.prefix_length < 1 or self.prefix_hidden < 0):
       raise ValueError(
-        "config.finetune.method='prefix' needs prefix_length >= 1 and prefix_hidden >= 0 "
-        "(0: the keys and values trained directly)."
+        f"config.finetune.method={self.method!r} needs prefix_length >= 1 and prefix_hidden "
+        ">= 0 (0: the keys and values trained directly)."
       )
     if self.method == "lora" and (not self.lora_targets or self.lora_rank < 1):
       raise ValueError(
@@ -95,12 +97,18 @@ class Settings:
     return self.method == "full" or path.split("/", 1)[0] in ADAPTER_KEYS
 
 
-def model_params(params: Any, settings: Settings | None) -> Any:
-  """What the model runs on: LoRA adapters merged into their kernels (`lora.merge`), a prefix
-  placed in its attention modules (`prefix.merge`); `params` itself without either."""
-  from jtrans.finetune import lora, prefix  # pylint: disable=g-import-not-at-top (they import this)
+def model_params(params: Any, settings: Settings | None, model: Any = None) -> Any:
+  """What the model runs on: LoRA adapters merged into their kernels (`lora.merge`), a soft
+  prompt turned into its keys and values by `model` (`prompt.to_prefix`), a prefix placed in
+  its attention modules (`prefix.merge`); `params` itself without any."""
+  from jtrans.finetune import lora, prefix, prompt  # pylint: disable=g-import-not-at-top
 
-  return prefix.merge(lora.merge(params, settings))
+  params = lora.merge(params, settings)
+  if prompt.KEY in params:
+    if model is None:
+      raise ValueError("a soft prompt (prompt tuning) needs the model to become keys and values.")
+    params = prompt.to_prefix(model, params)
+  return prefix.merge(params)
 
 
 def path_of(key_path: tuple) -> str:

@@ -48,26 +48,26 @@ def attention_paths(params: Any) -> dict[str, tuple[int, ...]]:
   return found
 
 
-def _layout(params: Any) -> list[tuple[str, int, int, int]]:
+def layout(params: Any) -> list[tuple[str, int, int, int]]:
   """(path, layers stacked at it, kv_heads, head_dim) of each attention module, in order."""
-  layout = []
+  found = []
   in_order = lambda item: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", item[0])]
   for path, shape in sorted(attention_paths(params).items(), key=in_order):  # block_2 < 10
     stacked = shape[0] if "/layers/" in f"/{path}/" else 0
     kv_heads, head_dim = shape[-2:]
-    layout.append((path, stacked, kv_heads, head_dim))
-  return layout
+    found.append((path, stacked, kv_heads, head_dim))
+  return found
 
 
 def init(params: Any, settings: Settings, rng: jax.Array) -> dict[str, Any]:
   """A fresh prefix: reparametrised (embedding N(0, 1), the MLP's kernels uniform with bound
   1 / sqrt(fan_in), as torch's Linear, biases 0) or, with prefix_hidden=0, direct keys and
   values N(0, 1)."""
-  layout = _layout(params)
-  layers = sum(max(stacked, 1) for _, stacked, _, _ in layout)
-  kv_heads, head_dim = layout[0][2:]
+  modules = layout(params)
+  layers = sum(max(stacked, 1) for _, stacked, _, _ in modules)
+  kv_heads, head_dim = modules[0][2:]
   length = settings.prefix_length
-  embed = attention_paths(params)[layout[0][0]][-3]  # The key kernel's [embed, heads, dim].
+  embed = attention_paths(params)[modules[0][0]][-3]  # The key kernel's [embed, heads, dim].
   e_rng, i_rng, o_rng = jax.random.split(rng, 3)
   if not settings.prefix_hidden:
     shape = (layers, length, kv_heads, head_dim)
@@ -106,12 +106,12 @@ def merge(params: Any) -> Any:
   when scanned); `params` itself when it has no prefix."""
   if KEY not in params:
     return params
-  layout = _layout(params)
-  layers = sum(max(stacked, 1) for _, stacked, _, _ in layout)
+  modules = layout(params)
+  layers = sum(max(stacked, 1) for _, stacked, _, _ in modules)
   keys, values = keys_values(params[KEY], layers)
   flat = traverse_util.flatten_dict({k: v for k, v in params.items() if k != KEY}, sep="/")
   first = 0
-  for path, stacked, kv_heads, head_dim in layout:
+  for path, stacked, kv_heads, head_dim in modules:
     count = max(stacked, 1)
     for leaf, table in zip(LEAVES, (keys, values)):
       block = table[first : first + count].reshape(count, -1, kv_heads, head_dim)
@@ -124,7 +124,7 @@ def fold(params: Any) -> Any:
   """A reparametrised prefix replaced by its keys and values (the MLP dropped)."""
   if KEY not in params or "key" in params[KEY]:
     return params
-  layers = sum(max(stacked, 1) for _, stacked, _, _ in _layout(params))
+  layers = sum(max(stacked, 1) for _, stacked, _, _ in layout(params))
   keys, values = keys_values(params[KEY], layers)
   return {**params, KEY: {"key": keys, "value": values}}
 

@@ -37,6 +37,7 @@ class DecoderLM(nn.Module):
     decode: bool = False,
     kv_mask: jax.Array | None = None,
     hidden: bool = False,
+    vectors: jax.Array | None = None,
   ) -> jax.Array:
     """Args:
     tokens: int `[batch, length]`.
@@ -48,10 +49,13 @@ class DecoderLM(nn.Module):
     kv_mask: when decoding, which cache slots hold real tokens, `[batch, 1, 1, slots]`
       (False on the left padding of shorter prompts); None: all of them.
     hidden: return the final hidden states `[batch, length, embed]` for `project` instead.
+    vectors: `[batch, length, embed]` in place of the tokens' embeddings (a soft prompt).
     """
     cfg = self.cfg
     positions = layers.default_positions(tokens, positions, decode and not self.is_initializing())
-    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(self.embed(tokens, positions))
+    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(
+      self.embed(tokens, positions, vectors=vectors)
+    )
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     if decode and not self.is_initializing():
       mask = kv_mask  # The cache adds causality over its slots.

@@ -560,10 +560,16 @@ class Embed(nn.Module):
       self.norm = make_norm(self.cfg, "embed_norm")
 
   def __call__(
-    self, tokens: jax.Array, positions: jax.Array, token_types: jax.Array | None = None
+    self,
+    tokens: jax.Array,
+    positions: jax.Array,
+    token_types: jax.Array | None = None,
+    vectors: jax.Array | None = None,
   ) -> jax.Array:
+    """`vectors` `[batch, length, embed]`: used in place of the tokens' embeddings (prompt
+    tuning's soft prompt), positions and the rest added as for tokens."""
     cfg = self.cfg
-    x = self.token(tokens)
+    x = self.token(tokens) if vectors is None else vectors.astype(cfg.dtype)
     if cfg.scale_embeddings:
       x = x * jnp.asarray(cfg.embed_dim**0.5, x.dtype)
     if cfg.positions == "learned":
