@@ -207,6 +207,7 @@ def get_config() -> ml_collections.ConfigDict:
   f.lora_targets = ""  # Regex on kernel module paths, e.g. "attention/(query|value)$".
   f.lora_rank = 8  # LoRA's r.
   f.lora_alpha = 16.0  # LoRA's alpha: the update is (alpha / r) A B.
+  f.lora_dropout = 0.0  # Dropout on the adapters' input while training (Hu et al.'s GPT-2: 0.1).
   # A Hugging Face PEFT LoRA directory whose adapters start the run (instead of fresh ones; its
   # modules, r and alpha must be the ones lora_targets, lora_rank and lora_alpha give).
   f.lora_from = ""

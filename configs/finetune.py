@@ -55,7 +55,7 @@ def get_config(argument: str) -> ml_collections.ConfigDict:
     c.optim.lr = 5e-5
   if method == "prompt":
     c.finetune.prefix_length, c.optim.lr = 20, 3e-2
-    # The prefix takes the first positions of a learned position table.
-    if c.model.positions == "learned":
-      c.data.seq_len = min(c.data.seq_len, c.model.max_len - f.prefix_length)
+  if method in ("prefix", "prompt") and c.model.positions == "learned":
+    # The virtual tokens take the first positions of the learned position table.
+    c.data.seq_len = min(c.data.seq_len, c.model.max_len - c.finetune.prefix_length)
   return c

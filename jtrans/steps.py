@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jtrans import finetune as finetuning
 from jtrans import losses, objectives, optim, sharding
+from jtrans.finetune import lora
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -67,7 +68,9 @@ class StepSettings:
       chunk_length=config.loss.get("chunk_length", 0),
       grad_accum_steps=config.train.grad_accum_steps,
       skip_nonfinite=config.train.nan_policy == "skip",
-      draws_randomness=config.model.dropout_rate > 0 or config.loss.objective == "mlm",
+      draws_randomness=config.model.dropout_rate > 0
+      or config.finetune.lora_dropout > 0
+      or config.loss.objective == "mlm",
       seed=config.seed,
       rules=sharding.rules(config.mesh),
       finetune=tuning if tuning.freezes else None,
@@ -208,21 +211,23 @@ def gradients(
     rows = next(iter(batch.values())).shape[0]
     batch = {**batch, "row_ids": row_offset + jnp.arange(rows, dtype=jnp.int32)}
   # Fine-tuning differentiates the trained leaves alone (the frozen ones' gradients are None,
-  # never computed); the model sees the LoRA-merged weights.
+  # never computed); the model sees the LoRA-merged weights (or, with LoRA dropout, the
+  # adapters beside their kernels: lora.place).
   tuning = settings.finetune
   trained, frozen = finetuning.split(params, tuning) if tuning else (params, None)
 
   def micro_step(micro: Batch, key: jax.Array) -> tuple[Any, Metrics]:
     def loss_sum(p):
       if tuning:
-        p = finetuning.model_params(finetuning.combine(p, frozen), tuning, model)
-      if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
-        rest = {k: v for k, v in micro.items() if k != "row_ids"}
-        sums = _row_loss_sums(
-          p, rest, rng, micro["row_ids"], model=model, settings=settings, mesh=mesh
-        )
-      else:
-        sums = _loss_sums(p, micro, key, model=model, settings=settings, mesh=mesh)
+        p = finetuning.model_params(finetuning.combine(p, frozen), tuning, model, training=True)
+      with lora.dropout(tuning.lora_dropout if tuning else 0.0):
+        if per_row:  # Keys come from the step's rng and the row ids, not from `key`.
+          rest = {k: v for k, v in micro.items() if k != "row_ids"}
+          sums = _row_loss_sums(
+            p, rest, rng, micro["row_ids"], model=model, settings=settings, mesh=mesh
+          )
+        else:
+          sums = _loss_sums(p, micro, key, model=model, settings=settings, mesh=mesh)
       return sums["loss"], sums
 
     (_, sums), grads = jax.value_and_grad(loss_sum, has_aux=True)(trained)

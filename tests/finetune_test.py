@@ -245,3 +245,40 @@ def test_the_finetune_config_names_its_argument_when_it_is_wrong():
   for argument in ("path/to/gpt2", "path/to/gpt2,adapter", ",lora"):
     with pytest.raises(ValueError, match="give '<Hugging Face directory>,<method>'"):
       finetune_config.get_config(argument)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_lora_dropout_drops_the_adapters_input_only(tiny_config, tmp_path, scan):
+  """LoRA dropout (`lora.place` under `lora.dropout`), on query, attention output and MLP
+  input, unrolled and scanned: at a vanishing rate it is the merged model; at 0.5 its output
+  depends on the dropout key; a run with lora_dropout=0.1 trains the adapters alone."""
+  targets = "attention/(query|out)$|mlp/wi$"
+  c = lora_config(tiny_config, targets, lora_dropout=0.1)
+  c.model.scan_layers = scan
+  params, layout = initial_params(c)
+  rng = np.random.default_rng(0)
+  params[lora.KEY] = jax.tree.map(
+    lambda x: rng.normal(size=x.shape).astype(np.float32) * 0.3, params[lora.KEY]
+  )
+  tokens = example_inputs(layout.model_cfg, 32, 0)[0]
+  merged = np.asarray(layout.model.apply({"params": lora.merge(params, layout.tuning)}, tokens))
+  placed = lora.place(params, layout.tuning)
+
+  def dropped(rate, seed):
+    with lora.dropout(rate):
+      out = layout.model.apply(
+        {"params": placed}, tokens, deterministic=False, rngs={"dropout": jax.random.key(seed)}
+      )
+    return np.asarray(out)
+
+  np.testing.assert_allclose(dropped(1e-7, 0), merged, atol=2e-5, rtol=2e-5)
+  first, second = dropped(0.5, 0), dropped(0.5, 1)
+  assert np.abs(first - second).max() > 1e-2 and np.abs(first - merged).max() > 1e-2
+  if scan:
+    return
+  c.model.scan_layers = False
+  start, _ = initial_params(c)
+  train.train(c, str(tmp_path))
+  before, after = flat(start), flat(saved(str(tmp_path))["params"])
+  for path, value in after.items():
+    assert np.array_equal(value, before[path]) != path.startswith("lora/"), path

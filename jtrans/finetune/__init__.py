@@ -40,6 +40,7 @@ class Settings:
   lora_targets: str = ""  # Regex on kernel module paths ("attention/(query|value)$").
   lora_rank: int = 8
   lora_alpha: float = 16.0
+  lora_dropout: float = 0.0  # Dropout on LoRA's input while training.
   lora_from: str = ""  # A PEFT LoRA directory the adapters start from.
   prefix_length: int = 16  # Prefix tuning's keys and values per layer; prompt tuning's vectors.
   prefix_hidden: int = 512  # Its reparametrisation MLP's width; 0 = keys and values direct.
@@ -54,6 +55,7 @@ class Settings:
       lora_targets=f.lora_targets,
       lora_rank=f.lora_rank,
       lora_alpha=f.lora_alpha,
+      lora_dropout=f.lora_dropout,
       lora_from=f.lora_from,
       prefix_length=f.prefix_length,
       prefix_hidden=f.prefix_hidden,
@@ -73,6 +75,8 @@ class Settings:
         re.compile(pattern)
       except re.error as e:
         raise ValueError(f"config.finetune: {pattern!r} is not a regular expression ({e}).") from e
+    if not 0.0 <= self.lora_dropout < 1.0:
+      raise ValueError(f"config.finetune.lora_dropout={self.lora_dropout} must be in [0, 1).")
     if self.lora_from and self.method != "lora":
       raise ValueError("config.finetune.lora_from needs config.finetune.method='lora'.")
     if self.method in ("prefix", "prompt") and (self.prefix_length < 1 or self.prefix_hidden < 0):
@@ -97,13 +101,20 @@ class Settings:
     return self.method == "full" or path.split("/", 1)[0] in ADAPTER_KEYS
 
 
-def model_params(params: Any, settings: Settings | None, model: Any = None) -> Any:
-  """What the model runs on: LoRA adapters merged into their kernels (`lora.merge`), a soft
-  prompt turned into its keys and values by `model` (`prompt.to_prefix`), a prefix placed in
-  its attention modules (`prefix.merge`); `params` itself without any."""
+def model_params(
+  params: Any, settings: Settings | None, model: Any = None, training: bool = False
+) -> Any:
+  """What the model runs on: LoRA adapters merged into their kernels (`lora.merge`; placed
+  beside them, `lora.place`, for a training step with LoRA dropout, run under
+  `lora.dropout`), a soft prompt turned into its keys and values by `model`
+  (`prompt.to_prefix`), a prefix placed in its attention modules (`prefix.merge`); `params`
+  itself without any."""
   from jtrans.finetune import lora, prefix, prompt  # pylint: disable=g-import-not-at-top
 
-  params = lora.merge(params, settings)
+  if training and settings is not None and settings.lora_dropout:
+    params = lora.place(params, settings)
+  else:
+    params = lora.merge(params, settings)
   if prompt.KEY in params:
     if model is None:
       raise ValueError("a soft prompt (prompt tuning) needs the model to become keys and values.")

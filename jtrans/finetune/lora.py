@@ -10,16 +10,23 @@ stack's leading layer axis stays in front. A starts as PEFT's (Kaiming-uniform, 
 The model always runs on `merge(params)`: each adapted kernel becomes `W + (alpha / rank) A B`
 in float32 (a frozen bfloat16 `W` is widened first, so small updates are not rounded away). That
 is the same function as LoRA's `x W + (alpha / rank) (x A) B`, for every family and for scanned
-layers, at the cost of one `fan_in x rank x fan_out` product per adapted kernel per step. It
-has no LoRA dropout: `config.finetune` has no key for it.
+layers, at the cost of one `fan_in x rank x fan_out` product per adapted kernel per step.
+
+LoRA dropout (`lora_dropout > 0`) drops the adapter's input, `x W + (alpha / rank)
+(dropout(x) A) B`, which no merged kernel can express: the training step then runs on
+`place(params)` (each adapted module holding `lora_a` and the scaled `lora_b` beside its kernel)
+under `dropout(rate)`, a flax method interceptor that adds that term to the module's output,
+with masks from the step's dropout rng. Evaluation and decoding run on the merged weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
@@ -91,3 +98,45 @@ def merge(params: Any, settings: Settings | None) -> Any:
 def flatten_paths(adapters: dict[str, Any]) -> list[str]:
   """The adapters' leaf paths ("decoder/block_0/attention/query/a", ...)."""
   return list(traverse_util.flatten_dict(adapters, sep="/"))
+
+
+def place(params: Any, settings: Settings) -> Any:
+  """The unmerged form that LoRA dropout trains: without the `lora` key, each adapted module
+  holding `lora_a` `[..., fan_in, rank]` and `lora_b` `[..., rank, fan_out]` (times
+  alpha / rank) beside its untouched kernel."""
+  if KEY not in params:
+    return params
+  scale = settings.lora_alpha / settings.lora_rank
+  flat = traverse_util.flatten_dict({k: v for k, v in params.items() if k != KEY}, sep="/")
+  for path, x in traverse_util.flatten_dict(params[KEY], sep="/").items():
+    module, leaf = path.rsplit("/", 1)
+    flat[f"{module}/lora_{leaf}"] = x * scale if leaf == "b" else x
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _add_dropped_update(rate: float):
+  def intercept(next_fun, args, kwargs, context):
+    module = context.module
+    y = next_fun(*args, **kwargs)
+    if context.method_name != "__call__" or not module.has_variable("params", "lora_a"):
+      return y
+    a, b = (module.get_variable("params", n) for n in ("lora_a", "lora_b"))
+    x = args[0]
+    axes, size = 0, 1  # The trailing axes of x that the kernel's fan-in contracts.
+    while size < a.shape[-2]:
+      axes, size = axes + 1, size * x.shape[-axes - 1]
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
+    dropped = jnp.where(keep, x.astype(jnp.float32) / (1.0 - rate), 0.0)
+    update = dropped.reshape(*x.shape[: x.ndim - axes], size) @ a @ b
+    return y + update.reshape(y.shape).astype(y.dtype)
+
+  return intercept
+
+
+def dropout(rate: float) -> contextlib.AbstractContextManager:
+  """Within it, every module holding `lora_a`/`lora_b` (`place`) adds
+  `(dropout(x) lora_a) lora_b` to its output, its mask drawn from the "dropout" rng; a no-op
+  for rate 0."""
+  if not rate:
+    return contextlib.nullcontext()
+  return nn.intercept_methods(_add_dropped_update(rate))
