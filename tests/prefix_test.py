@@ -1,7 +1,7 @@
 """Prefix tuning (jtrans/finetune/prefix.py) and prompt tuning (prompt.py): a prefix set to the
 keys and values the base computes for a prompt, or a soft prompt set to that prompt's token
 embeddings, gives the base's logits on prompt + text (learned and rotary positions,
-grouped-query attention, unrolled and scanned layers); cached decoding with either equals
+grouped-query attention, unrolled or scanned layers); cached decoding with either equals
 decoding by full forward passes; a run trains the prefix (through its MLP) or the soft prompt
 alone."""
 
@@ -53,8 +53,9 @@ def prefix_order(path):
   return [int(t) if t.isdigit() else t for t in path.replace("_", "/").split("/")]
 
 
-@pytest.mark.parametrize("model", [{}, LLAMA], ids=["gpt2", "llama_gqa"])
-@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize(
+  "model, scan", [({}, False), (LLAMA, True)], ids=["gpt2_unrolled", "llama_gqa_scanned"]
+)
 def test_a_prefix_of_a_prompts_keys_and_values_is_that_prompt(tiny_config, model, scan):
   """Logits of `text` with the prefix = the base's cache of `prompt` equal the base's logits
   of `prompt + text` at the text's positions (objectives.logits: the train and eval path)."""
@@ -84,9 +85,7 @@ def test_a_prefix_of_a_prompts_keys_and_values_is_that_prompt(tiny_config, model
 
 
 @pytest.mark.parametrize(
-  "model, method",
-  [({}, "prefix"), (LLAMA, "prefix"), (LLAMA, "prompt")],
-  ids=["gpt2", "llama_gqa", "llama_gqa_prompt"],
+  "model, method", [({}, "prefix"), (LLAMA, "prompt")], ids=["gpt2_prefix", "llama_gqa_prompt"]
 )
 def test_cached_decoding_with_a_prefix_equals_full_forward_decoding(tiny_config, model, method):
   """Left-padded prompts of two lengths, greedy: the KV cache path and the full-forward path
