@@ -108,15 +108,16 @@ def tokenizer_dir(hf_dir: str) -> str:
   return peft_files.base_of(hf_dir) if peft_files.is_adapter(hf_dir) else hf_dir
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """The model parameters of the workdir's latest checkpoint, on this host's mesh (LoRA
-  adapters merged into their kernels: what generation and export take)."""
+def restore_params(config: ml_collections.ConfigDict, workdir: str, merged: bool = True) -> Any:
+  """The parameters of the workdir's latest checkpoint, on this host's mesh: as the model runs
+  on them (LoRA merged, a prefix or soft prompt in place: what generation and export take), or
+  with `merged=False` as trained (adapters under their own keys)."""
   from jtrans import finetune, parts
   from jtrans import train as training
 
   layout = parts.build_layout(config)  # Reads weights, not the data set.
   params = training.restore_latest(config, workdir, layout.abstract)[0].params
-  return finetune.model_params(params, layout.tuning, layout.model)
+  return finetune.model_params(params, layout.tuning, layout.model) if merged else params
 
 
 def generate(
@@ -197,9 +198,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
   run's merged, and its adapters also in PEFT's files under `<hf_dir>/adapter` (Llama-shaped)."""
   import jax
 
-  from jtrans import finetune, hf, parts, storage
-  from jtrans import train as training
-  from jtrans.finetune import lora
+  from jtrans import finetune, hf, storage
   from jtrans.finetune import peft as peft_files
   from jtrans.models import ModelConfig
 
@@ -214,9 +213,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
   if tuning.method != "lora":
     hf.save_pretrained(hf_dir, cfg, jax.device_get(restore_params(config, workdir)))
     return f"wrote {hf_dir}: load it with transformers' from_pretrained."
-  layout = parts.build_layout(config)
-  params = jax.device_get(training.restore_latest(config, workdir, layout.abstract)[0].params)
-  hf.save_pretrained(hf_dir, cfg, lora.merge(params, tuning))
+  params = jax.device_get(restore_params(config, workdir, merged=False))
+  hf.save_pretrained(hf_dir, cfg, finetune.model_params(params, tuning))
   done = f"wrote {hf_dir}: the base with the LoRA adapters merged (transformers' from_pretrained)"
   try:
     adapter = str(storage.path(hf_dir) / "adapter")
