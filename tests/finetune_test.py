@@ -44,6 +44,23 @@ def flat(tree) -> dict[str, np.ndarray]:
   return {finetune.path_of(p): np.asarray(x) for p, x in leaves}
 
 
+def assert_only_added_leaves_trained(start, state, key: str) -> dict[str, np.ndarray]:
+  """The leaves under `key` (float32) moved; every other one is bitwise its start, stored in
+  bfloat16; Adam's two moments exist for the moved ones alone. Returns the final leaves."""
+  before, after = flat(start), flat(state["params"])
+  assert before.keys() == after.keys()
+  for path, value in after.items():
+    if path.startswith(f"{key}/"):
+      assert value.dtype == np.float32 and not np.array_equal(value, before[path]), path
+    else:
+      assert value.dtype == jnp.bfloat16, path
+      np.testing.assert_array_equal(value, before[path], err_msg=path)
+  # Adam's two moments per trained leaf, plus scalar counts: no state for the frozen leaves.
+  sizes = [x.size for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x)]
+  assert sum(sizes) == 2 * sum(v.size for p, v in after.items() if p.startswith(f"{key}/"))
+  return after
+
+
 def test_fresh_adapters_leave_the_logits_bitwise_unchanged(tiny_config):
   """B = 0: the merged model is the base model, bit for bit (a bfloat16-stored base too)."""
   for frozen_dtype in ("", "bfloat16"):
@@ -64,20 +81,9 @@ def test_a_lora_run_trains_the_adapters_alone(tiny_config, tmp_path):
   c = lora_config(tiny_config, frozen_dtype="bfloat16")
   start, _ = initial_params(c)
   train.train(c, str(tmp_path))
-  state = saved(str(tmp_path))
-  before, after = flat(start), flat(state["params"])
-  assert before.keys() == after.keys()
-  adapters = [p for p in after if p.startswith("lora/")]
-  assert len(adapters) == 4  # query and value of the one block: A and B each.
-  for path, value in after.items():
-    if path.startswith("lora/"):
-      assert value.dtype == np.float32 and not np.array_equal(value, before[path]), path
-    else:
-      assert value.dtype == jnp.bfloat16, path
-      np.testing.assert_array_equal(value, before[path], err_msg=path)
-  # Adam's two moments per adapter leaf, plus scalar counts: no state for the frozen leaves.
-  sizes = [x.size for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x)]
-  assert sum(sizes) == 2 * sum(after[p].size for p in adapters)
+  after = assert_only_added_leaves_trained(start, saved(str(tmp_path)), "lora")
+  # query and value of the one block: A and B each.
+  assert len([p for p in after if p.startswith("lora/")]) == 4
 
 
 def test_full_fine_tuning_of_a_chosen_subset_freezes_the_rest(tiny_config, tmp_path):

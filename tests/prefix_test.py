@@ -12,7 +12,7 @@ import pytest
 
 from jtrans import decoding, finetune, objectives, train
 from jtrans.finetune import prefix, prompt
-from tests.finetune_test import flat, initial_params, saved
+from tests.finetune_test import assert_only_added_leaves_trained, flat, initial_params, saved
 
 LLAMA = {"positions": "rotary", "norm": "rmsnorm", "num_kv_heads": 1, "use_bias": False}
 
@@ -126,16 +126,7 @@ def test_a_prefix_run_trains_the_prefix_alone(tiny_config, tmp_path):
   assert sorted(start[prefix.KEY]) == ["bi", "bo", "embedding", "wi", "wo"]
   train.train(c, str(tmp_path))
   state = saved(str(tmp_path))
-  before, after = flat(start), flat(state["params"])
-  assert before.keys() == after.keys()
-  for path, value in after.items():
-    if path.startswith("prefix/"):
-      assert value.dtype == np.float32 and not np.array_equal(value, before[path]), path
-    else:
-      assert value.dtype == jnp.bfloat16, path
-      np.testing.assert_array_equal(value, before[path], err_msg=path)
-  sizes = [x.size for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x)]
-  assert sum(sizes) == 2 * sum(v.size for p, v in after.items() if p.startswith("prefix/"))
+  assert_only_added_leaves_trained(start, state, "prefix")
   trained, total = finetune.count(state["params"], layout.tuning)
   assert trained == 5 * 32 + 32 * 16 + 16 + 16 * (2 * 2 * 2 * 16) + 2 * 2 * 2 * 16
   folded = prefix.fold(state["params"])
