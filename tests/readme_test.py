@@ -291,7 +291,13 @@ def test_the_fine_tuning_benchmark_runs_as_shown():
   prompt tuning less than LoRA."""
   text = section("Fine-tuning")
   command = re.search(r"`PYTHONPATH=\. python (benchmarks/finetune_memory\.py)`", text).group(1)
-  out = run_benchmark(command, "--config=configs/lm.py:tiny", "--steps=1", "--seq_len=32")
+  out = run_benchmark(
+    command,
+    "--config=configs/lm.py:tiny",
+    "--config.model.num_layers=2",
+    "--steps=1",
+    "--seq_len=32",
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   rows = {
     r.split("|")[1].strip(): r.split("|") for r in out.stdout.splitlines() if r.startswith("| ")
