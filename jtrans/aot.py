@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
-from jtrans import flops, objectives, parts, sharding, steps
+from jtrans import finetune, flops, objectives, parts, sharding, steps
 
 # Per chip: HBM bytes and peak dense bf16 FLOP/s, from Google's Cloud TPU system architecture
 # pages (v4: 32 GiB, 275 TFLOP/s; v5e: 16 GiB, 197; v5p: 95 GiB, 459; v6e: 32 GiB, 918).
@@ -111,7 +111,11 @@ def compile_report(
     "generated_code_bytes": memory.generated_code_size_in_bytes,
     "compiled_flops_per_device": float(cost.get("flops", 0.0)),
     "model_flops_per_device": (
-      flops.train_flops_per_token(layout.model_cfg, positions) * tokens / mesh.size
+      flops.train_flops_per_token(
+        layout.model_cfg, positions, finetune.trained_share(layout.abstract.params, layout.tuning)
+      )
+      * tokens
+      / mesh.size
     ),
     "step_seconds": float(cost.get("optimal_seconds", 0.0)),  # XLA's TPU cost model only.
   }

@@ -42,15 +42,20 @@ def matmul_params(cfg: ModelConfig) -> int:
   return cfg.num_layers * per_layer + d * cfg.vocab_size
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+def train_flops_per_token(cfg: ModelConfig, seq_len: int, trained_share: float = 1.0) -> float:
   """6 x matmul parameters + 6 x layers x context x width (Kaplan et al. 2020, eq. 2.2).
 
   Forward is 2 FLOPs per weight per token (the logits included) plus Kaplan's attention term
   2 x seq_len x d, q.k and p.v over the causal half of the square; the backward pass doubles
   it. `exact_train_flops_per_token` counts the full square that the einsum computes (PaLM's
   12 x layers x context x width) and each matmul exactly.
+
+  Fine-tuning with a frozen base (`trained_share` of the parameters trained, e.g. 0.0024 for
+  LoRA on GPT-2 small): the backward pass still carries the activations' gradients (2 per
+  weight) but computes weight gradients for the trained share alone, (4 + 2 x share) per weight.
   """
-  return 6.0 * matmul_params(cfg) + 6.0 * cfg.num_layers * seq_len * cfg.embed_dim
+  weights = (4.0 + 2.0 * trained_share) * matmul_params(cfg)
+  return weights + 6.0 * cfg.num_layers * seq_len * cfg.embed_dim
 
 
 # ---------------------------------------------------------------- parameter counts
@@ -131,7 +136,7 @@ def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 def matmul_flops_per_token(
-  cfg: ModelConfig, seq_len: int, causal: bool = False
+  cfg: ModelConfig, seq_len: int, causal: bool = False, trained_share: float = 1.0
 ) -> dict[str, float]:
   """Exact training FLOPs per token of every matmul, by part, averaged over a `seq_len` row.
 
@@ -140,7 +145,9 @@ def matmul_flops_per_token(
   `causal=False` counts the full length x length score and value matmuls, which is what the
   einsum attention computes (and what PaLM's MFU counts); `causal=True` counts only the
   unmasked half, (seq_len + 1) / 2 keys per query on average: the useful work.
-  Elementwise work (softmax, norms, GELU, the optimizer) is not counted.
+  Elementwise work (softmax, norms, GELU, the optimizer) is not counted. With a frozen base
+  (`trained_share` < 1) a weight's matmul costs (2 + share) x forward: no weight gradient for
+  the frozen share; the score and value matmuls (activations both) stay 3x.
   """
   d, h, kv, hd, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
   keys = (seq_len + 1) / 2 if causal else seq_len
@@ -152,12 +159,18 @@ def matmul_flops_per_token(
     "mlp": 2.0 * mlp_matrices(cfg) * d * f * cfg.num_layers,
     "logits": 2.0 * d * cfg.vocab_size,
   }
-  return {name: 3.0 * value for name, value in forward.items()}
+  weights = 2.0 + trained_share
+  return {
+    name: (3.0 if name in ("scores", "values") else weights) * value
+    for name, value in forward.items()
+  }
 
 
-def exact_train_flops_per_token(cfg: ModelConfig, seq_len: int, causal: bool = False) -> float:
+def exact_train_flops_per_token(
+  cfg: ModelConfig, seq_len: int, causal: bool = False, trained_share: float = 1.0
+) -> float:
   """The sum of `matmul_flops_per_token`: training FLOPs per token of all matmuls."""
-  return sum(matmul_flops_per_token(cfg, seq_len, causal).values())
+  return sum(matmul_flops_per_token(cfg, seq_len, causal, trained_share).values())
 
 
 def measure_matmul_peak(dtype=jnp.float32, size: int = 1024, repeats: int = 8) -> float:

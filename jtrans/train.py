@@ -385,8 +385,10 @@ def _meters(
   config, layout, t = run.config, run.layout, run.config.train
   positions = objectives.positions_per_example(config, layout.model_cfg)
   # Exact for the decoder LM; for the other families the same 6N-per-position count is an
-  # estimate (an encoder-decoder's encoder sees only source positions, for instance).
-  flops_per_token = flops.train_flops_per_token(layout.model_cfg, positions)
+  # estimate (an encoder-decoder's encoder sees only source positions, for instance). A frozen
+  # base gets no weight gradients: (4 + 2 x trained share) N.
+  share = finetuning.trained_share(layout.abstract.params, layout.tuning)
+  flops_per_token = flops.train_flops_per_token(layout.model_cfg, positions, share)
   peak = flops.peak_flops_per_device(t.peak_flops_per_device)
   speed = _Throughput(t.batch_size * positions, flops_per_token, peak, layout.mesh.size)
   entropy = float("nan")

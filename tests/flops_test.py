@@ -125,3 +125,27 @@ def test_plan_batch_limits():
   assert plan.batch_size == 4
   assert plan.tokens == pytest.approx(2 * rung.non_embedding_params, rel=0.02)
   assert planner.plan_ratio(ladder.rung("793k"), 20, max_rows=16).batch_size == 16
+
+
+def test_a_frozen_base_costs_no_weight_gradients():
+  """Differentiating only the learned position table (below every block, so the activations'
+  gradients still run all the way down): XLA's count of the gradient is the exact count with
+  trained_share 0, each weight's matmul at 2x forward, not 3x."""
+  model = build_model(SMALL)
+  tokens = jnp.zeros((4, 64), jnp.int32)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens)["params"])
+
+  def loss(position, p, t):
+    p = {**p, "embed": {**p["embed"], "position_embed": position}}
+    return jnp.mean(jax.nn.logsumexp(model.apply({"params": p}, t), -1))
+
+  grad = jax.jit(jax.grad(loss))  # The frozen weights are arguments: nothing folds away.
+  lowered = grad.lower(params["embed"]["position_embed"], params, tokens)
+  analysis = lowered.compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  xla = analysis["flops"] / tokens.size
+  exact = flops.exact_train_flops_per_token(SMALL, 64, trained_share=0.0)
+  assert exact <= xla <= 1.06 * exact, (xla, exact)
+  assert flops.train_flops_per_token(SMALL, 64, 0.0) == pytest.approx(
+    4 * flops.matmul_params(SMALL) + 6 * SMALL.num_layers * 64 * SMALL.embed_dim
+  )

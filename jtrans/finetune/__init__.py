@@ -166,6 +166,15 @@ def store_frozen(params: Any, settings: Settings) -> Any:
   return jax.tree.map(lambda x, m: x if m else x.astype(dtype), params, mask)
 
 
+def trained_share(params: Any, settings: Settings) -> float:
+  """The trained fraction of the parameters (1.0 when nothing is frozen): what the step's
+  weight gradients cost (flops.train_flops_per_token)."""
+  if not settings.freezes:
+    return 1.0
+  trained, total = count(params, settings)
+  return trained / total
+
+
 def count(params: Any, settings: Settings) -> tuple[int, int]:
   """(trained, total) parameter counts."""
   mask = trainable_mask(params, settings)
