@@ -155,7 +155,8 @@ def generate(
     )
   s, model = config.sample, build_model(model_cfg)
   beams = num_beams if num_beams is not None else s.num_beams
-  prompt_ids, eos_id = chat.prompts(config.data, tok, prompts)  # Chat: each a user's turn.
+  # Chat: each prompt a user's turn.
+  prompt_ids, eos_id = chat.prompts(chat.format_of(config.data, tok), tok, prompts)
   common = dict(max_new_tokens=max_new_tokens or s.length, eos_id=eos_id, pad_id=tok.pad_id)
   beam = dict(
     num_beams=beams, length_penalty=s.length_penalty, length_penalty_style=s.length_penalty_style
@@ -204,7 +205,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
 
   tuning = finetune.Settings.from_config(config)
   cfg = ModelConfig.from_config(config.model)
-  if tuning.method in ("prefix", "prompt"):
+  if tuning.virtual_tokens:
     raise ValueError(
       f"--mode=export: a {tuning.method}-tuned model's keys and values have no place in a "
       "Hugging Face model directory; generate from the workdir (--mode=generate "

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrans.finetune import prefix
-from jtrans.models import ModelConfig
+from jtrans.models import ModelConfig, layers
 
 Batch = dict[str, jax.Array]
 SEQ2SEQ = ("seq2seq", "span_corruption")  # The objectives that feed encoder-decoder pairs.
@@ -118,12 +118,7 @@ def logits(
   if objective in ("lm", "mlm"):
     positions = batch.get("positions")
     if shift := prefix.offset(params):  # Prefix tuning: the tokens follow the prefix's P.
-      tokens = batch["inputs"]
-      positions = shift + (
-        jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        if positions is None
-        else positions
-      )
+      positions = shift + layers.default_positions(batch["inputs"], positions)
     return model.apply(
       variables,
       batch["inputs"],

@@ -88,7 +88,6 @@ def finetune_params(params: Any, tuning: finetuning.Settings, rng: jax.Array) ->
   if tuning.method == "prefix":
     params = {**params, prefix.KEY: prefix.init(params, tuning, jax.random.fold_in(rng, 1))}
   if tuning.method == "prompt":
-    prefix.layout(params)  # A decoder, or the error that says so.
     params = {**params, prompt.KEY: prompt.init(params, tuning, jax.random.fold_in(rng, 1))}
   return finetuning.store_frozen(params, tuning)
 
@@ -143,15 +142,14 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
       f"config.data.seq_len={config.data.seq_len} exceeds config.model.max_len="
       f"{config.model.max_len}; raise max_len or shorten seq_len."
     )
-  f = config.finetune
-  positions = config.data.seq_len + f.prefix_length
-  learned = model_cfg.positions == "learned"
-  if f.method in ("prefix", "prompt") and learned and positions > model_cfg.max_len:
+  virtual = finetuning.Settings.from_config(config).virtual_tokens
+  positions = config.data.seq_len + virtual
+  if virtual and model_cfg.positions == "learned" and positions > model_cfg.max_len:
     raise ValueError(
-      f"config.finetune.prefix_length={f.prefix_length} puts the tokens of "
+      f"config.finetune.prefix_length={virtual} puts the tokens of "
       f"config.data.seq_len={config.data.seq_len} at positions up to {positions - 1}, past the "
       f"learned position table (config.model.max_len={model_cfg.max_len}); set seq_len to at "
-      f"most {model_cfg.max_len - f.prefix_length}."
+      f"most {model_cfg.max_len - virtual}."
     )
   sharding.check_batch_size(config.train.batch_size, mesh)
   k = config.train.grad_accum_steps
@@ -246,10 +244,13 @@ def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.Tokenizer:
 
 
 def make_dataset(
-  config: ml_collections.ConfigDict, train: bool, tokenizer: tokenizers.Tokenizer | None = None
+  config: ml_collections.ConfigDict,
+  train: bool,
+  tokenizer: tokenizers.Tokenizer | None = None,
+  fmt: chat.Format | None = None,
 ) -> grain.IterDataset:
-  """The train or eval split as a grain dataset of global batches (`tokenizer`: the run's, else
-  config.data's is built).
+  """The train or eval split as a grain dataset of global batches (`tokenizer` and the chat
+  `fmt`: the run's, else config.data's are built).
 
   Every process reads the same stream (same seed, every document) and keeps the rows of its
   own devices (`Engine.place_batch`): the global batch of a step is a function of the step
@@ -289,7 +290,7 @@ def make_dataset(
   if kind == "lm" and d.sampling == "chat":
     return chat.make_chat_dataset(
       **common,
-      fmt=chat.make_format(d, tokenizer),
+      fmt=fmt or chat.make_format(d, tokenizer),
       keys=(d.messages_key, d.source_key, d.target_key),
       seq_len=d.seq_len,
     )
@@ -365,6 +366,7 @@ class Run(NamedTuple):
   config: ml_collections.ConfigDict  # The run's record (config.json) and its cadences.
   layout: Layout
   tokenizer: tokenizers.Tokenizer | None  # None for image classification.
+  chat_format: chat.Format | None  # data.sampling="chat": the template bound to the tokenizer.
   engine: Engine
   train_data: grain.IterDataset | None  # None when built for evaluation only.
   eval_data: grain.IterDataset
@@ -379,6 +381,7 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
   sources.check_config(config)  # Splits, fields, classes: before a tokenizer trains on them.
   tokenizer = make_tokenizer(config) if config.loss.objective != "classification" else None
   check_vocabulary(config, tokenizer)
+  fmt = chat.format_of(config.data, tokenizer)
   engine = steps.make_engine(
     layout.model, layout.tx, config, layout.mesh, layout.shardings, output_ids(config, tokenizer)
   )
@@ -386,7 +389,8 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
     config,
     layout,
     tokenizer,
+    fmt,
     engine,
-    make_dataset(config, True, tokenizer) if train_data else None,
-    make_dataset(config, False, tokenizer),
+    make_dataset(config, True, tokenizer, fmt) if train_data else None,
+    make_dataset(config, False, tokenizer, fmt),
   )

@@ -305,7 +305,8 @@ def _open(run: parts.Run, workdir: str, stack: contextlib.ExitStack) -> tuple[_S
     # Samples follow training: a length that cannot work fails now, not then.
     decoding.check_length(
       layout.model,
-      len(chat.prompts(config.data, run.tokenizer, [config.sample.prompt])[0][0]),
+      len(chat.prompts(run.chat_format, run.tokenizer, [config.sample.prompt])[0][0])
+      + layout.tuning.virtual_tokens,  # A prefix or soft prompt takes the first positions.
       config.sample.length,
       "config.sample",
     )
@@ -393,7 +394,7 @@ def _meters(
   speed = _Throughput(t.batch_size * positions, flops_per_token, peak, layout.mesh.size)
   entropy = float("nan")
   if config.loss.objective in ("lm", "mlm") and jax.process_index() == 0:  # Only it logs.
-    entropy = pipeline.cached_eval_entropy(config.data, run.tokenizer)
+    entropy = pipeline.cached_eval_entropy(config.data, run.tokenizer, run.chat_format)
   log(
     f"model: {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters, "
     f"{flops_per_token / 1e6:.1f} MFLOPs/token; mesh {dict(layout.mesh.shape)}; "
@@ -538,7 +539,7 @@ def _evaluate(
 def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
   """`config.sample.num_samples` continuations of `config.sample.prompt`."""
   s, tok = run.config.sample, run.tokenizer
-  (prompt,), eos_id = chat.prompts(run.config.data, tok, [s.prompt])
+  (prompt,), eos_id = chat.prompts(run.chat_format, tok, [s.prompt])
   out = decoding.generate(
     run.layout.model,
     finetuning.model_params(params, run.layout.tuning, run.layout.model),
@@ -549,7 +550,7 @@ def sample_text(run: parts.Run, params: Any, seed: int = 0) -> list[str]:
     temperature=s.temperature,
     top_k=s.top_k,
     top_p=s.top_p,
-    eos_id=eos_id if run.config.data.sampling == "chat" else None,  # A reply ends its turn.
+    eos_id=eos_id if run.chat_format else None,  # A reply ends its turn.
     pad_id=tok.pad_id,
   )
   return [tok.decode(np.concatenate([prompt, row])) for row in np.asarray(out.tokens)]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jtrans import decoding, finetune, objectives, train
+from jtrans.data.tokenizers import ByteTokenizer
 from jtrans.finetune import prefix, prompt
 from tests.finetune_test import assert_only_added_leaves_trained, flat, initial_params, saved
 
@@ -135,6 +136,17 @@ def test_a_prefix_run_trains_the_prefix_alone(tiny_config, tmp_path):
     np.testing.assert_allclose(a[path], b[path], atol=1e-6, err_msg=path)
   restored = modes.restore_params(c, str(tmp_path))
   assert prefix.offset(restored) == 5
+  # --mode=generate from the workdir decodes with the saved prefix (restored and merged).
+  c.sample.temperature = 0.0
+  (text,) = modes.generate(c, ["def "], str(tmp_path), None, max_new_tokens=6)
+  tok = ByteTokenizer()
+  tokens, lengths = decoding.left_pad([list(tok.encode("def "))], tok.pad_id)
+  greedy = lambda p: (
+    decoding.generate(  # noqa: E731
+      layout.model, p, tokens, lengths, max_new_tokens=6, temperature=0.0, eos_id=tok.eos_id
+    ).tokens
+  )
+  assert text == tok.decode(greedy(finetune.model_params(state["params"], layout.tuning)))
 
 
 def test_a_prompt_run_trains_the_soft_prompt_alone(tiny_config, tmp_path):

@@ -110,9 +110,10 @@ class Format:
     texts = dict(getattr(tokenizer, "tokens", {}))  # A Hugging Face tokenizer's own texts.
     texts.setdefault("eos", EOS_TEXT)
     self.variables = {f"{kind}_token": text for kind, text in texts.items()}
-    # Special-token texts -> ids, for tokenizers that would spell them out as text.
-    self.specials = {EOS_TEXT: tokenizer.eos_id, texts["eos"]: tokenizer.eos_id}
-    self._split = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")")
+    # EOS's text -> its id, for tokenizers that would spell it out (bytes, SentencePiece; a
+    # Hugging Face tokenizer maps its own special tokens' texts).
+    self.eos_text = texts["eos"]
+    self._split = re.compile(f"({re.escape(self.eos_text)})")
     self.end_of_turn = self._end_of_turn()
 
   def render(self, messages: Messages, add_generation_prompt: bool = False) -> str:
@@ -123,7 +124,9 @@ class Format:
   def encode(self, text: str) -> np.ndarray:
     """int32 ids of rendered text, the special tokens' texts mapped to their ids."""
     pieces = [
-      np.array([self.specials[p]], np.int32) if p in self.specials else self.tokenizer.encode(p)
+      np.array([self.tokenizer.eos_id], np.int32)
+      if p == self.eos_text
+      else self.tokenizer.encode(p)
       for p in self._split.split(text)
       if p
     ]
@@ -185,15 +188,20 @@ def make_format(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -> Format
   return Format(load_template(data.chat_template, data.tokenizer_path), tokenizer)
 
 
+def format_of(data: ml_collections.ConfigDict, tokenizer: Tokenizer | None) -> Format | None:
+  """The run's chat format with data.sampling="chat" (built once: it reads the template and
+  probes it), else None."""
+  return make_format(data, tokenizer) if data.sampling == "chat" else None
+
+
 def prompts(
-  data: ml_collections.ConfigDict, tokenizer: Tokenizer, texts: Sequence[str]
+  fmt: Format | None, tokenizer: Tokenizer, texts: Sequence[str]
 ) -> tuple[list[np.ndarray], int]:
-  """(ids a decoder continues for each text, the id that ends a reply). With
-  data.sampling="chat" each text is a user's turn followed by the generation prompt, and a
-  reply ends at the template's end-of-turn token; otherwise the text's own ids (EOS, the
-  document separator, for an empty one) and EOS."""
-  if data.sampling == "chat":
-    fmt = make_format(data, tokenizer)
+  """(ids a decoder continues for each text, the id that ends a reply). With a chat format
+  each text is a user's turn followed by the generation prompt, and a reply ends at the
+  template's end-of-turn token; otherwise the text's own ids (EOS, the document separator,
+  for an empty one) and EOS."""
+  if fmt is not None:
     return [fmt.prompt([{"role": "user", "content": t}]) for t in texts], fmt.end_of_turn
   eos = np.array([tokenizer.eos_id], np.int32)
   return [tokenizer.encode(t) if t else eos for t in texts], tokenizer.eos_id

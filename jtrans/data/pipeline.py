@@ -287,14 +287,16 @@ def entropy_of_counts(counts: np.ndarray) -> float:
   return float(-(p * np.log(p)).sum())
 
 
-def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -> float:
+def cached_eval_entropy(
+  data: ml_collections.ConfigDict, tokenizer: Tokenizer, fmt: chat.Format | None = None
+) -> float:
   """`unigram_entropy` of ``config.data``'s eval split, cached beside a TFDS data set
   (``<data_dir>/jtrans_cache/``) so that a run computes it once, not at every start.
 
   The user's own files (``data.name="files"``) may change between runs and are recomputed.
   With ``sampling="prompt_response"`` the loss is on the responses alone, so theirs is the
   entropy (grokking's answers mod 113: ln 113 = 4.73 nats); with ``sampling="chat"``, that of
-  the assistant's tokens.
+  the assistant's tokens (`fmt`: the run's chat format, else config.data's is built).
   """
   responses = data.sampling == "prompt_response"
   text_key = data.target_key if responses else data.text_key
@@ -306,7 +308,7 @@ def cached_eval_entropy(data: ml_collections.ConfigDict, tokenizer: Tokenizer) -
     compute = lambda: entropy_of_counts(
       chat.assistant_counts(
         sources.from_config(data, train=False),
-        chat.make_format(data, tokenizer),
+        fmt or chat.make_format(data, tokenizer),
         (data.messages_key, data.source_key, data.target_key),
       )
     )

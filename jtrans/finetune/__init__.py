@@ -25,6 +25,7 @@ import ml_collections
 METHODS = ("full", "lora", "prefix", "prompt")
 # Params-tree keys of trained additions (lora.KEY, prefix.KEY, prompt.KEY).
 ADAPTER_KEYS = ("lora", "prefix", "prompt")
+VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")  # Keys and values ahead of every sequence.
 FROZEN_DTYPES = ("", "bfloat16", "float32")
 
 
@@ -79,7 +80,7 @@ class Settings:
       raise ValueError(f"config.finetune.lora_dropout={self.lora_dropout} must be in [0, 1).")
     if self.lora_from and self.method != "lora":
       raise ValueError("config.finetune.lora_from needs config.finetune.method='lora'.")
-    if self.method in ("prefix", "prompt") and (self.prefix_length < 1 or self.prefix_hidden < 0):
+    if self.method in VIRTUAL_TOKEN_METHODS and (self.prefix_length < 1 or self.prefix_hidden < 0):
       raise ValueError(
         f"config.finetune.method={self.method!r} needs prefix_length >= 1 and prefix_hidden "
         ">= 0 (0: the keys and values trained directly)."
@@ -89,6 +90,11 @@ class Settings:
         "config.finetune.method='lora' needs lora_targets (a regex on kernel paths, e.g. "
         "'attention/(query|value)$') and lora_rank >= 1."
       )
+
+  @property
+  def virtual_tokens(self) -> int:
+    """Positions a prefix or soft prompt takes ahead of every sequence (0 for other methods)."""
+    return self.prefix_length if self.method in VIRTUAL_TOKEN_METHODS else 0
 
   @property
   def freezes(self) -> bool:

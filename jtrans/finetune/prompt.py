@@ -24,6 +24,7 @@ KEY = "prompt"  # The params tree's key that holds the soft prompt.
 
 def init(params: Any, settings: Settings, rng: jax.Array) -> dict[str, Any]:
   """`settings.prefix_length` rows of the token embedding, drawn at random (float32)."""
+  prefix.layout(params)  # A decoder's self-attention takes the keys and values, or an error.
   table = params["embed"]["token_embed"]["embedding"]
   rows = jax.random.randint(rng, (settings.prefix_length,), 0, table.shape[0])
   return {"embedding": jnp.take(table, rows, axis=0).astype(jnp.float32)}
