@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   e.variant = ""  # The variant (the recipe's config.py argument).
 
   c.model = m = ml_collections.ConfigDict()
-  m.family = "decoder"  # "decoder" (GPT/Llama LM), "encoder" (BERT MLM), "encoder_decoder" (Transformer, T5) or "vit".
+  m.family = "decoder"  # "decoder" (GPT/Llama LM), "encoder" (BERT MLM), "encoder_decoder" (Transformer, T5), "vit" or "clip".
   m.vocab_size = 259  # Embedding rows; at least the tokenizer's vocabulary (byte: 259).
   m.num_layers = 4  # Transformer blocks (of the decoder, in an encoder-decoder).
   m.num_encoder_layers = 0  # Encoder blocks of an encoder-decoder; 0 = num_layers.
@@ -64,6 +64,17 @@ def get_config() -> ml_collections.ConfigDict:
   m.pool = "cls"  # ...from the class token ("cls") or the mean of the patches ("mean").
   m.pre_logits = False  # ViT: a tanh layer of embed_dim before the head (big_vision's rep_size).
   m.head_zero_init = False  # ViT: the head's kernel starts at 0 (big_vision's plain ViT).
+  # CLIP (family "clip"): the image tower is the ViT of image_size...head_zero_init (its head
+  # unused; embed_norm=True is CLIP's pre-LayerNorm); the text tower has vocab_size and max_len
+  # and the text_* shape (0 = the image tower's value); both project into projection_dim.
+  m.projection_dim = 128  # Width of the shared image-text embedding space.
+  m.text_embed_dim = 0  # Text tower width (0 = embed_dim).
+  m.text_num_layers = 0  # Text tower blocks (0 = num_layers).
+  m.text_num_heads = 0  # Text tower heads (0 = num_heads).
+  m.text_mlp_dim = 0  # Text tower MLP width (0 = mlp_dim).
+  m.text_causal = True  # Causal text attention as in CLIP; False: bidirectional.
+  m.logit_scale_init = 2.6592  # Initial log temperature: CLIP's log(1 / 0.07); SigLIP's log(10).
+  m.logit_bias_init = 0.0  # Initial logit bias (SigLIP: -10; the softmax loss ignores it).
   # "xla" (einsum), "jax" (jax.nn.dot_product_attention picks), "blockwise" (online softmax
   # over key blocks with its own backward: no [q, kv] matrix), the fused kernels "cudnn"
   # (NVIDIA GPUs) and "splash" (TPUs), which run blockwise, logging why, for what they cannot
@@ -122,6 +133,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.target_key = "target"  # seq2seq: feature that holds the target text.
   d.image_key = "image"  # classification: feature with uint8 [H, W, C] images.
   d.label_key = "label"  # classification: feature with integer labels.
+  d.caption_key = "caption"  # contrastive: feature with each image's caption (text).
+  # contrastive evaluation: zero-shot accuracy of classifying the eval images (labels in
+  # label_key) by prompts alone: every "|"-separated template (its "{}" the class name) filled with
+  # each of these comma-separated class names (label 0 first); "" = none.
+  d.class_names = ""
+  d.prompt_templates = "a photo of a {}."  # The zero-shot prompt templates (above).
   # classification: pixels in [0, 1] are normalised per channel as (x - image_mean) / image_std
   # (ViT's 0.5 and 0.5 give [-1, 1]; ImageNet's: (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
   d.image_mean = (0.5, 0.5, 0.5)  # Per-channel mean (see above).
@@ -230,10 +247,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.loss = l = ml_collections.ConfigDict()
   # "lm" (next token), "mlm" (masked LM), "seq2seq" (teacher forcing), "span_corruption"
-  # (T5 pre-training on plain text) or "classification".
+  # (T5 pre-training on plain text), "classification" or "contrastive" (CLIP image-text pairs).
   l.objective = "lm"
   # mlm: fraction of tokens predicted; of those 80% masked, 10% random, 10% kept.
   l.mask_rate = 0.15
+  # contrastive: "softmax" (CLIP's symmetric InfoNCE) or "sigmoid" (SigLIP's pairwise loss);
+  # the negatives are the whole global batch's.
+  l.contrastive = "softmax"
   l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
   # span_corruption (T5): rows of plain text, noise_density of their tokens dropped in spans of
   # mean_noise_span_length, each span a sentinel (the vocabulary's last ids); the encoder

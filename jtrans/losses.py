@@ -157,3 +157,63 @@ def normalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
   means = {k: v / denominator for k, v in sums.items() if k != "denominator"}
   means["tokens"] = sums["denominator"]
   return means
+
+
+CONTRASTIVE = ("softmax", "sigmoid")
+
+
+def contrastive(
+  image_embeds: jax.Array,
+  text_embeds: jax.Array,
+  log_scale: jax.Array,
+  bias: jax.Array,
+  weights: jax.Array | None = None,
+  *,
+  kind: str = "softmax",
+) -> dict[str, jax.Array]:
+  """The image-text loss of a batch of matching pairs (row i's image goes with row i's text;
+  every other row's is a negative).
+
+  Args:
+    image_embeds, text_embeds: unit-norm `[batch, dim]`. Under jit over a mesh the rows may be
+      sharded over the data axes: the `[batch, batch]` logits still pair every image with the
+      whole global batch's texts (XLA gathers the other shards).
+    log_scale, bias: scalars; logits = exp(log_scale) x image . text + bias, the scale capped
+      at 100 (CLIP clips its temperature there).
+    weights: `[batch]`, 1 for real pairs, 0 for padding (neither a positive nor a negative).
+    kind: "softmax": CLIP's symmetric InfoNCE, the mean of image->text and text->image
+      cross-entropies over the batch; "sigmoid": SigLIP's, -sum_j log sigmoid(z_ij logit_ij)
+      per image (z = 1 on the pair, -1 elsewhere), averaged over images.
+  Returns:
+    sums over the batch's images: `loss` (= `nll`), `z_loss` (0), `accuracy` (the image's
+    own text scores highest among the batch's), and `denominator` (sum of weights).
+  """
+  if kind not in CONTRASTIVE:
+    raise ValueError(f"config.loss.contrastive={kind!r} is not one of {CONTRASTIVE}.")
+  rows = image_embeds.shape[0]
+  weights = jnp.ones((rows,), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  scale = jnp.exp(jnp.minimum(log_scale.astype(jnp.float32), jnp.log(100.0)))
+  logits = scale * jnp.einsum(
+    "id,jd->ij", image_embeds.astype(jnp.float32), text_embeds.astype(jnp.float32)
+  ) + bias.astype(jnp.float32)
+  real = weights > 0
+  pairs = real[:, None] & real[None, :]
+  diagonal = jnp.eye(rows, dtype=bool)
+  if kind == "softmax":
+    masked = jnp.where(pairs, logits, -1e9)
+    image_to_text = jax.nn.logsumexp(masked, axis=1) - jnp.diagonal(logits)
+    text_to_image = jax.nn.logsumexp(masked, axis=0) - jnp.diagonal(logits)
+    per_row = 0.5 * (image_to_text + text_to_image)
+  else:
+    signs = jnp.where(diagonal, 1.0, -1.0)
+    per_row = -jnp.sum(jnp.where(pairs, jax.nn.log_sigmoid(signs * logits), 0.0), axis=1)
+  best = jnp.argmax(jnp.where(pairs, logits, -jnp.inf), axis=1)
+  correct = (best == jnp.arange(rows)).astype(jnp.float32)
+  loss = jnp.sum(jnp.where(real, per_row, 0.0) * weights)
+  return {
+    "loss": loss,
+    "nll": loss,
+    "z_loss": jnp.zeros((), jnp.float32),
+    "accuracy": jnp.sum(correct * weights),
+    "denominator": jnp.sum(weights),
+  }

@@ -12,6 +12,9 @@ step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
   plain text by `data/span_corruption.py` (sentinels take the vocabulary's last ids).
 - "classification" (vit): `images` `[batch, height, width, channels]`, `targets` and
   `weights` `[batch]`.
+- "contrastive" (clip): `images`, captions `texts` and `text_mask` `[batch, length]`,
+  `targets` (labels, for zero-shot evaluation) and `weights` `[batch]`; the loss is
+  `losses.contrastive` over the whole batch (not a sum of per-row terms).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ FAMILY_OF = {
   "seq2seq": "encoder_decoder",
   "span_corruption": "encoder_decoder",
   "classification": "vit",
+  "contrastive": "clip",
 }
 
 
@@ -140,7 +144,44 @@ def logits(
     )
   if objective == "classification":
     return model.apply(variables, batch["images"], deterministic=deterministic, rngs=rngs)
+  if objective == "contrastive":  # (image embeddings, text embeddings, log scale, bias)
+    return model.apply(
+      variables,
+      batch["images"],
+      batch["texts"],
+      batch.get("text_mask"),
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShot:
+  """Zero-shot classification prompts (`images.prompt_ids`), as nested tuples so that a step
+  can close over them: `ids` and `mask` `[classes][templates][length]`."""
+
+  ids: tuple
+  mask: tuple
+
+
+def zero_shot_correct(
+  model: nn.Module, params: Any, image_embeds: jax.Array, prompts: ZeroShot, targets: jax.Array
+) -> jax.Array:
+  """1.0 where an image's nearest class is its label, `[batch]`: each class embedded as the
+  normalised mean of its templates' unit text embeddings (Radford et al.'s prompt ensemble)."""
+  ids, mask = jnp.asarray(prompts.ids), jnp.asarray(prompts.mask)
+  classes, templates, length = ids.shape
+  texts = model.apply(
+    {"params": params},
+    ids.reshape(-1, length),
+    mask.reshape(-1, length),
+    method="encode_text",
+  )
+  class_embeds = texts.reshape(classes, templates, -1).mean(axis=1)
+  class_embeds = class_embeds / jnp.linalg.norm(class_embeds, axis=-1, keepdims=True)
+  nearest = jnp.argmax(image_embeds @ class_embeds.T, axis=-1)
+  return (nearest == targets).astype(jnp.float32)
 
 
 def project(model: nn.Module, params: Any, hidden: jax.Array) -> jax.Array:
@@ -181,6 +222,15 @@ def batch_spec(
     if d.mixup > 0:  # Training batches (jtrans.data.images.mixup).
       spec |= {"mixed_targets": ((rows,), "int32"), "mix": ((rows,), "float32")}
     return spec
+  if objective == "contrastive":
+    image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
+    return {
+      "images": (image, "float32"),
+      "texts": tokens,
+      "text_mask": tokens,
+      "targets": ((rows,), "int32"),
+      "weights": ((rows,), "float32"),
+    }
   raise ValueError(f"config.loss.objective={objective!r} is not one of {sorted(FAMILY_OF)}.")
 
 
@@ -191,4 +241,6 @@ def positions_per_example(config: ml_collections.ConfigDict, cfg: ModelConfig) -
     return (d.source_len or d.seq_len) + d.seq_len
   if config.loss.objective == "classification":
     return cfg.num_patches + (cfg.pool == "cls")
+  if config.loss.objective == "contrastive":  # An image's patches and its caption's tokens.
+    return cfg.num_patches + (cfg.pool == "cls") + d.seq_len
   return d.seq_len

@@ -165,10 +165,17 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
       f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'."
     )
   chunk = config.loss.get("chunk_length", 0)
-  if chunk < 0 or (chunk and config.loss.objective == "classification"):
+  if chunk < 0 or (chunk and config.loss.objective == "classification"):  # contrastive: below
     raise ValueError(
       f"config.loss.chunk_length={chunk} must be 0 (off) or a positive number of positions "
       "of a token objective (lm, mlm, seq2seq); set it to 0."
+    )
+  if config.loss.objective == "contrastive" and (config.train.engine != "jit" or k != 1 or chunk):
+    raise ValueError(
+      "config.loss.objective='contrastive' scores every image against the whole global "
+      f"batch's texts: set config.train.engine='jit' (it is {config.train.engine!r}), "
+      f"config.train.grad_accum_steps=1 (it is {k}: micro-batches would see fewer negatives) "
+      f"and config.loss.chunk_length=0 (it is {chunk})."
     )
   if config.train.eval_generate and config.loss.objective != "seq2seq":
     raise ValueError(
@@ -216,6 +223,25 @@ def output_ids(
       f"{config.data.tokenizer!r} tokenizer; list words its vocabulary has."
     )
   return tuple(sorted({i[0] for i in ids}))
+
+
+def zero_shot_prompts(
+  config: ml_collections.ConfigDict, tokenizer: tokenizers.Tokenizer | None
+) -> objectives.ZeroShot | None:
+  """config.data.class_names x prompt_templates tokenized as captions are; None when unset."""
+  d = config.data
+  if config.loss.objective != "contrastive" or not d.get("class_names"):
+    return None
+  names = [n.strip() for n in d.class_names.split(",")]
+  templates = [t.strip() for t in d.prompt_templates.split("|")]
+  if not all("{}" in t for t in templates):
+    raise ValueError(
+      f"config.data.prompt_templates={d.prompt_templates!r}: every '|'-separated template "
+      "needs a '{}' where the class name goes."
+    )
+  ids, mask = images.prompt_ids(tokenizer, names, templates, d.seq_len)
+  nested = lambda a: tuple(map(nested, a)) if isinstance(a, list) else a  # noqa: E731
+  return objectives.ZeroShot(ids=nested(ids.tolist()), mask=nested(mask.tolist()))
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> None:
@@ -270,6 +296,16 @@ def make_dataset(
     train=train,
     worker_count=d.worker_count,
   )
+  if kind == "contrastive":
+    return images.make_image_text_dataset(
+      **common,
+      image_key=d.image_key,
+      label_key=d.label_key if d.class_names else "",
+      caption_key=d.caption_key,
+      tokenizer=make_tokenizer(config) if tokenizer is None else tokenizer,
+      seq_len=d.seq_len,
+      options=images.ImageOptions.from_config(config),
+    )
   if kind == "classification":
     return images.make_image_dataset(
       **common,
@@ -353,7 +389,7 @@ def make_dataset(
     )
   raise ValueError(
     f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
-    "'seq2seq', 'span_corruption' or 'classification'."
+    "'seq2seq', 'span_corruption', 'classification' or 'contrastive'."
   )
 
 
@@ -383,7 +419,13 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
   check_vocabulary(config, tokenizer)
   fmt = chat.format_of(config.data, tokenizer)
   engine = steps.make_engine(
-    layout.model, layout.tx, config, layout.mesh, layout.shardings, output_ids(config, tokenizer)
+    layout.model,
+    layout.tx,
+    config,
+    layout.mesh,
+    layout.shardings,
+    output_ids(config, tokenizer),
+    zero_shot_prompts(config, tokenizer),
   )
   return Run(
     config,

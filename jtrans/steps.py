@@ -56,6 +56,9 @@ class StepSettings:
   output_ids: tuple[int, ...] = ()
   # config.finetune when it freezes leaves or adds LoRA adapters; None: every leaf trains.
   finetune: finetuning.Settings | None = None
+  contrastive: str = "softmax"  # config.loss.contrastive: CLIP's or SigLIP's loss.
+  # contrastive: the zero-shot prompts evaluation scores (config.data.class_names); None: none.
+  zero_shot: objectives.ZeroShot | None = None
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
@@ -68,12 +71,17 @@ class StepSettings:
       chunk_length=config.loss.get("chunk_length", 0),
       grad_accum_steps=config.train.grad_accum_steps,
       skip_nonfinite=config.train.nan_policy == "skip",
-      draws_randomness=config.model.dropout_rate > 0
-      or config.finetune.lora_dropout > 0
-      or config.loss.objective == "mlm",
+      # Per-row keys vmap the loss over rows: not for a contrastive loss, which pairs them.
+      draws_randomness=(
+        config.model.dropout_rate > 0
+        or config.finetune.lora_dropout > 0
+        or config.loss.objective == "mlm"
+      )
+      and config.loss.objective != "contrastive",
       seed=config.seed,
       rules=sharding.rules(config.mesh),
       finetune=tuning if tuning.freezes else None,
+      contrastive=config.loss.get("contrastive", "softmax"),
     )
 
 
@@ -117,6 +125,16 @@ def loss_sums(
     apply = functools.partial(
       objectives.logits, model, params, batch, settings.objective, deterministic, rngs
     )
+    if settings.objective == "contrastive":
+      image_embeds, *rest = apply()
+      with jax.named_scope("loss"):
+        sums = losses.contrastive(image_embeds, *rest, weights, kind=settings.contrastive)
+        if deterministic and settings.zero_shot is not None:
+          correct = objectives.zero_shot_correct(
+            model, params, image_embeds, settings.zero_shot, targets
+          )
+          sums["zero_shot_accuracy"] = jnp.sum(correct * weights)
+      return sums
     if settings.chunk_length and settings.objective != "classification":
       return losses.chunked_cross_entropy(
         apply(hidden=True),
@@ -353,10 +371,13 @@ def jit_engine(
   mesh: Mesh,
   state_shardings: TrainState,
   output_ids: tuple[int, ...] = (),
+  zero_shot: objectives.ZeroShot | None = None,
 ) -> Engine:
   """Steps compiled once by jit with the state's shardings; the state is donated."""
   schedule = optim.make_schedule(config.optim, config.train.steps)
-  settings = dataclasses.replace(StepSettings.from_config(config), output_ids=output_ids)
+  settings = dataclasses.replace(
+    StepSettings.from_config(config), output_ids=output_ids, zero_shot=zero_shot
+  )
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   train_fn = jax.jit(
@@ -472,10 +493,11 @@ def make_engine(
   mesh: Mesh,
   state_shardings: TrainState,
   output_ids: tuple[int, ...] = (),
+  zero_shot: objectives.ZeroShot | None = None,
 ) -> Engine:
-  """`output_ids`: StepSettings.output_ids (parts.build reads them from the tokenizer)."""
+  """`output_ids`, `zero_shot`: StepSettings' (parts.build makes them with the tokenizer)."""
   if config.train.engine == "jit":
-    return jit_engine(model, tx, config, mesh, state_shardings, output_ids)
+    return jit_engine(model, tx, config, mesh, state_shardings, output_ids, zero_shot)
   if config.train.engine == "pmap":
     return pmap_engine(model, tx, config, mesh, state_shardings, output_ids)
   raise ValueError(f"config.train.engine={config.train.engine!r} is not 'jit' or 'pmap'.")

@@ -531,6 +531,11 @@ def _evaluate(
   s.log(
     f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "
     f"{scalars['accuracy']:.3f}"
+    + (
+      f", zero-shot accuracy {scalars['zero_shot_accuracy']:.3f}"
+      if "zero_shot_accuracy" in scalars
+      else ""
+    )
     + (f" (unigram entropy {s.entropy:.4f} nats/token)" if np.isfinite(s.entropy) else "")
   )
   s.speed.restart(p.step)  # Evaluation is not training time.

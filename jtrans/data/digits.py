@@ -7,6 +7,10 @@
 (80% of each digit, rounded, for ``train``: 1,438 images; the rest for ``test``: 359), so every run and
 every paper row sees the same held-out images. ``validation`` is the same as ``test`` (the
 default eval split reads it).
+
+TFDS builder ``digit_captions``: the same images and splits, each with a ``caption`` (text) for
+CLIP-style training: one of ``CAPTION_TEMPLATES``, filled with the digit's word ("seven") or
+numeral ("7"), drawn from a generator seeded by the record's index (fixed across builds).
 """
 
 from __future__ import annotations
@@ -20,6 +24,25 @@ from etils import epath
 from jtrans.data import synthetic_images
 
 SIZE, NUM_CLASSES, TRAIN_FRACTION = 8, 10, 0.8
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CAPTION_TEMPLATES = (
+  "a photo of the digit {}",
+  "handwritten {}",
+  "a handwritten {}",
+  "the number {}",
+  "a drawing of the digit {}",
+  "an image of a {}",
+  "{} written by hand",
+  "a small blurry {}",
+)
+
+
+def caption(label: int, index: int) -> str:
+  """The caption of record `index`, of digit `label`: a template and a word or numeral drawn
+  from a generator seeded by the index."""
+  rng = np.random.default_rng([index, 17])
+  template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
+  return template.format(WORDS[label] if rng.random() < 0.5 else str(label))
 
 
 def split_indices(labels: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -64,3 +87,25 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   ) -> Iterator[tuple[int, dict]]:
     for i in indices:
       yield int(i), {"image": images[i], "label": int(labels[i]), "index": int(i)}
+
+
+class DigitCaptions(Digits):
+  """The digits with a templated caption each (``caption``), for contrastive image-text models."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    info = synthetic_images.image_info(self, __doc__, (SIZE, SIZE, 1), NUM_CLASSES)
+    features = dict(info.features)
+    features["caption"] = tfds.features.Text()
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=__doc__,
+      supervised_keys=("image", "caption"),
+      features=tfds.features.FeaturesDict(features),
+    )
+
+  def _generate_examples(self, images, labels, indices):
+    for key, record in super()._generate_examples(images, labels, indices):
+      yield key, {**record, "caption": caption(record["label"], record["index"])}

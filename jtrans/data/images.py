@@ -34,6 +34,8 @@ from PIL import Image
 
 from jtrans.data.iterators import Batch, record_batches
 from jtrans.data.randaugment import rand_augment
+from jtrans.data.sources import record_text
+from jtrans.data.tokenizers import Tokenizer
 
 AUGMENTS = ("none", "inception_crop_flip")
 
@@ -207,7 +209,7 @@ class _ToExample:
     images = (image * self.scale + self.shift).astype(np.float32)
     return {
       "images": images,
-      "targets": np.asarray(record[self.label_key], np.int32),
+      "targets": np.asarray(record[self.label_key] if self.label_key else 0, np.int32),
       "weights": np.float32(1.0),
     }
 
@@ -245,6 +247,94 @@ def make_image_dataset(
     _ToExample(image_key, label_key, options, crop=augment is None),
     augment=augment,
     mix=mix,
+    batch_size=batch_size,
+    seed=seed,
+    train=train,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    worker_count=worker_count,
+  )
+
+
+def caption_ids(tokenizer: Tokenizer, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """A caption as a text tower reads it: (int32 ids [length], int32 mask [length]): the
+  tokenizer's BOS (if it has one, as CLIP's), the text's ids and EOS, cut to `length` with the
+  EOS kept last, then padded (mask 0) with the pad id."""
+  bos = getattr(tokenizer, "bos_id", None)
+  ids = ([] if bos is None else [bos]) + tokenizer.encode(text).tolist()
+  ids = ids[: length - 1] + [tokenizer.eos_id]
+  out = np.full((length,), tokenizer.pad_id, np.int32)
+  out[: len(ids)] = ids
+  mask = np.zeros((length,), np.int32)
+  mask[: len(ids)] = 1
+  return out, mask
+
+
+def prompt_ids(
+  tokenizer: Tokenizer, class_names: Sequence[str], templates: Sequence[str], length: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Zero-shot prompts: every template filled with every class name, as `caption_ids` makes
+  captions: (ids int32 [classes, templates, length], mask of the same shape)."""
+  rows = [
+    [caption_ids(tokenizer, t.format(name), length) for t in templates] for name in class_names
+  ]
+  ids = np.array([[r[0] for r in row] for row in rows], np.int32)
+  mask = np.array([[r[1] for r in row] for row in rows], np.int32)
+  return ids, mask
+
+
+class _ToPair(_ToExample):
+  """Record -> ``_ToExample``'s image, ``targets`` (the label; 0 when ``label_key`` is "") and
+  ``weights``, plus ``texts`` int32 [length] and ``text_mask`` int32 [length]: the caption."""
+
+  def __init__(
+    self,
+    image_key: str,
+    label_key: str,
+    caption_key: str,
+    tokenizer: Tokenizer,
+    length: int,
+    options: ImageOptions,
+    crop: bool = True,
+  ):
+    super().__init__(image_key, label_key, options, crop)
+    self.caption_key, self.tokenizer, self.length = caption_key, tokenizer, length
+
+  def __call__(self, record: dict[str, Any]) -> Batch:
+    example = super().__call__(record)
+    text = record_text(record, self.caption_key, "caption_key")
+    example["texts"], example["text_mask"] = caption_ids(self.tokenizer, text, self.length)
+    return example
+
+
+def make_image_text_dataset(
+  *,
+  source: Sequence[dict[str, Any]],
+  image_key: str,
+  label_key: str,
+  caption_key: str,
+  tokenizer: Tokenizer,
+  seq_len: int,
+  options: ImageOptions,
+  batch_size: int,
+  seed: int,
+  train: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
+) -> grain.IterDataset:
+  """Batches of (image, caption) pairs for a contrastive model: ``make_image_dataset``'s
+  ``images``, ``targets`` (labels, which zero-shot evaluation scores) and ``weights``, plus
+  ``texts`` int32 [B, seq_len] and ``text_mask`` int32 [B, seq_len] (`caption_ids`)."""
+  augments = options.augment != "none" or options.randaugment_layers > 0
+  augment = _Augment(image_key, options) if train and augments else None
+  to_pair = _ToPair(
+    image_key, label_key, caption_key, tokenizer, seq_len, options, crop=augment is None
+  )
+  return record_batches(
+    source,
+    to_pair,
+    augment=augment,
     batch_size=batch_size,
     seed=seed,
     train=train,

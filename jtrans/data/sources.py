@@ -41,6 +41,7 @@ LOCAL_BUILDERS: frozenset[str] = frozenset(
     synthetic_tasks.ReverseStrings.name,
     synthetic_images.SyntheticImages.name,
     digits.Digits.name,  # Images shipped inside scikit-learn.
+    digits.DigitCaptions.name,  # The same, with templated captions.
     shakespeare.TinyShakespeareFile.name,  # Reads input.txt from the manual_dir.
   }
 )
@@ -53,6 +54,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
   "seq2seq": ("source_key", "target_key"),
   "span_corruption": ("text_key",),
   "classification": ("image_key", "label_key"),
+  "contrastive": ("image_key", "caption_key"),
 }
 # TFDS's packages of its own builders (tensorflow_datasets/<family>/...).
 TFDS_FAMILIES = (
@@ -99,9 +101,10 @@ def field_settings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def text_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The record fields whose text the run tokenizes (and a SentencePiece model for it is
-  trained on): ``text_key``, or ``source_key`` and ``target_key`` for pairs."""
+  trained on): ``text_key``, ``source_key`` and ``target_key`` for pairs, ``caption_key``."""
   settings = field_settings(config)
-  return tuple(config.data[s] for s in settings if s in ("text_key", "source_key", "target_key"))
+  texts = ("text_key", "source_key", "target_key", "caption_key")
+  return tuple(config.data[s] for s in settings if s in texts)
 
 
 @functools.cache
@@ -191,18 +194,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.data.{setting}={d[setting]!r} is not a feature of {d.name}; its "
         f"features are {sorted(features.keys())}."
       )
+  if config.loss.objective == "contrastive" and d.class_names and d.label_key not in features:
+    raise ValueError(
+      f"config.data.class_names scores zero-shot accuracy against config.data.label_key="
+      f"{d.label_key!r}, which is not a feature of {d.name}; set class_names to ''."
+    )
+  if config.loss.objective in ("classification", "contrastive"):
+    shape = getattr(features[d.image_key], "shape", None)
+    if shape and shape[-1] not in (None, config.model.num_channels):
+      raise ValueError(
+        f"config.model.num_channels={config.model.num_channels}, but {d.name}'s "
+        f"{d.image_key!r} images have {shape[-1]} channels; set it to {shape[-1]}."
+      )
   if config.loss.objective == "classification":
     classes = getattr(features[d.label_key], "num_classes", None)
     if classes and classes > config.model.num_classes:
       raise ValueError(
         f"config.model.num_classes={config.model.num_classes} is smaller than the "
         f"{classes} classes of {d.name}'s {d.label_key!r}; set it to {classes}."
-      )
-    shape = getattr(features[d.image_key], "shape", None)
-    if shape and shape[-1] not in (None, config.model.num_channels):
-      raise ValueError(
-        f"config.model.num_channels={config.model.num_channels}, but {d.name}'s "
-        f"{d.image_key!r} images have {shape[-1]} channels; set it to {shape[-1]}."
       )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jtrans.hf import bert, common, gpt2, llama, marian, t5, vit
+from jtrans.hf import bert, clip, common, gpt2, llama, marian, t5, vit
 from jtrans.hf.common import ConversionError
 from jtrans.models import ModelConfig
 
@@ -27,6 +27,7 @@ ARCHITECTURES: dict[str, ModuleType] = {
   "marian": marian,
   "t5": t5,
   "vit": vit,
+  "clip": clip,
 }
 HF_CLASSES = {
   "gpt2": "GPT2LMHeadModel",
@@ -35,6 +36,7 @@ HF_CLASSES = {
   "marian": "MarianMTModel",
   "t5": "T5ForConditionalGeneration",
   "vit": "ViTForImageClassification",
+  "clip": "CLIPModel",
 }
 EXPORTERS = (gpt2, llama)
 

@@ -45,6 +45,7 @@ ACTIVATIONS = {
   "gelu": "gelu_exact",
   "gelu_python": "gelu_exact",
   "gelu_new": "gelu",
+  "quick_gelu": "quick_gelu",
   "gelu_fast": "gelu",
   "gelu_pytorch_tanh": "gelu",
   "relu": "relu",

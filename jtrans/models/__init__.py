@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jtrans.models.clip import CLIP
 from jtrans.models.config import ModelConfig
 from jtrans.models.decoder import DecoderLM
 from jtrans.models.encoder import EncoderMLM
@@ -18,6 +19,7 @@ MODELS: dict[str, type[nn.Module]] = {
   "encoder": EncoderMLM,
   "encoder_decoder": EncoderDecoder,
   "vit": ViT,
+  "clip": CLIP,
 }
 
 
@@ -32,10 +34,14 @@ def example_inputs(
 ) -> tuple[jax.Array, ...]:
   """Zero inputs of batch 1 that `build_model(cfg).init` traces to create the parameters
   (their shapes never depend on the lengths): tokens `[1, length]`, source tokens
-  `[1, source_length or length]` for an encoder-decoder, an image for ViT."""
+  `[1, source_length or length]` for an encoder-decoder, an image for ViT (and a caption for
+  CLIP)."""
   tokens = jnp.zeros((1, length), jnp.int32)
+  image = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32)
   if cfg.family == "vit":
-    return (jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32),)
+    return (image,)
+  if cfg.family == "clip":
+    return (image, tokens)
   if cfg.family == "encoder_decoder":
     return (jnp.zeros((1, source_length or length), jnp.int32), tokens)
   return (tokens,)

@@ -15,9 +15,10 @@ POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none", "sincos2d")
 NORMS = ("layernorm", "rmsnorm", "none")
 NORM_POSITIONS = ("pre", "post")
 # "gelu" is the tanh approximation (GPT-2's gelu_new, T5's gated-gelu); "gelu_exact" the erf
-# form (BERT, ViT).
-ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu")
-FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit")
+# form (BERT, ViT); "quick_gelu" x sigmoid(1.702 x) (OpenAI's CLIP).
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu", "quick_gelu")
+# "clip": a ViT image tower and a text tower projected into one space (Radford et al. 2021).
+FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit", "clip")
 POOLS = ("cls", "mean")
 # "none": keep every activation; "full": recompute the whole block in the backward pass;
 # other names are jax.checkpoint_policies (what to save, the rest is recomputed).
@@ -75,6 +76,16 @@ class ModelConfig:
   pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
   pre_logits: bool = False  # ViT: a tanh layer of embed_dim before the head (big_vision rep_size).
   head_zero_init: bool = False  # ViT: the head's kernel starts at 0 (big_vision's default).
+  # CLIP: the image tower is the ViT above (its embed_norm is CLIP's pre-LayerNorm, its head
+  # unused); the text tower has the vocabulary, max_len and these (0: the image tower's).
+  projection_dim: int = 128  # The shared embedding space both towers project into.
+  text_embed_dim: int = 0
+  text_num_layers: int = 0
+  text_num_heads: int = 0
+  text_mlp_dim: int = 0
+  text_causal: bool = True  # CLIP's text tower is causal; False: bidirectional (BERT-like).
+  logit_scale_init: float = 2.6592  # log(1 / 0.07): CLIP's initial temperature (SigLIP: log 10).
+  logit_bias_init: float = 0.0  # SigLIP's learned bias starts at -10; softmax ignores it.
   attention_impl: str = "xla"
   attention_window: int = 0  # Keys each query sees before it (and after: bidirectional); 0 = all.
   attention_global_tokens: int = 0  # Longformer: the first n positions see and are seen by all.
@@ -112,12 +123,17 @@ class ModelConfig:
       fail("embed_dim", "sinusoidal positions need an even width.")
     if self.positions == "rotary" and self.head_dim % 2:
       fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
-    if self.positions == "sincos2d" and (self.family != "vit" or self.embed_dim % 4):
+    if self.positions == "sincos2d" and (self.family not in ("vit", "clip") or self.embed_dim % 4):
       fail("positions", "'sincos2d' is ViT's (family='vit') and needs embed_dim % 4 == 0.")
-    if self.family == "vit" and self.positions not in ("learned", "sincos2d"):
+    if self.family in ("vit", "clip") and self.positions not in ("learned", "sincos2d"):
       fail("positions", f"ViT adds 'learned' or 'sincos2d' positions, not {self.positions!r}.")
-    if self.family == "vit" and self.image_size % self.patch_size:
+    if self.family in ("vit", "clip") and self.image_size % self.patch_size:
       fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
+    if self.family == "clip":
+      width = self.text_embed_dim or self.embed_dim
+      heads = self.text_num_heads or self.num_heads
+      if width % heads:
+        fail("text_num_heads", f"{heads} heads do not divide the text width {width}.")
     for key in ("attention_window", "attention_global_tokens", "attention_sparse_block"):
       if getattr(self, key) < 0:
         fail(key, f"{getattr(self, key)} must be 0 (off) or positive.")
@@ -147,6 +163,21 @@ class ModelConfig:
   @property
   def encoder_layers(self) -> int:
     return self.num_encoder_layers or self.num_layers
+
+  def text_tower(self) -> ModelConfig:
+    """CLIP's text tower as a model config of its own (learned positions over max_len)."""
+    return dataclasses.replace(
+      self,
+      family="encoder",
+      embed_dim=self.text_embed_dim or self.embed_dim,
+      num_layers=self.text_num_layers or self.num_layers,
+      num_heads=self.text_num_heads or self.num_heads,
+      num_kv_heads=0,
+      attention_head_dim=0,
+      mlp_dim=self.text_mlp_dim or self.mlp_dim,
+      positions="learned",
+      embed_norm=False,
+    )
 
   @property
   def num_patches(self) -> int:

@@ -92,6 +92,8 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return lambda x: nn.gelu(x, approximate=True)
   if name == "gelu_exact":
     return lambda x: nn.gelu(x, approximate=False)
+  if name == "quick_gelu":
+    return lambda x: x * nn.sigmoid(1.702 * x)
   return getattr(nn, name)
 
 

@@ -34,6 +34,48 @@ def sincos2d_positions(height: int, width: int, dim: int, temperature: float = 1
   return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
 
 
+def patch_tokens(
+  module: nn.Module, cfg: ModelConfig, images: jax.Array, deterministic: bool
+) -> jax.Array:
+  """Images `[batch, height, width, channels]` -> the tokens the blocks read `[batch, tokens,
+  embed]`: patches embedded, positions added, the class token first (pool "cls"), then CLIP's
+  pre-LayerNorm (`embed_norm`) and dropout. Its parameters belong to `module`, whose compact
+  method calls it."""
+  x = layers.dense(cfg, cfg.embed_dim, (None, "embed"), "patch_embed", use_bias=True)(
+    patchify(images.astype(cfg.dtype), cfg.patch_size)
+  )
+  if cfg.positions == "sincos2d":  # On the patches only, as big_vision adds them.
+    grid = cfg.image_size // cfg.patch_size
+    x = x + sincos2d_positions(grid, grid, cfg.embed_dim).astype(x.dtype)
+  if cfg.pool == "cls":
+    cls = module.param(
+      "cls_token", layers.zeros((None, None, "embed")), (1, 1, cfg.embed_dim), cfg.param_dtype
+    )
+    x = jnp.concatenate(
+      [jnp.broadcast_to(cls, (x.shape[0], 1, cfg.embed_dim)).astype(x.dtype), x], 1
+    )
+  if cfg.positions == "learned":
+    x = x + module.param(
+      "position_embed",
+      layers.init((None, None, "embed")),
+      (1, x.shape[1], cfg.embed_dim),
+      cfg.param_dtype,
+    ).astype(x.dtype)
+  if cfg.embed_norm:
+    x = layers.make_norm(cfg, "embed_norm")(x)
+  return nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
+
+
+def encode(module: nn.Module, cfg: ModelConfig, images: jax.Array, deterministic: bool):
+  """The pooled image representation `[batch, embed]` (after the final norm): the class token
+  or the mean of the patches."""
+  x = patch_tokens(module, cfg, images, deterministic)
+  x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
+    x, layers.BlockInputs(mask=masks.MaskSpec(**layers.pattern(cfg, causal=False)))
+  )
+  return x[:, 0] if cfg.pool == "cls" else x.mean(axis=1)
+
+
 class ViT(nn.Module):
   """Images `[batch, height, width, channels]` -> class logits `[batch, num_classes]` (float32)."""
 
@@ -42,31 +84,7 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, *, deterministic: bool = True) -> jax.Array:
     cfg = self.cfg
-    x = layers.dense(cfg, cfg.embed_dim, (None, "embed"), "patch_embed", use_bias=True)(
-      patchify(images.astype(cfg.dtype), cfg.patch_size)
-    )
-    if cfg.positions == "sincos2d":  # On the patches only, as big_vision adds them.
-      grid = cfg.image_size // cfg.patch_size
-      x = x + sincos2d_positions(grid, grid, cfg.embed_dim).astype(x.dtype)
-    if cfg.pool == "cls":
-      cls = self.param(
-        "cls_token", layers.zeros((None, None, "embed")), (1, 1, cfg.embed_dim), cfg.param_dtype
-      )
-      x = jnp.concatenate(
-        [jnp.broadcast_to(cls, (x.shape[0], 1, cfg.embed_dim)).astype(x.dtype), x], 1
-      )
-    if cfg.positions == "learned":
-      x = x + self.param(
-        "position_embed",
-        layers.init((None, None, "embed")),
-        (1, x.shape[1], cfg.embed_dim),
-        cfg.param_dtype,
-      ).astype(x.dtype)
-    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
-    x = layers.Stack(cfg, cfg.num_layers, deterministic=deterministic, name="encoder")(
-      x, layers.BlockInputs(mask=masks.MaskSpec(**layers.pattern(cfg, causal=False)))
-    )
-    pooled = x[:, 0] if cfg.pool == "cls" else x.mean(axis=1)
+    pooled = encode(self, cfg, images, deterministic)
     if cfg.pre_logits:
       pooled = jnp.tanh(
         layers.dense(cfg, cfg.embed_dim, ("embed", None), "pre_logits", use_bias=True)(pooled)
