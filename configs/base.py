@@ -106,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
   # TFDS data set name, or "files" for your own files (train_files below). jtrans builds its own
   # on demand: pydoc_topics (embedded corpus), modular_arithmetic[/add97|sub97|mul97|div97|add113_30],
   # copy_strings, reverse_strings, synthetic_images, digits (scikit-learn's 8x8 images),
+  # digit_captions (the digits with templated captions),
   # tiny_shakespeare_file (needs manual_dir).
   # Any other name is a TFDS data set prepared as array_record in data_dir (e.g. lm1b,
   # wmt14_translate/de-en, c4/en, imagenet2012: the README's "TFDS data sets" says how).
@@ -254,6 +255,12 @@ def get_config() -> ml_collections.ConfigDict:
   # contrastive: "softmax" (CLIP's symmetric InfoNCE) or "sigmoid" (SigLIP's pairwise loss);
   # the negatives are the whole global batch's.
   l.contrastive = "softmax"
+  # diffusion (DiT): the noise schedule ("linear": Ho et al.'s 1e-4..0.02, DiT's; "cosine":
+  # Nichol & Dhariwal's) over diffusion_steps steps; each training image's label is dropped to
+  # the null class with probability class_dropout (classifier-free guidance needs it; DiT: 0.1).
+  l.noise_schedule = "linear"
+  l.diffusion_steps = 1000  # diffusion: T, the forward process's steps.
+  l.class_dropout = 0.1  # diffusion: labels dropped to the null class while training.
   l.mask_token_id = 2  # mlm: the [MASK] id (the byte tokenizer's unk; BERT's vocabulary: 103).
   # span_corruption (T5): rows of plain text, noise_density of their tokens dropped in spans of
   # mean_noise_span_length, each span a sentinel (the vocabulary's last ids); the encoder
@@ -302,4 +309,12 @@ def get_config() -> ml_collections.ConfigDict:
   s.length_penalty = 0.6
   # ...penalty "gnmt": (5 + length) / 6 (Wu et al. 2016); "hf": length.
   s.length_penalty_style = "gnmt"
+  # DiT (--mode=generate, and num_samples images per class after training, a grid in
+  # <workdir>/samples.png): "ddpm" (ancestral, every step) or "ddim" (deterministic, eta 0)...
+  s.sampler = "ddim"
+  s.diffusion_steps = 50  # ...over this many evenly spaced steps (ddim; 0 = all),
+  s.guidance = 4.0  # ...with this classifier-free guidance scale (1 = the conditional model).
+  # DiT: the workdir of an image classifier run (e.g. experiments/vit_digits) that labels the
+  # samples; the share labelled as their class is logged as sample_accuracy; "" = none.
+  s.classifier = ""
   return c

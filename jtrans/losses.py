@@ -217,3 +217,29 @@ def contrastive(
     "accuracy": jnp.sum(correct * weights),
     "denominator": jnp.sum(weights),
   }
+
+
+def noise_mse(
+  predicted: jax.Array, noise: jax.Array, weights: jax.Array | None = None
+) -> dict[str, jax.Array]:
+  """The diffusion loss (Ho et al.'s simple loss): the mean squared error of the predicted noise
+  over each image's pixels, summed over images.
+
+  Args:
+    predicted, noise: `[batch, height, width, channels]`.
+    weights: `[batch]`, 0 for padding (None: 1).
+  Returns:
+    sums over images: `loss` (= `nll`), `z_loss` (0) and `denominator` (sum of weights).
+  """
+  per_image = jnp.mean(
+    jnp.square(predicted.astype(jnp.float32) - noise.astype(jnp.float32)),
+    axis=tuple(range(1, noise.ndim)),
+  )
+  weights = jnp.ones(per_image.shape, jnp.float32) if weights is None else weights
+  loss = jnp.sum(per_image * weights.astype(jnp.float32))
+  return {
+    "loss": loss,
+    "nll": loss,
+    "z_loss": jnp.zeros((), jnp.float32),
+    "denominator": jnp.sum(weights.astype(jnp.float32)),
+  }

@@ -48,6 +48,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   state = training.train(config, workdir, run=run, began=began)
   if not config.sample.num_samples or jax.process_index() != 0:
     return []
+  if run.layout.model_cfg.family == "dit":  # A grid of every class (and its score).
+    classes = range(run.layout.model_cfg.num_classes)
+    return [draw_images(config, run.layout.model_cfg, state.params, classes, workdir, True)]
   began = time.perf_counter()
   samples = training.sample_text(run, state.params)
   print(f"time: sampling {time.perf_counter() - began:.1f}s (compile included)", flush=True)
@@ -120,6 +123,103 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, merged: bool
   return finetune.model_params(params, layout.tuning, layout.model) if merged else params
 
 
+def class_ids(prompts: Sequence[str], num_classes: int) -> list[int]:
+  """--mode=generate's prompts for a DiT: class ids in [0, num_classes)."""
+  classes = [int(p) if p.strip().isdigit() else -1 for p in prompts]
+  if not all(0 <= c < num_classes for c in classes):
+    raise ValueError(
+      f"--mode=generate with a DiT: each --prompt is a class id in [0, {num_classes}), "
+      f"got {list(prompts)}."
+    )
+  return classes
+
+
+def draw_images(
+  config: ml_collections.ConfigDict,
+  model_cfg: Any,
+  params: Any,
+  classes: Sequence[int],
+  workdir: str,
+  record: bool = False,
+) -> str:
+  """A DiT's `config.sample.num_samples` images of each class in `classes`, drawn as
+  config.sample says (sampler, guidance, diffusion_steps) and written as one PNG grid to
+  `<workdir>/samples.png` (a row per class). With config.sample.classifier (the workdir of an
+  image classifier run, e.g. experiments/vit_digits), the classifier labels every image and
+  the share labelled as its class is reported (and, with `record`, written to metrics.jsonl as
+  split "samples", metric "sample_accuracy")."""
+  import io
+
+  import jax
+  import numpy as np
+  from PIL import Image
+
+  from jtrans import diffusion, metrics, objectives
+  from jtrans.models import build_model
+
+  s, d = config.sample, config.data
+  labels = np.repeat(np.asarray(classes, np.int32), s.num_samples)
+  noising = objectives.Noising.from_config(config)
+  began = time.perf_counter()
+  images = diffusion.generate(
+    build_model(model_cfg),
+    params,
+    labels,
+    jax.random.key(config.seed + 3),
+    noising.schedule,
+    (model_cfg.image_size, model_cfg.image_size, model_cfg.num_channels),
+    null_label=noising.null_label,
+    guidance=s.guidance,
+    sampler=s.sampler,
+    steps=s.diffusion_steps,
+  )
+  mean, std = np.asarray(d.image_mean, np.float32), np.asarray(d.image_std, np.float32)
+  pixels = np.clip(np.round((np.asarray(images) * std + mean) * 255), 0, 255).astype(np.uint8)
+  picture = diffusion.grid(pixels, rows=len(classes))
+  path = storage.path(workdir) / "samples.png"
+  buffer = io.BytesIO()
+  Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, "PNG")
+  storage.write_bytes(path, buffer.getvalue())
+  seconds = time.perf_counter() - began
+  text = f"wrote {path}: {s.num_samples} samples of each of {len(classes)} classes, a row per class ({s.sampler}, guidance {s.guidance}; {seconds:.1f}s)"
+  if not s.classifier:
+    return text
+  predicted = classify(s.classifier, pixels)
+  accuracy = float(np.mean(predicted == labels))
+  if record:
+    step = int(
+      json.loads((storage.path(workdir) / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    )
+    writer = metrics.MetricsWriter(workdir)
+    writer.write(step, "samples", {"sample_accuracy": accuracy})
+    writer.close()
+  return f"{text}\n{s.classifier} labels {accuracy:.3f} of the samples as their class"
+
+
+def classify(classifier_workdir: str, pixels: Any) -> Any:
+  """The labels that the image classifier trained in `classifier_workdir` (its config.json
+  and latest checkpoint) gives uint8 images `[count, h, w, c]`, processed as its evaluation
+  processes images."""
+  import jax
+  import numpy as np
+
+  from jtrans.data import images
+  from jtrans.models import build_model
+
+  recorded = json.loads((storage.path(classifier_workdir) / "config.json").read_text())
+  clf_config = ml_collections.ConfigDict(recorded)
+  if clf_config.loss.objective != "classification":
+    raise ValueError(
+      f"config.sample.classifier={classifier_workdir!r} is a {clf_config.loss.objective!r} run; "
+      "point it at an image classification run's workdir (e.g. experiments/vit_digits)."
+    )
+  params = restore_params(clf_config, classifier_workdir)
+  model = build_model(clf_config.model)
+  batch = images.model_inputs(pixels, images.ImageOptions.from_config(clf_config))
+  logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, batch)
+  return np.asarray(jax.device_get(logits)).argmax(-1)
+
+
 def generate(
   config: ml_collections.ConfigDict,
   prompts: Sequence[str],
@@ -146,6 +246,10 @@ def generate(
     model_cfg, params = hf.load_pretrained(hf_dir)
   else:
     model_cfg, params = ModelConfig.from_config(config.model), restore_params(config, workdir)
+  if model_cfg.family == "dit":  # Each prompt a class id; one grid, a row per class.
+    classes = class_ids(prompts, model_cfg.num_classes)
+    text = draw_images(config, model_cfg, params, classes, workdir or hf_dir)
+    return [text] + [f"(row {i + 1} of the same grid)" for i in range(1, len(classes))]
   tok = parts.make_tokenizer(config)
   if model_cfg.vocab_size < tok.vocab_size:
     raise ValueError(

@@ -15,6 +15,9 @@ step serves them all. Batches (dicts of arrays, `[batch, length]` unless noted):
 - "contrastive" (clip): `images`, captions `texts` and `text_mask` `[batch, length]`,
   `targets` (labels, for zero-shot evaluation) and `weights` `[batch]`; the loss is
   `losses.contrastive` over the whole batch (not a sum of per-row terms).
+- "diffusion" (dit): `images`, `targets` (class labels) and `weights` `[batch]`; `prepare`
+  draws each image's timestep and noise (and drops its label to the null class at
+  config.loss.class_dropout), the model predicts the noise (`losses.noise_mse`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jtrans import diffusion
 from jtrans.finetune import prefix
 from jtrans.models import ModelConfig, layers
 
 Batch = dict[str, jax.Array]
 SEQ2SEQ = ("seq2seq", "span_corruption")  # The objectives that feed encoder-decoder pairs.
+TOKENS = ("lm", "mlm", *SEQ2SEQ)  # The objectives whose outputs are token logits.
+LABELLED_IMAGES = ("classification", "diffusion")  # Images and labels; no tokenizer.
 
 FAMILY_OF = {
   "lm": "decoder",
@@ -40,6 +46,7 @@ FAMILY_OF = {
   "span_corruption": "encoder_decoder",
   "classification": "vit",
   "contrastive": "clip",
+  "diffusion": "dit",
 }
 
 
@@ -97,8 +104,50 @@ class Masking:
     return cls(config.loss.mask_rate, config.loss.mask_token_id, config.model.vocab_size)
 
 
-def prepare(batch: Batch, rng: jax.Array, masking: Masking | None) -> Batch:
-  """The batch the model and loss see: masked for "mlm" (`masking` given), else unchanged."""
+@dataclasses.dataclass(frozen=True)
+class Noising:
+  """The diffusion objective's forward process (config.loss.noise_schedule, diffusion_steps,
+  class_dropout; the null class is config.model.num_classes)."""
+
+  schedule: diffusion.Schedule
+  class_dropout: float
+  null_label: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> Noising | None:
+    """The diffusion objective's settings; None for every other objective."""
+    if config.loss.objective != "diffusion":
+      return None
+    schedule = diffusion.make_schedule(config.loss.noise_schedule, config.loss.diffusion_steps)
+    return cls(schedule, config.loss.class_dropout, config.model.num_classes)
+
+
+def add_noise(batch: Batch, rng: jax.Array, noising: Noising) -> Batch:
+  """A diffusion training batch: per image a timestep uniform in [0, T), Gaussian noise, the
+  noised image and its label (the null class with probability class_dropout). Adds `noisy`,
+  `timesteps`, `noise` and `labels` to the batch."""
+  images = batch["images"]
+  rows = images.shape[0]
+  t_key, noise_key, drop_key = jax.random.split(rng, 3)
+  timesteps = jax.random.randint(t_key, (rows,), 0, noising.schedule.steps)
+  noise = jax.random.normal(noise_key, images.shape, jnp.float32)
+  dropped = jax.random.uniform(drop_key, (rows,)) < noising.class_dropout
+  return {
+    **batch,
+    "noisy": diffusion.add_noise(images, timesteps, noise, noising.schedule),
+    "timesteps": timesteps,
+    "noise": noise,
+    "labels": jnp.where(dropped, noising.null_label, batch["targets"]).astype(jnp.int32),
+  }
+
+
+def prepare(
+  batch: Batch, rng: jax.Array, masking: Masking | None, noising: Noising | None = None
+) -> Batch:
+  """The batch the model and loss see: masked for "mlm" (`masking` given), noised for
+  "diffusion" (`noising` given), else unchanged."""
+  if noising is not None:
+    return add_noise(batch, rng, noising)
   if masking is None:
     return batch
   return mask_tokens(
@@ -144,6 +193,15 @@ def logits(
     )
   if objective == "classification":
     return model.apply(variables, batch["images"], deterministic=deterministic, rngs=rngs)
+  if objective == "diffusion":  # The predicted noise.
+    return model.apply(
+      variables,
+      batch["noisy"],
+      batch["timesteps"],
+      batch["labels"],
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   if objective == "contrastive":  # (image embeddings, text embeddings, log scale, bias)
     return model.apply(
       variables,
@@ -222,6 +280,13 @@ def batch_spec(
     if d.mixup > 0:  # Training batches (jtrans.data.images.mixup).
       spec |= {"mixed_targets": ((rows,), "int32"), "mix": ((rows,), "float32")}
     return spec
+  if objective == "diffusion":
+    image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
+    return {
+      "images": (image, "float32"),
+      "targets": ((rows,), "int32"),
+      "weights": ((rows,), "float32"),
+    }
   if objective == "contrastive":
     image = (rows, cfg.image_size, cfg.image_size, cfg.num_channels)
     return {
@@ -241,6 +306,8 @@ def positions_per_example(config: ml_collections.ConfigDict, cfg: ModelConfig) -
     return (d.source_len or d.seq_len) + d.seq_len
   if config.loss.objective == "classification":
     return cfg.num_patches + (cfg.pool == "cls")
+  if config.loss.objective == "diffusion":
+    return cfg.num_patches
   if config.loss.objective == "contrastive":  # An image's patches and its caption's tokens.
     return cfg.num_patches + (cfg.pool == "cls") + d.seq_len
   return d.seq_len

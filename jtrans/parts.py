@@ -165,17 +165,16 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelConfig:
       f"config.train.nan_policy={config.train.nan_policy!r} is not 'stop' or 'skip'."
     )
   chunk = config.loss.get("chunk_length", 0)
-  if chunk < 0 or (chunk and config.loss.objective == "classification"):  # contrastive: below
+  if chunk < 0 or (chunk and config.loss.objective not in objectives.TOKENS):
     raise ValueError(
       f"config.loss.chunk_length={chunk} must be 0 (off) or a positive number of positions "
       "of a token objective (lm, mlm, seq2seq); set it to 0."
     )
-  if config.loss.objective == "contrastive" and (config.train.engine != "jit" or k != 1 or chunk):
+  if config.loss.objective == "contrastive" and (config.train.engine != "jit" or k != 1):
     raise ValueError(
       "config.loss.objective='contrastive' scores every image against the whole global "
-      f"batch's texts: set config.train.engine='jit' (it is {config.train.engine!r}), "
-      f"config.train.grad_accum_steps=1 (it is {k}: micro-batches would see fewer negatives) "
-      f"and config.loss.chunk_length=0 (it is {chunk})."
+      f"batch's texts: set config.train.engine='jit' (it is {config.train.engine!r}) and "
+      f"config.train.grad_accum_steps=1 (it is {k}: micro-batches would see fewer negatives)."
     )
   if config.train.eval_generate and config.loss.objective != "seq2seq":
     raise ValueError(
@@ -252,7 +251,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> None:
   error = None
   if jax.process_index() == 0:
     try:
-      if config.loss.objective != "classification":
+      if config.loss.objective not in objectives.LABELLED_IMAGES:
         tokenizers.from_config(config.data, True, sources.text_keys(config))
       sources.from_config(config.data, train=True)
       sources.from_config(config.data, train=False)
@@ -285,8 +284,9 @@ def make_dataset(
   The batch format follows config.loss.objective: "lm"/"mlm" packed token rows
   (data/pipeline.py; "lm" with data.sampling="prompt_response": a row per pair, data/seq2seq.py;
   "chat": conversations, data/chat.py), "seq2seq" source/target pairs (data/seq2seq.py),
-  "span_corruption" packed text rows corrupted into such pairs (data/span_corruption.py), "classification"
-  images and labels (data/images.py).
+  "span_corruption" packed text rows corrupted into such pairs (data/span_corruption.py),
+  "classification" and "diffusion" images and labels, "contrastive" images and captions
+  (data/images.py).
   """
   d, kind = config.data, config.loss.objective
   common = dict(
@@ -306,7 +306,7 @@ def make_dataset(
       seq_len=d.seq_len,
       options=images.ImageOptions.from_config(config),
     )
-  if kind == "classification":
+  if kind in objectives.LABELLED_IMAGES:
     return images.make_image_dataset(
       **common,
       image_key=d.image_key,
@@ -389,7 +389,7 @@ def make_dataset(
     )
   raise ValueError(
     f"config.loss.objective={kind!r} has no data pipeline; use 'lm', 'mlm', "
-    "'seq2seq', 'span_corruption', 'classification' or 'contrastive'."
+    "'seq2seq', 'span_corruption', 'classification', 'contrastive' or 'diffusion'."
   )
 
 
@@ -415,7 +415,8 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
   prepare_data(config)
   layout = build_layout(config)
   sources.check_config(config)  # Splits, fields, classes: before a tokenizer trains on them.
-  tokenizer = make_tokenizer(config) if config.loss.objective != "classification" else None
+  labelled_images = config.loss.objective in objectives.LABELLED_IMAGES
+  tokenizer = None if labelled_images else make_tokenizer(config)
   check_vocabulary(config, tokenizer)
   fmt = chat.format_of(config.data, tokenizer)
   engine = steps.make_engine(

@@ -43,6 +43,7 @@ class StepSettings:
 
   objective: str
   masking: objectives.Masking | None = None  # mlm: how inputs are corrupted.
+  noising: objectives.Noising | None = None  # diffusion: how images are noised.
   label_smoothing: float = 0.0
   z_loss: float = 0.0
   chunk_length: int = 0  # Positions per chunk of the chunked loss; 0: all logits at once.
@@ -66,6 +67,7 @@ class StepSettings:
     return cls(
       objective=config.loss.objective,
       masking=objectives.Masking.from_config(config),
+      noising=objectives.Noising.from_config(config),
       label_smoothing=config.loss.label_smoothing,
       z_loss=config.loss.z_loss,
       chunk_length=config.loss.get("chunk_length", 0),
@@ -75,7 +77,7 @@ class StepSettings:
       draws_randomness=(
         config.model.dropout_rate > 0
         or config.finetune.lora_dropout > 0
-        or config.loss.objective == "mlm"
+        or config.loss.objective in ("mlm", "diffusion")
       )
       and config.loss.objective != "contrastive",
       seed=config.seed,
@@ -125,6 +127,9 @@ def loss_sums(
     apply = functools.partial(
       objectives.logits, model, params, batch, settings.objective, deterministic, rngs
     )
+    if settings.objective == "diffusion":
+      with jax.named_scope("loss"):
+        return losses.noise_mse(apply(), batch["noise"], weights)
     if settings.objective == "contrastive":
       image_embeds, *rest = apply()
       with jax.named_scope("loss"):
@@ -135,7 +140,7 @@ def loss_sums(
           )
           sums["zero_shot_accuracy"] = jnp.sum(correct * weights)
       return sums
-    if settings.chunk_length and settings.objective != "classification":
+    if settings.chunk_length and settings.objective in objectives.TOKENS:
       return losses.chunked_cross_entropy(
         apply(hidden=True),
         functools.partial(objectives.project, model, params),
@@ -167,7 +172,7 @@ def _loss_sums(
 ) -> Metrics:
   """Loss and metric sums of `batch` with its dropout and masking drawn from `key`."""
   dropout_key, mask_key = jax.random.split(key)
-  batch = objectives.prepare(batch, mask_key, settings.masking)
+  batch = objectives.prepare(batch, mask_key, settings.masking, settings.noising)
   return loss_sums(
     model,
     params,
@@ -346,9 +351,12 @@ def eval_step(
 ) -> Metrics:
   """Weighted metric sums (not means) of one eval batch, so batches can be added.
 
-  Masked-LM evaluation masks with a fixed key, so that every evaluation scores the same task.
+  Masked-LM evaluation masks (and diffusion evaluation noises) with a fixed key, so that every
+  evaluation scores the same task.
   """
-  batch = objectives.prepare(batch, jax.random.key(settings.seed + 2), settings.masking)
+  batch = objectives.prepare(
+    batch, jax.random.key(settings.seed + 2), settings.masking, settings.noising
+  )
   params = finetuning.model_params(params, settings.finetune, model)
   return loss_sums(model, params, batch, settings, mesh, deterministic=True)
 

@@ -529,8 +529,8 @@ def _evaluate(
     s.log(f"eval at step {p.step}: {describe(scored)}")
   s.writer.write(p.step, "eval", scalars)
   s.log(
-    f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token, accuracy "
-    f"{scalars['accuracy']:.3f}"
+    f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token"
+    + (f", accuracy {scalars['accuracy']:.3f}" if "accuracy" in scalars else "")
     + (
       f", zero-shot accuracy {scalars['zero_shot_accuracy']:.3f}"
       if "zero_shot_accuracy" in scalars

@@ -214,6 +214,13 @@ class _ToExample:
     }
 
 
+def model_inputs(pixels: np.ndarray, options: ImageOptions) -> np.ndarray:
+  """uint8 images `[count, h, w, C]` -> float32 `[count, size, size, C]` as evaluation feeds
+  them to a model (centre crop, normalisation)."""
+  to_example = _ToExample("image", "", options)
+  return np.stack([to_example({"image": image})["images"] for image in pixels])
+
+
 def make_image_dataset(
   *,
   source: Sequence[dict[str, Any]],

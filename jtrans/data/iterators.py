@@ -94,6 +94,30 @@ class _PadToCountIterator(grain.DatasetIterator):
     self._yielded, self._exhausted = state["yielded"], state["exhausted"]
 
 
+# Record-level sources at most this long are kept in memory once read: a small data set (the
+# digits: 1,438 images) is read every epoch, and decoding a TFDS record costs ~0.2 ms.
+MEMOIZE_RECORDS = 50_000
+
+
+class Memoized(Sequence):
+  """`source[i]`, read once: later reads return the kept record (records are not modified)."""
+
+  def __init__(self, source: Sequence[Any]):
+    self._source = source
+    self._records: list[Any] = [None] * len(source)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, i: int) -> Any:
+    if self._records[i] is None:
+      self._records[i] = self._source[i]
+    return self._records[i]
+
+  def __repr__(self) -> str:
+    return f"Memoized({self._source!r})"
+
+
 def ceil_div(a: int, b: int) -> int:
   return -(-a // b)
 
@@ -130,17 +154,22 @@ def record_batches(
   all-zero rows, and every shard yields ``ceil(ceil(len(source) / shard_count) /
   batch_size)`` batches (all-zero ones after its own), so processes stay in lock step.
   ``to_example`` must give a weight of 0 exactly where the zero rows should not count.
-  The iterator's state is a plain record position that survives a JSON round trip.
+  The iterator's state is a plain record position that survives a JSON round trip. Sources
+  of at most MEMOIZE_RECORDS records are kept in memory as they are read (`Memoized`).
   """
   check_shard(shard_index, shard_count)
+  small = len(source) <= MEMOIZE_RECORDS
+  source = Memoized(source) if small else source
   records = grain.MapDataset.source(source)[shard_index::shard_count]
   if len(records) == 0:
     raise ValueError(
       f"Shard {shard_index}/{shard_count} has no records: the split has "
       f"{len(source)}, fewer than the {shard_count} processes."
     )
-  # Read ahead two batches of examples (grain's default is 500 elements on 16 threads).
-  read = grain.ReadOptions(num_threads=4, prefetch_buffer_size=2 * batch_size)
+  # Read ahead two batches of examples (grain's default is 500 elements on 16 threads). A small
+  # data set's records come from memory: there the threads' polling costs more than they save
+  # (9 against 18 ms a batch of 64 digits), while decoding JPEGs (PIL frees the GIL) gains.
+  read = grain.ReadOptions(num_threads=0 if small else 4, prefetch_buffer_size=2 * batch_size)
   if train:
     records = records.shuffle(seed=seed).repeat(None)
     if augment is not None:

@@ -54,6 +54,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
   "seq2seq": ("source_key", "target_key"),
   "span_corruption": ("text_key",),
   "classification": ("image_key", "label_key"),
+  "diffusion": ("image_key", "label_key"),
   "contrastive": ("image_key", "caption_key"),
 }
 # TFDS's packages of its own builders (tensorflow_datasets/<family>/...).
@@ -199,14 +200,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f"config.data.class_names scores zero-shot accuracy against config.data.label_key="
       f"{d.label_key!r}, which is not a feature of {d.name}; set class_names to ''."
     )
-  if config.loss.objective in ("classification", "contrastive"):
+  if config.loss.objective in ("classification", "contrastive", "diffusion"):
     shape = getattr(features[d.image_key], "shape", None)
     if shape and shape[-1] not in (None, config.model.num_channels):
       raise ValueError(
         f"config.model.num_channels={config.model.num_channels}, but {d.name}'s "
         f"{d.image_key!r} images have {shape[-1]} channels; set it to {shape[-1]}."
       )
-  if config.loss.objective == "classification":
+  if config.loss.objective in ("classification", "diffusion"):
     classes = getattr(features[d.label_key], "num_classes", None)
     if classes and classes > config.model.num_classes:
       raise ValueError(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jtrans.hf import bert, clip, common, gpt2, llama, marian, t5, vit
+from jtrans.hf import bert, clip, common, dit, gpt2, llama, marian, t5, vit
 from jtrans.hf.common import ConversionError
 from jtrans.models import ModelConfig
 
@@ -28,6 +28,7 @@ ARCHITECTURES: dict[str, ModuleType] = {
   "t5": t5,
   "vit": vit,
   "clip": clip,
+  "dit": dit,
 }
 HF_CLASSES = {
   "gpt2": "GPT2LMHeadModel",
@@ -37,13 +38,16 @@ HF_CLASSES = {
   "t5": "T5ForConditionalGeneration",
   "vit": "ViTForImageClassification",
   "clip": "CLIPModel",
+  "dit": "diffusers' DiTTransformer2DModel",
 }
+# diffusers writes the class name, not a model_type.
+DIFFUSERS_CLASSES = {"DiTTransformer2DModel": "dit"}
 EXPORTERS = (gpt2, llama)
 
 
 def _converter(directory: str) -> tuple[dict[str, Any], ModuleType]:
   config = common.read_config(directory)
-  model_type = config.get("model_type")
+  model_type = config.get("model_type") or DIFFUSERS_CLASSES.get(config.get("_class_name"))
   if model_type not in ARCHITECTURES:
     supported = ", ".join(f"{k} ({v})" for k, v in HF_CLASSES.items())
     raise ConversionError(

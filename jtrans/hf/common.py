@@ -145,11 +145,15 @@ def _index_file(path: epath.Path) -> dict[str, StoredTensor]:
 
 
 def read_tensors(directory: str) -> dict[str, StoredTensor]:
-  """Where every tensor of `model.safetensors`, or of the shards its index lists, lies; only
-  the headers are read here."""
+  """Where every tensor of `model.safetensors` (diffusers: `diffusion_pytorch_model.safetensors`),
+  or of the shards its index lists, lies; only the headers are read here."""
   root = storage.path(directory)
-  single = root / "model.safetensors"
-  index = root / "model.safetensors.index.json"
+  stem = "model"
+  if not any((root / f"model.safetensors{e}").is_file() for e in ("", ".index.json")):
+    if (root / "diffusion_pytorch_model.safetensors").is_file():
+      stem = "diffusion_pytorch_model"
+  single = root / f"{stem}.safetensors"
+  index = root / f"{stem}.safetensors.index.json"
   if single.is_file():
     return _index_file(single)
   if index.is_file():

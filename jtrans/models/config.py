@@ -18,7 +18,8 @@ NORM_POSITIONS = ("pre", "post")
 # form (BERT, ViT); "quick_gelu" x sigmoid(1.702 x) (OpenAI's CLIP).
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu", "quick_gelu")
 # "clip": a ViT image tower and a text tower projected into one space (Radford et al. 2021).
-FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit", "clip")
+# "dit": a diffusion Transformer that predicts the noise in images (Peebles & Xie 2023).
+FAMILIES = ("decoder", "encoder", "encoder_decoder", "vit", "clip", "dit")
 POOLS = ("cls", "mean")
 # "none": keep every activation; "full": recompute the whole block in the backward pass;
 # other names are jax.checkpoint_policies (what to save, the rest is recomputed).
@@ -72,7 +73,7 @@ class ModelConfig:
   image_size: int = 32  # ViT: square input images of image_size^2 pixels, num_channels each.
   patch_size: int = 4
   num_channels: int = 3
-  num_classes: int = 10  # ViT classification head.
+  num_classes: int = 10  # ViT classification head; DiT's class labels (plus a null class).
   pool: str = "cls"  # ViT: classify the class token ("cls") or the mean of patches ("mean").
   pre_logits: bool = False  # ViT: a tanh layer of embed_dim before the head (big_vision rep_size).
   head_zero_init: bool = False  # ViT: the head's kernel starts at 0 (big_vision's default).
@@ -123,11 +124,19 @@ class ModelConfig:
       fail("embed_dim", "sinusoidal positions need an even width.")
     if self.positions == "rotary" and self.head_dim % 2:
       fail("positions", f"rotary positions need an even head_dim, got {self.head_dim}.")
-    if self.positions == "sincos2d" and (self.family not in ("vit", "clip") or self.embed_dim % 4):
-      fail("positions", "'sincos2d' is ViT's (family='vit') and needs embed_dim % 4 == 0.")
+    if self.positions == "sincos2d" and (
+      self.family not in ("vit", "clip", "dit") or self.embed_dim % 4
+    ):
+      fail("positions", "'sincos2d' is for images (vit, clip, dit) and needs embed_dim % 4 == 0.")
     if self.family in ("vit", "clip") and self.positions not in ("learned", "sincos2d"):
       fail("positions", f"ViT adds 'learned' or 'sincos2d' positions, not {self.positions!r}.")
-    if self.family in ("vit", "clip") and self.image_size % self.patch_size:
+    if self.family == "dit" and (self.scan_layers or self.embed_dim % 4):
+      fail(
+        "scan_layers" if self.scan_layers else "embed_dim",
+        "DiT unrolls its blocks (set scan_layers=False) and its sin-cos positions need "
+        "embed_dim % 4 == 0.",
+      )
+    if self.family in ("vit", "clip", "dit") and self.image_size % self.patch_size:
       fail("patch_size", f"{self.patch_size} does not divide image_size={self.image_size}.")
     if self.family == "clip":
       width = self.text_embed_dim or self.embed_dim

@@ -22,12 +22,15 @@ def patchify(images: jax.Array, patch: int) -> jax.Array:
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
-def sincos2d_positions(height: int, width: int, dim: int, temperature: float = 10_000.0):
+def sincos2d_positions(
+  height: int, width: int, dim: int, temperature: float = 10_000.0, frequency_shift: int = 1
+):
   """The fixed position table of a `height` x `width` patch grid, `[height * width, dim]` in
-  row-major patch order: for frequencies w_k = temperature^(-k / (dim / 4 - 1)), k < dim / 4,
-  the columns are sin(x w), cos(x w), sin(y w), cos(y w) (x the patch's column, y its row)."""
+  row-major patch order: for frequencies w_k = temperature^(-k / (dim / 4 - frequency_shift)),
+  k < dim / 4, the columns are sin(x w), cos(x w), sin(y w), cos(y w) (x the patch's column,
+  y its row). big_vision's ViT has frequency_shift 1; MAE's table (DiT's) 0."""
   quarter = dim // 4
-  omega = 1.0 / temperature ** (jnp.arange(quarter) / max(quarter - 1, 1))
+  omega = 1.0 / temperature ** (jnp.arange(quarter) / max(quarter - frequency_shift, 1))
   y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
   x = x.reshape(-1, 1) * omega
   y = y.reshape(-1, 1) * omega
