@@ -35,11 +35,31 @@ def mlp_matrices(cfg: ModelConfig) -> int:
   return 3 if cfg.gated_mlp else 2
 
 
-def matmul_params(cfg: ModelConfig) -> int:
-  """Weights that take part in a matmul per token: the blocks plus the output projection."""
+def block_matmul_params(cfg: ModelConfig) -> int:
+  """Weights of the blocks, all of which every position multiplies."""
   d, q, kv = cfg.embed_dim, cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
   per_layer = d * q * 2 + d * kv * 2 + mlp_matrices(cfg) * d * cfg.mlp_dim  # q, out, k, v, mlp
-  return cfg.num_layers * per_layer + d * cfg.vocab_size
+  return cfg.num_layers * per_layer
+
+
+def matmul_params(cfg: ModelConfig) -> float:
+  """Weights that take part in a matmul per position: the blocks plus, for token models, the
+  output projection; for image models the patch embedding, and what runs once per image (the
+  head, CLIP's projection, DiT's conditioning) spread over the image's positions. CLIP's text
+  tower is counted apart (`train_flops_per_token`)."""
+  d, blocks = cfg.embed_dim, block_matmul_params(cfg)
+  if cfg.family not in ("vit", "clip", "dit"):
+    return blocks + d * cfg.vocab_size
+  pixels = cfg.patch_size**2 * cfg.num_channels
+  positions = cfg.num_patches + (cfg.pool == "cls" and cfg.family != "dit")
+  if cfg.family == "vit":
+    return blocks + pixels * d + d * cfg.num_classes / positions
+  if cfg.family == "clip":
+    return blocks + pixels * d + d * cfg.projection_dim / positions
+  # DiT: patches in and pixels out per position; per image the timestep MLP, each block's and
+  # the final adaLN modulation.
+  per_image = 256 * d + d * d + 6 * d * d * cfg.num_layers + 2 * d * d
+  return blocks + 2 * pixels * d + per_image / positions
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int, trained_share: float = 1.0) -> float:
@@ -53,7 +73,19 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int, trained_share: float =
   Fine-tuning with a frozen base (`trained_share` of the parameters trained, e.g. 0.0024 for
   LoRA on GPT-2 small): the backward pass still carries the activations' gradients (2 per
   weight) but computes weight gradients for the trained share alone, (4 + 2 x share) per weight.
+
+  CLIP: `seq_len` counts an image's positions and then its caption's; each tower is counted
+  over its own positions and the two averaged.
   """
+  if cfg.family == "clip":
+    image = cfg.num_patches + (cfg.pool == "cls")
+    text, tower = seq_len - image, cfg.text_tower()
+    text_weights = block_matmul_params(tower) + tower.embed_dim * cfg.projection_dim / text
+    text_flops = (4.0 + 2.0 * trained_share) * text_weights
+    text_flops += 6.0 * tower.num_layers * text * tower.embed_dim
+    image_cfg = dataclasses.replace(cfg, family="vit", num_classes=cfg.projection_dim)
+    image_flops = train_flops_per_token(image_cfg, image, trained_share)
+    return (image * image_flops + text * text_flops) / seq_len
   weights = (4.0 + 2.0 * trained_share) * matmul_params(cfg)
   return weights + 6.0 * cfg.num_layers * seq_len * cfg.embed_dim
 

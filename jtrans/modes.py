@@ -50,7 +50,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     return []
   if run.layout.model_cfg.family == "dit":  # A grid of every class (and its score).
     classes = range(run.layout.model_cfg.num_classes)
-    return [draw_images(config, run.layout.model_cfg, state.params, classes, workdir, True)]
+    step = int(jax.device_get(state.step))
+    return [draw_images(config, run.layout.model_cfg, state.params, classes, workdir, step)]
   began = time.perf_counter()
   samples = training.sample_text(run, state.params)
   print(f"time: sampling {time.perf_counter() - began:.1f}s (compile included)", flush=True)
@@ -140,14 +141,14 @@ def draw_images(
   params: Any,
   classes: Sequence[int],
   workdir: str,
-  record: bool = False,
+  record_step: int | None = None,
 ) -> str:
   """A DiT's `config.sample.num_samples` images of each class in `classes`, drawn as
   config.sample says (sampler, guidance, diffusion_steps) and written as one PNG grid to
   `<workdir>/samples.png` (a row per class). With config.sample.classifier (the workdir of an
   image classifier run, e.g. experiments/vit_digits), the classifier labels every image and
-  the share labelled as its class is reported (and, with `record`, written to metrics.jsonl as
-  split "samples", metric "sample_accuracy")."""
+  the share labelled as its class is reported (and, with `record_step`, written to
+  metrics.jsonl at that step as split "samples", metric "sample_accuracy")."""
   import io
 
   import jax
@@ -186,12 +187,9 @@ def draw_images(
     return text
   predicted = classify(s.classifier, pixels)
   accuracy = float(np.mean(predicted == labels))
-  if record:
-    step = int(
-      json.loads((storage.path(workdir) / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-    )
+  if record_step is not None:
     writer = metrics.MetricsWriter(workdir)
-    writer.write(step, "samples", {"sample_accuracy": accuracy})
+    writer.write(record_step, "samples", {"sample_accuracy": accuracy})
     writer.close()
   return f"{text}\n{s.classifier} labels {accuracy:.3f} of the samples as their class"
 

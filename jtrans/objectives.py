@@ -166,7 +166,8 @@ def logits(
 ) -> jax.Array:
   """float32 logits aligned with `batch["targets"]` (plus a vocabulary or class axis); with
   `hidden` (token objectives only), the hidden states `[batch, length, embed]` that `project`
-  turns into those logits."""
+  turns into those logits. "contrastive": (image embeddings, text embeddings, log scale, bias);
+  "diffusion": the predicted noise, shaped as the images."""
   variables = {"params": params}
   if objective in ("lm", "mlm"):
     positions = batch.get("positions")

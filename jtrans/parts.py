@@ -296,15 +296,15 @@ def make_dataset(
     train=train,
     worker_count=d.worker_count,
   )
-  if kind == "contrastive":
-    return images.make_image_text_dataset(
+  if kind == "contrastive":  # Images and captions; labels only to score zero-shot accuracy.
+    return images.make_image_dataset(
       **common,
       image_key=d.image_key,
       label_key=d.label_key if d.class_names else "",
+      options=images.ImageOptions.from_config(config),
       caption_key=d.caption_key,
       tokenizer=make_tokenizer(config) if tokenizer is None else tokenizer,
       seq_len=d.seq_len,
-      options=images.ImageOptions.from_config(config),
     )
   if kind in objectives.LABELLED_IMAGES:
     return images.make_image_dataset(

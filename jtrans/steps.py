@@ -116,9 +116,11 @@ def loss_sums(
   rngs: dict | None = None,
   rows_vmapped: bool = False,
 ) -> Metrics:
-  """The cross-entropy sums of `batch` (already prepared); training (not `deterministic`) adds
-  label smoothing and the z-loss. With `settings.chunk_length`, token objectives compute the
-  logits a chunk of positions at a time (`losses.chunked_cross_entropy`)."""
+  """The loss sums of `batch` (already prepared): cross-entropy, CLIP's contrastive loss (with
+  zero-shot accuracy when evaluating) or the diffusion noise MSE; training (not
+  `deterministic`) adds label smoothing and the z-loss. With `settings.chunk_length`, token
+  objectives compute the logits a chunk of positions at a time
+  (`losses.chunked_cross_entropy`)."""
   options = {}
   if not deterministic:
     options = {"label_smoothing": settings.label_smoothing, "z_loss": settings.z_loss}

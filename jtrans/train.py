@@ -529,7 +529,8 @@ def _evaluate(
     s.log(f"eval at step {p.step}: {describe(scored)}")
   s.writer.write(p.step, "eval", scalars)
   s.log(
-    f"eval at step {p.step}: loss {scalars['nll']:.4f} nats/token"
+    f"eval at step {p.step}: loss {scalars['nll']:.4f}"
+    + (" nats/token" if run.config.loss.objective in objectives.TOKENS else "")
     + (f", accuracy {scalars['accuracy']:.3f}" if "accuracy" in scalars else "")
     + (
       f", zero-shot accuracy {scalars['zero_shot_accuracy']:.3f}"

@@ -35,8 +35,8 @@ def test_chunked_cross_entropy_equals_the_unchunked_loss_and_gradients():
   for name in losses.SUMS:
     np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
   loss = lambda chunk: jax.grad(lambda h, w: sums(h, w, chunk)["loss"], (0, 1))(hidden, table)
-  for g, w in zip(loss(8), loss(0)):
-    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+  for g, w in zip(loss(8), loss(0)):  # Up to float32 summation order (2.5e-6 seen).
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-5)
 
 
 FAMILIES = {

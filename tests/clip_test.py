@@ -1,18 +1,22 @@
 """CLIP: a Hugging Face CLIPModel directory (weights and its own CLIP tokenizer) imported gives
 CLIPModel's embeddings and logits; the contrastive losses equal float64 numpy; over a data=8
-mesh the loss pairs every image with the whole global batch's texts. The zero-shot training
+mesh the loss pairs every image with the whole global batch's texts. (Training steps of any
+objective on any mesh equal one device's: tests/sharding_test.py.) The zero-shot training
 check is experiments/clip_digits (its `ci` variant runs in tests/experiments_test.py)."""
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jtrans import hf, losses, optim, parts, sharding, steps  # noqa: E402
+from jtrans import hf, losses, parts, sharding, steps  # noqa: E402
 from jtrans.data import hf_tokenizer, images  # noqa: E402
 from jtrans.models import ModelConfig, build_model  # noqa: E402
 
@@ -59,28 +63,14 @@ def test_contrastive_losses_equal_float64_numpy(kind):
   img, txt = unit(rng.normal(size=(6, 5))), unit(rng.normal(size=(6, 5)))
   weights = np.array([1, 1, 0, 1, 1, 1], np.float32)  # Row 2 is padding: no pair, no negative.
   log_scale, bias = (2.3, -4.0) if kind == "sigmoid" else (2.66, 0.0)
-  got = losses.contrastive(
-    jnp.asarray(img, jnp.float32),
-    jnp.asarray(txt, jnp.float32),
-    jnp.float32(log_scale),
-    jnp.float32(bias),
-    jnp.asarray(weights),
-    kind=kind,
+  sums = lambda: losses.contrastive(  # noqa: E731
+    *(jnp.asarray(x, jnp.float32) for x in (img, txt, log_scale, bias, weights)), kind=kind
   )
   want = numpy_contrastive(img, txt, log_scale, bias, weights, kind)
-  np.testing.assert_allclose(float(got["loss"]), want, rtol=1e-5)
-  assert float(got["denominator"]) == 5
-  # The padded row's values do not matter.
-  img[2], txt[2] = img[0], txt[0]
-  again = losses.contrastive(
-    jnp.asarray(img, jnp.float32),
-    jnp.asarray(txt, jnp.float32),
-    jnp.float32(log_scale),
-    jnp.float32(bias),
-    jnp.asarray(weights),
-    kind=kind,
-  )
-  np.testing.assert_allclose(float(again["loss"]), want, rtol=1e-5)
+  np.testing.assert_allclose(float(sums()["loss"]), want, rtol=1e-5)
+  assert float(sums()["denominator"]) == 5
+  img[2], txt[2] = img[0], txt[0]  # The padded row's values do not matter.
+  np.testing.assert_allclose(float(sums()["loss"]), want, rtol=1e-5)
 
 
 def test_clip_directory_matches_hugging_face(tmp_path):
@@ -184,42 +174,35 @@ def contrastive_batch(c):
   }
 
 
-def test_contrastive_step_on_a_data_mesh_uses_every_shards_negatives():
-  """Two steps on data=8 equal one device's; and the loss is not the per-shard one (each
-  shard's images scored against its own 2 texts only), which would differ."""
-  results = {}
+def test_the_contrastive_loss_on_a_data_mesh_uses_every_shards_negatives():
+  """The eval step's loss with the batch split over data=8 equals the unsharded loss, and is
+  not the per-shard one (each shard's 2 images scored against its own 2 texts only: ln 2
+  instead of ln 16 at the start), which a loss without the global batch would give."""
   c = contrastive_config()
   batch = contrastive_batch(c)
   model = build_model(c.model)
-  tx = optim.make_optimizer(c.optim, c.train.steps)
+  params = jax.jit(model.init)(jax.random.key(0), batch["images"][:1], batch["texts"][:1])
+  params = params["params"]
+  settings = steps.StepSettings.from_config(c)
+  found = {}
   for n in (1, 8):
-    c = contrastive_config(**{"mesh.data": n})
     mesh = sharding.make_mesh(c.mesh, jax.devices()[:n])
-    state, shardings, _ = parts.init_state(model, tx, c, mesh)
-    initial = jax.device_get(state.params)
-    engine = steps.make_engine(model, tx, c, mesh, shardings)
-    found = []
-    with engine.context():
-      for _ in range(2):
-        state, metrics = engine.train_step(state, engine.place_batch(batch))
-        found.append(float(metrics["loss"]))
-    results[n] = (np.array(found), jax.device_get(state.params))
-  np.testing.assert_allclose(results[8][0], results[1][0], rtol=1e-5)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
-    results[8][1],
-    results[1][1],
-  )
+    evaluate = jax.jit(
+      functools.partial(steps.eval_step, model=model, settings=settings, mesh=mesh),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+    )
+    with jax.set_mesh(mesh):
+      found[n] = float(evaluate(params, sharding.global_batch(batch, mesh))["loss"])
   outs = jax.jit(model.apply)(
-    {"params": initial}, *(batch[k] for k in ("images", "texts", "text_mask"))
+    {"params": params}, *(batch[k] for k in ("images", "texts", "text_mask"))
   )
-  whole = float(losses.contrastive(*outs)["loss"]) / 16
   shards = [
     float(losses.contrastive(outs[0][i : i + 2], outs[1][i : i + 2], *outs[2:])["loss"])
     for i in range(0, 16, 2)
   ]
-  np.testing.assert_allclose(whole, results[8][0][0], rtol=1e-5)
-  assert abs(sum(shards) / 16 - whole) > 0.5  # ln 16 vs ln 2 at the start: far apart.
+  np.testing.assert_allclose(found[8], found[1], rtol=1e-6)
+  np.testing.assert_allclose(found[1], float(losses.contrastive(*outs)["loss"]), rtol=1e-5)
+  assert abs(sum(shards) - found[8]) / 16 > 0.5
 
 
 @pytest.mark.parametrize(
@@ -238,3 +221,32 @@ def test_contrastive_runs_refuse_what_would_drop_negatives(changes, named):
 def test_text_tower_heads_must_divide_its_width():
   with pytest.raises(ValueError, match="config.model.text_num_heads"):
     ModelConfig(family="clip", embed_dim=32, num_heads=4, text_embed_dim=30)
+
+
+def test_a_bidirectional_text_tower_ignores_padding_and_pools_the_last_real_token():
+  """text_causal=False: every real token sees every other, padding none; the caption's
+  embedding is its last real token's, whatever the padding holds."""
+  cfg = ModelConfig(
+    family="clip", num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64, image_size=8,
+    patch_size=2, num_channels=1, embed_norm=True, projection_dim=16, max_len=12,
+    text_causal=False,
+  )  # fmt: skip
+  model = build_model(cfg)
+  params = jax.jit(model.init)(
+    jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1, 12), jnp.int32)
+  )
+  encode = jax.jit(lambda p, t, m: model.apply(p, t, m, method="encode_text"))
+  mask = (np.arange(12) < 7).astype(np.int32)[None]
+  texts = np.random.default_rng(0).integers(3, 259, (1, 12)).astype(np.int32)
+  other_padding = texts.copy()
+  other_padding[0, 7:] = 5
+  first_changed = texts.copy()
+  first_changed[0, 0] = 9  # A real token: seen by the pooled one.
+  base = np.asarray(encode(params, texts, mask))
+  np.testing.assert_allclose(np.asarray(encode(params, other_padding, mask)), base, atol=1e-6)
+  assert np.abs(np.asarray(encode(params, first_changed, mask)) - base).max() > 1e-4
+  # The same weights with a causal mask: earlier tokens no longer see later ones, which the
+  # last token reads from them in the second block.
+  causal = build_model(dataclasses.replace(cfg, text_causal=True))
+  causal_out = jax.jit(lambda p: causal.apply(p, texts, mask, method="encode_text"))(params)
+  assert np.abs(np.asarray(causal_out) - base).max() > 1e-4

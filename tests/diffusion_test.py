@@ -1,6 +1,6 @@
 """Diffusion: schedules and noising against float64 numpy; the samplers against the closed form
 of a single-Gaussian data distribution; guidance's arithmetic; DiT against diffusers'
-DiTTransformer2DModel on shared random weights; the step on a data=8 mesh against one device.
+DiTTransformer2DModel on shared random weights.
 The training check (guided samples labelled as their class by the ViT digit classifier) is
 experiments/dit_digits, whose `ci` variant tests/experiments_test.py runs."""
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtrans import diffusion, hf, optim, parts, sharding, steps
+from jtrans import diffusion, hf
 from jtrans.models import build_model
 
 MEAN, STD = 0.3, 0.2  # The toy data: x_0 ~ N(MEAN, STD^2) in every pixel.
@@ -166,39 +166,6 @@ def test_dit_with_per_block_embedders_is_refused(tmp_path):
   diffusers_dit(tmp_path, shared=False)
   with pytest.raises(hf.ConversionError, match="differ from block 0's"):
     hf.load_pretrained(str(tmp_path))
-
-
-def test_diffusion_step_on_a_data_mesh_matches_one_device():
-  """Each row's timestep, noise and label drop come from its global row index: data=8 gives
-  one device's losses and parameters."""
-  from experiments.dit_digits import config as recipe
-
-  batch = {
-    "images": np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32),
-    "targets": np.arange(16, dtype=np.int32) % 10,
-    "weights": np.ones(16, np.float32),
-  }
-  results = {}
-  for n in (1, 8):
-    c = recipe.get_config("ci")
-    c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
-    c.train.batch_size, c.optim.warmup_steps, c.optim.eps, c.mesh.data = 16, 1, 1e-6, n
-    mesh = sharding.make_mesh(c.mesh, jax.devices()[:n])
-    model, tx = build_model(c.model), optim.make_optimizer(c.optim, c.train.steps)
-    state, shardings, _ = parts.init_state(model, tx, c, mesh)
-    engine = steps.make_engine(model, tx, c, mesh, shardings)
-    found = []
-    with engine.context():
-      for _ in range(2):
-        state, metrics = engine.train_step(state, engine.place_batch(batch))
-        found.append(float(metrics["loss"]))
-    results[n] = (np.array(found), jax.device_get(state.params))
-  np.testing.assert_allclose(results[8][0], results[1][0], rtol=1e-5)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
-    results[8][1],
-    results[1][1],
-  )
 
 
 def test_the_sample_grid_places_each_image_in_its_row_and_column():

@@ -165,8 +165,7 @@ _CI_RUNS: dict[str, str] = {}  # experiment -> the workdir of its finished `ci` 
 def run_ci_variant(name: str, data_dir: str, root) -> str:
   """The recipe's `ci` variant through run.py as the README runs the full one (a sweep recipe:
   the sweep, then `--mode=analyze`), once per session; returns its workdir. Runs the recipe
-  reads (`PREREQUISITES`: a classifier that scores samples) are their own `ci` runs, and the
-  recipe's `AFTER` commands (generation from the trained workdir) run once it has trained."""
+  reads (`PREREQUISITES`: a classifier that scores samples) are their own `ci` runs."""
   if name in _CI_RUNS:
     return _CI_RUNS[name]
   recipe_module = load_recipe(name)
@@ -177,10 +176,6 @@ def run_ci_variant(name: str, data_dir: str, root) -> str:
     commands = [[f"--sweep={recipe}"], ["--mode=analyze", "--bootstrap=20"]]
   for setting, other in getattr(recipe_module, "PREREQUISITES", {}).items():
     commands[-1].append(f"--config.{setting}={run_ci_variant(other, data_dir, root)}")
-  settings = [f for f in commands[-1] if f.startswith("--config.")]
-  commands += [
-    [*flags, f"--config={recipe}", *settings] for flags in getattr(recipe_module, "AFTER", [])
-  ]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   for flags in commands:
     command = [sys.executable, "run.py", *flags, f"--workdir={workdir}"]

@@ -149,3 +149,44 @@ def test_a_frozen_base_costs_no_weight_gradients():
   assert flops.train_flops_per_token(SMALL, 64, 0.0) == pytest.approx(
     4 * flops.matmul_params(SMALL) + 6 * SMALL.num_layers * 64 * SMALL.embed_dim
   )
+
+
+def test_image_models_flops_agree_with_xlas_cost_analysis():
+  """DiT and CLIP: the count per position (patch embedding, pixels out, per-image conditioning
+  and projections spread over the image's positions; CLIP's text tower over its own) against
+  XLA's count of the compiled gradient. Attention is bidirectional there: the full square,
+  twice Kaplan's causal half."""
+  dit = ModelConfig(
+    family="dit", num_layers=2, embed_dim=64, num_heads=4, mlp_dim=256, image_size=16,
+    patch_size=2, num_channels=3, num_classes=10,
+  )  # fmt: skip
+  clip = dataclasses.replace(
+    dit, family="clip", embed_norm=True, projection_dim=32, text_embed_dim=48,
+    text_num_heads=4, text_mlp_dim=96, text_num_layers=3, max_len=32,
+  )  # fmt: skip
+  image = jnp.zeros((4, 16, 16, 3))
+  texts = jnp.zeros((4, 32), jnp.int32)
+  for cfg, inputs, positions in (
+    (dit, (image, jnp.zeros(4, jnp.int32), jnp.zeros(4, jnp.int32)), 64),
+    (clip, (image, texts), 65 + 32),
+  ):
+    model = build_model(cfg)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs)["params"])  # noqa: B023
+
+    def loss(p, *x):
+      out = model.apply({"params": p}, *x)  # noqa: B023
+      return sum(jnp.sum(o) for o in jax.tree.leaves(out))
+
+    analysis = jax.jit(jax.grad(loss)).lower(params, *inputs).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    xla = analysis["flops"] / (4 * positions)
+    ours = flops.train_flops_per_token(cfg, positions)
+    # The other causal half of each tower's attention square.
+    if cfg.family == "dit":
+      ours += 6 * cfg.num_layers * positions * cfg.embed_dim
+    else:
+      tower = cfg.text_tower()
+      ours += (65 * 6 * cfg.num_layers * 65 * cfg.embed_dim) / positions
+      ours += (32 * 6 * tower.num_layers * 32 * tower.embed_dim) / positions
+    print(f"{cfg.family}: ours {ours:.4g} FLOPs per position, XLA {xla:.4g}")
+    assert ours <= xla <= 1.15 * ours, (cfg.family, xla, ours)

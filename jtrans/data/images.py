@@ -214,55 +214,6 @@ class _ToExample:
     }
 
 
-def model_inputs(pixels: np.ndarray, options: ImageOptions) -> np.ndarray:
-  """uint8 images `[count, h, w, C]` -> float32 `[count, size, size, C]` as evaluation feeds
-  them to a model (centre crop, normalisation)."""
-  to_example = _ToExample("image", "", options)
-  return np.stack([to_example({"image": image})["images"] for image in pixels])
-
-
-def make_image_dataset(
-  *,
-  source: Sequence[dict[str, Any]],
-  image_key: str,
-  label_key: str,
-  options: ImageOptions,
-  batch_size: int,
-  seed: int,
-  train: bool,
-  shard_index: int = 0,
-  shard_count: int = 1,
-  worker_count: int = 0,
-) -> grain.IterDataset:
-  """Returns a grain dataset of classification batches of the images in ``source``.
-
-  Each element (B = ``batch_size``, this process's share of the global batch; S =
-  ``options.size``):
-    ``images`` float32 [B, S, S, C]: cropped, resized and normalised (module docstring);
-    ``targets`` int32 [B]: the labels;
-    ``weights`` float32 [B]: 1 per image, 0 on eval padding.
-  Shuffling, shards, eval padding (all-zero rows) and resumable state are those of
-  ``iterators.record_batches``; ``options.augment`` applies to training only.
-  """
-  augments = options.augment != "none" or options.randaugment_layers > 0
-  augment = _Augment(image_key, options) if train and augments else None
-  mix = None
-  if train and options.mixup > 0:
-    mix = lambda batch, rng: mixup(batch, rng, options.mixup)  # noqa: E731
-  return record_batches(
-    source,
-    _ToExample(image_key, label_key, options, crop=augment is None),
-    augment=augment,
-    mix=mix,
-    batch_size=batch_size,
-    seed=seed,
-    train=train,
-    shard_index=shard_index,
-    shard_count=shard_count,
-    worker_count=worker_count,
-  )
-
-
 def caption_ids(tokenizer: Tokenizer, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
   """A caption as a text tower reads it: (int32 ids [length], int32 mask [length]): the
   tokenizer's BOS (if it has one, as CLIP's), the text's ids and EOS, cut to `length` with the
@@ -314,14 +265,18 @@ class _ToPair(_ToExample):
     return example
 
 
-def make_image_text_dataset(
+def model_inputs(pixels: np.ndarray, options: ImageOptions) -> np.ndarray:
+  """uint8 images `[count, h, w, C]` -> float32 `[count, size, size, C]` as evaluation feeds
+  them to a model (centre crop, normalisation)."""
+  to_example = _ToExample("image", "", options)
+  return np.stack([to_example({"image": image})["images"] for image in pixels])
+
+
+def make_image_dataset(
   *,
   source: Sequence[dict[str, Any]],
   image_key: str,
   label_key: str,
-  caption_key: str,
-  tokenizer: Tokenizer,
-  seq_len: int,
   options: ImageOptions,
   batch_size: int,
   seed: int,
@@ -329,19 +284,37 @@ def make_image_text_dataset(
   shard_index: int = 0,
   shard_count: int = 1,
   worker_count: int = 0,
+  caption_key: str = "",
+  tokenizer: Tokenizer | None = None,
+  seq_len: int = 0,
 ) -> grain.IterDataset:
-  """Batches of (image, caption) pairs for a contrastive model: ``make_image_dataset``'s
-  ``images``, ``targets`` (labels, which zero-shot evaluation scores) and ``weights``, plus
-  ``texts`` int32 [B, seq_len] and ``text_mask`` int32 [B, seq_len] (`caption_ids`)."""
+  """Returns a grain dataset of classification batches of the images in ``source`` (with
+  ``caption_key``: contrastive batches of the images and their captions).
+
+  Each element (B = ``batch_size``, this process's share of the global batch; S =
+  ``options.size``):
+    ``images`` float32 [B, S, S, C]: cropped, resized and normalised (module docstring);
+    ``targets`` int32 [B]: the labels;
+    ``weights`` float32 [B]: 1 per image, 0 on eval padding;
+    with ``caption_key``: ``texts`` and ``text_mask`` int32 [B, seq_len], each caption as
+    `caption_ids` makes it with ``tokenizer`` (``targets`` are then 0 when ``label_key`` is "").
+  Shuffling, shards, eval padding (all-zero rows) and resumable state are those of
+  ``iterators.record_batches``; ``options.augment`` applies to training only.
+  """
   augments = options.augment != "none" or options.randaugment_layers > 0
   augment = _Augment(image_key, options) if train and augments else None
-  to_pair = _ToPair(
-    image_key, label_key, caption_key, tokenizer, seq_len, options, crop=augment is None
-  )
+  mix = None
+  if train and options.mixup > 0:
+    mix = lambda batch, rng: mixup(batch, rng, options.mixup)  # noqa: E731
+  crop = augment is None
+  to_example = _ToExample(image_key, label_key, options, crop)
+  if caption_key:
+    to_example = _ToPair(image_key, label_key, caption_key, tokenizer, seq_len, options, crop)
   return record_batches(
     source,
-    to_pair,
+    to_example,
     augment=augment,
+    mix=mix,
     batch_size=batch_size,
     seed=seed,
     train=train,
