@@ -48,6 +48,7 @@ ACTIVATIONS = {
   "quick_gelu": "quick_gelu",
   "gelu_fast": "gelu",
   "gelu_pytorch_tanh": "gelu",
+  "gelu-approximate": "gelu",  # diffusers' name (DiT).
   "relu": "relu",
   "silu": "silu",
   "swish": "silu",

@@ -62,11 +62,7 @@ def load(config: dict[str, Any], ckpt: common.Checkpoint) -> tuple[ModelConfig, 
     norm="layernorm",
     norm_epsilon=1e-6,
     activation=common.activation(
-      {"gelu-approximate": "gelu_pytorch_tanh", "gelu": "gelu"}.get(
-        config.get("activation_fn", "gelu-approximate"), config.get("activation_fn")
-      ),
-      "activation_fn",
-      directory,
+      config.get("activation_fn", "gelu-approximate"), "activation_fn", directory
     ),
     use_bias=bool(config.get("attention_bias", True)),
     dropout_rate=0.0,
