@@ -23,14 +23,16 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, 
                     "and config.json; relaunching on it resumes. Required except for --mode=plan, "
                     "--mode=compile and --sweep ... --dry_run.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "compile", "plan", "analyze", "generate",
-                                     "export"],
+                                     "export", "coord_check"],
                   "train: train (resuming), then print samples. eval: the latest checkpoint's "
                   "metrics on config.data.eval_split. compile: compile the train step for "
                   "config.mesh (or --topology) and print memory and FLOPs. plan: parameter and "
                   "FLOP counts of --config, or with --flops the ladder runs for that budget. "
-                  "analyze: scaling-law fits and plots of the sweep in --workdir. generate: "
-                  "continue --prompt/--prompt_file (from --workdir or --hf_dir). export: write "
-                  "the latest parameters as a Hugging Face directory (--hf_dir).")
+                  "analyze: scaling-law (or lr transfer) fits and plots of the sweep in --workdir. "
+                  "generate: continue --prompt/--prompt_file (from --workdir or --hf_dir). export: "
+                  "the latest parameters as a Hugging Face directory (--hf_dir). coord_check: "
+                  "activation scales against --widths (muP's coordinate check).")
+flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024"], "--mode=coord_check: widths.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host): on Cloud "
                   "TPU and under SLURM it finds its peers; elsewhere also pass the three flags below.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
@@ -102,17 +104,15 @@ def dispatch(modes) -> list[str]:
     return [f"--- {i}: {prompt}\n{text}\n" for i, (prompt, text) in enumerate(zip(prompts, texts))]
   if mode == "train":
     return [f"--- sample {i}:\n{text}\n" for i, text in enumerate(modes.train(config, workdir))]
-  if mode == "export" and not FLAGS.hf_dir:
-    raise app.UsageError("--mode=export needs --hf_dir (where to write).")
-  return [
-    {
-      "eval": lambda: modes.evaluate(config, workdir),
-      "compile": lambda: modes.compile_step(config, FLAGS.topology),
-      "plan": lambda: modes.plan(config, FLAGS.flops, FLAGS.tokens_per_param),
-      "analyze": lambda: modes.analyze(workdir, FLAGS.bootstrap),
-      "export": lambda: modes.export(config, workdir, FLAGS.hf_dir),
-    }[mode]()
-  ]
+  actions = {
+    "eval": lambda: modes.evaluate(config, workdir),
+    "compile": lambda: modes.compile_step(config, FLAGS.topology),
+    "plan": lambda: modes.plan(config, FLAGS.flops, FLAGS.tokens_per_param),
+    "analyze": lambda: modes.analyze(workdir, FLAGS.bootstrap),
+    "export": lambda: modes.export(config, workdir, FLAGS.hf_dir),
+    "coord_check": lambda: modes.coord_check(config, [int(w) for w in FLAGS.widths], workdir),
+  }
+  return [actions[mode]()]
 
 
 if __name__ == "__main__":

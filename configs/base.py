@@ -57,6 +57,13 @@ def get_config() -> ml_collections.ConfigDict:
   m.init_std = 0.02  # Std of weight matrices' and token embeddings' init; 0 = Glorot (above).
   m.scale_residual_init = True  # GPT-2's 1/sqrt(2 x layers) on residual projections (above).
   m.position_init_std = 0.01  # Std of the learned position table's init (GPT-2: 0.01, BERT: 0.02).
+  # "standard", "mup" (Yang et al. 2022: hyperparameters tuned at base_embed_dim transfer across
+  # width) or "completep" (muP, and across depth from base_num_layers; Dey et al. 2025). See
+  # jtrans/parametrization.py for what each scales.
+  m.parametrization = "standard"
+  m.base_embed_dim = 0  # muP's base width (its hyperparameters are the ones tuned); 0 = embed_dim.
+  m.base_num_layers = 0  # CompleteP's base depth; 0 = num_layers.
+  m.depth_alpha = 1.0  # CompleteP's branch multiplier (base / layers)^alpha; 0.5 = depth-muP.
   m.image_size = 32  # ViT: square images of image_size pixels a side...
   m.patch_size = 4  # ...cut into patch_size x patch_size patches...
   m.num_channels = 3  # ...of num_channels channels,

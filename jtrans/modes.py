@@ -90,10 +90,21 @@ def plan(config: ml_collections.ConfigDict, flops: float | None, tokens_per_para
 
 
 def analyze(workdir: str, bootstrap_samples: int) -> str:
-  """--mode=analyze: scaling-law fits and plots of the sweep in `workdir`."""
-  from jtrans.scaling import report
+  """--mode=analyze: scaling-law fits and plots of the sweep in `workdir`; for a learning rate
+  x width (or depth) sweep, the optimum per size and its drift (scaling/transfer.py)."""
+  from jtrans.scaling import report, transfer
 
+  if transfer.applies(workdir):
+    return transfer.analyze(workdir)
   return report.analyze(workdir, bootstrap_samples=bootstrap_samples)
+
+
+def coord_check(config: ml_collections.ConfigDict, widths: Sequence[int], workdir: str) -> str:
+  """--mode=coord_check: each layer's activation scale against width after a few steps, under
+  standard parametrisation and the config's (scaling/coord_check.py); a plot in `workdir`."""
+  from jtrans.scaling import coord_check as check
+
+  return check.run(config, widths, workdir)
 
 
 def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
@@ -305,6 +316,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, hf_dir: str) -> str:
   from jtrans.finetune import peft as peft_files
   from jtrans.models import ModelConfig
 
+  if not hf_dir:
+    raise ValueError("--mode=export needs --hf_dir (where to write).")
   tuning = finetune.Settings.from_config(config)
   cfg = ModelConfig.from_config(config.model)
   if tuning.virtual_tokens:

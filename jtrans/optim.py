@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jtrans import parametrization
+
 SCHEDULES = ("cosine", "linear", "constant", "rsqrt")
 
 
@@ -60,11 +62,14 @@ def make_optimizer(
   cfg: ml_collections.ConfigDict,
   total_steps: int,
   trainable: Callable[[Any], Any] | None = None,
+  lr_multipliers: dict[tuple[str, ...], float] | None = None,
 ) -> optax.GradientTransformation:
-  """clip_by_global_norm(cfg.grad_clip) -> adamw(schedule, masked weight decay).
+  """clip_by_global_norm(cfg.grad_clip) -> adamw(schedule, masked weight decay) -> per-parameter
+  learning-rate multipliers.
 
   `trainable(params)`: a tree of bools (fine-tuning's frozen leaves are False); those leaves get
   no update and no optimizer state, and clipping measures the trained leaves alone.
+  `lr_multipliers`: {parameter path: multiplier} (muP's, from `parametrization.lr_multipliers`).
   """
   schedule = make_schedule(cfg, total_steps)
   parts = []
@@ -80,6 +85,8 @@ def make_optimizer(
       mask=lambda params: weight_decay_mask(params, cfg.decay_embeddings),
     )
   )
+  if lr_multipliers:
+    parts.append(parametrization.scale_by_multipliers(lr_multipliers))
   tx = optax.chain(*parts)
   if trainable is None:
     return tx

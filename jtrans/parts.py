@@ -19,12 +19,13 @@ import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jtrans import finetune as finetuning
-from jtrans import kernels, objectives, optim, sharding, steps
+from jtrans import kernels, objectives, optim, parametrization, sharding, steps
 from jtrans.data import chat, images, pipeline, seq2seq, sources, span_corruption, tokenizers
 from jtrans.finetune import lora, prefix, prompt
 from jtrans.models import ModelConfig, build_model, example_inputs
@@ -114,7 +115,14 @@ def build_layout(config: ml_collections.ConfigDict, mesh: Mesh | None = None) ->
   model = build_model(model_cfg)
   tuning = finetuning.Settings.from_config(config)
   trainable = functools.partial(finetuning.trainable_mask, settings=tuning)
-  tx = optim.make_optimizer(config.optim, config.train.steps, trainable if tuning.freezes else None)
+  multipliers = None
+  if model_cfg.parametrization != "standard":
+    example = example_inputs(model_cfg, config.data.seq_len, config.data.source_len)
+    boxed = jax.eval_shape(lambda r: model.init(r, *example)["params"], jax.random.key(0))
+    multipliers = parametrization.lr_multipliers(model_cfg, boxed)
+  tx = optim.make_optimizer(
+    config.optim, config.train.steps, trainable if tuning.freezes else None, multipliers
+  )
   return Layout(mesh, model_cfg, model, tx, *state_layout(model, tx, config, mesh), tuning)
 
 
@@ -406,6 +414,8 @@ class Run(NamedTuple):
   engine: Engine
   train_data: grain.IterDataset | None  # None when built for evaluation only.
   eval_data: grain.IterDataset
+  # int32 [vocab]: UTF-8 bytes per token id, for bits per byte (lm objective); else None.
+  token_bytes: np.ndarray | None = None
 
 
 def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
@@ -436,4 +446,5 @@ def build(config: ml_collections.ConfigDict, train_data: bool = True) -> Run:
     engine,
     make_dataset(config, True, tokenizer, fmt) if train_data else None,
     make_dataset(config, False, tokenizer, fmt),
+    tokenizers.token_bytes(tokenizer) if config.loss.objective == "lm" and tokenizer else None,
   )

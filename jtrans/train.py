@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -54,10 +55,16 @@ class LoopSettings:
 
 
 def evaluate(
-  engine: Engine, state: Any, batches: Iterable[dict[str, np.ndarray]], max_batches: int = 0
+  engine: Engine,
+  state: Any,
+  batches: Iterable[dict[str, np.ndarray]],
+  max_batches: int = 0,
+  token_bytes: np.ndarray | None = None,
 ) -> dict[str, float]:
-  """Means over the eval batches (all of them when `max_batches` is 0)."""
-  totals = None
+  """Means over the eval batches (all of them when `max_batches` is 0). With `token_bytes`
+  (`[vocab]` UTF-8 bytes per id: `Run.token_bytes`), also `bits_per_byte` = summed nll / (ln 2 x
+  the targets' bytes), and `bytes_per_token`: comparable across tokenizers."""
+  totals, target_bytes = None, 0.0
   iterator = iter(batches)
   with contextlib.closing(iterator) if hasattr(iterator, "close") else contextlib.nullcontext():
     for i, batch in enumerate(iterator):  # A grain iterator's read-ahead threads end on close.
@@ -65,9 +72,17 @@ def evaluate(
         break
       sums = engine.eval_step(state, engine.place_batch(batch))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      if token_bytes is not None:  # On the host: this process's rows, added up below.
+        target_bytes += float(np.sum(token_bytes[batch["targets"]] * batch["weights"]))
   if totals is None:
     raise ValueError("the eval split gave no batch; check config.data.eval_split.")
-  return {k: float(v) for k, v in losses.normalize(jax.device_get(totals)).items()}
+  means = {k: float(v) for k, v in losses.normalize(jax.device_get(totals)).items()}
+  if token_bytes is not None:
+    if jax.process_count() > 1:
+      target_bytes = float(np.sum(multihost_utils.process_allgather(np.float64(target_bytes))))
+    means["bytes_per_token"] = target_bytes / max(means["tokens"], 1e-9)
+    means["bits_per_byte"] = means["nll"] / (math.log(2) * max(means["bytes_per_token"], 1e-9))
+  return means
 
 
 class _StopSignal:
@@ -522,7 +537,7 @@ def _evaluate(
   p: _Progress, s: _Session, settings: LoopSettings, run: parts.Run, state: Any
 ) -> None:
   _check_health(p.health, p.step, settings, s.manager)
-  scalars = evaluate(run.engine, state, run.eval_data, settings.eval_batches)
+  scalars = evaluate(run.engine, state, run.eval_data, settings.eval_batches, run.token_bytes)
   if settings.eval_generate:
     scored = generation_scores(run, state.params)
     scalars |= scored.scores
@@ -531,6 +546,7 @@ def _evaluate(
   s.log(
     f"eval at step {p.step}: loss {scalars['nll']:.4f}"
     + (" nats/token" if run.config.loss.objective in objectives.TOKENS else "")
+    + (f" ({scalars['bits_per_byte']:.4f} bits/byte)" if "bits_per_byte" in scalars else "")
     + (f", accuracy {scalars['accuracy']:.3f}" if "accuracy" in scalars else "")
     + (
       f", zero-shot accuracy {scalars['zero_shot_accuracy']:.3f}"
@@ -596,7 +612,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state, step = restore_latest(config, workdir, run.layout.abstract)
   with run.engine.context():
     state = run.engine.place_state(state)
-    scalars = evaluate(run.engine, state, run.eval_data, config.train.eval_batches)
+    scalars = evaluate(run.engine, state, run.eval_data, config.train.eval_batches, run.token_bytes)
     if config.train.eval_generate:
       scalars |= generation_scores(run, state.params).scores
   return {"step": step, **scalars}

@@ -458,3 +458,78 @@ def test_generate_from_a_hugging_face_directory_continues_as_transformers_does(
   assert f"--- 0: {prompt}\n" in result.stdout
   got = result.stdout.split(f"--- 0: {prompt}\n", 1)[1].rstrip("\n")
   assert got == want, (family, got, want)
+
+
+# ---------------------------------------------------------------- bytes per token (bits per byte)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "byte", "gpt2_bpe", "sentencepiece"])
+def test_token_bytes_add_up_to_the_text_s_utf8_bytes(hf_dirs, bpe_dir, tmp_path, family):
+  """The bytes of a text's tokens are the text's UTF-8 bytes: exactly for byte-level
+  vocabularies (byte, GPT-2's BPE); for SentencePiece (Llama, T5, our own), those of the text
+  the tokens decode to (T5's normalisation drops newlines and repeated spaces), within the one
+  word mark it puts before a text."""
+  d = base.get_config().data
+  if family in hf_dirs:
+    d.tokenizer, d.tokenizer_path = "hf", hf_dirs[family]
+  elif family == "gpt2_bpe":
+    d.tokenizer, d.tokenizer_path = "gpt2_bpe", bpe_dir
+  elif family == "sentencepiece":
+    d.tokenizer = "sentencepiece"
+    d.tokenizer_path = _spm(tmp_path / "sp", 500, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+  tok = tokenizers.from_config(d)
+  table = tokenizers.token_bytes(tok)
+  assert table.shape == (tok.vocab_size,) and table[tok.eos_id] == 1
+  byte_level = family in ("gpt2", "byte", "gpt2_bpe")
+  for text in HF_SAMPLES:
+    ids = tok.encode(text)
+    counted = int(table[ids].sum())
+    if byte_level:
+      assert counted == len(text.encode("utf-8")), (family, text)
+    elif not np.isin(ids, [getattr(tok, "ids", {}).get("unk", 2)]).any():  # unk counts 1.
+      decoded = len(tok.decode(ids).encode("utf-8"))
+      assert decoded <= counted <= decoded + 1, (family, text, counted, decoded)
+
+
+FIXED_TEXT = "The Café's naïve résumé costs $3.50 (about 3,50 €). " * 20 + CORPUS[3][:3000]
+
+
+@pytest.mark.parametrize("kind", ["byte", "gpt2_bpe"])
+def test_bits_per_byte_of_a_fixed_text(tmp_path, bpe_dir, kind):
+  """Evaluation reports bits per byte beside the loss: nll / ln 2 for the byte tokenizer, and
+  nll x tokens / (UTF-8 bytes x ln 2) for GPT-2's BPE, on a fixed text (one document: its
+  bytes and one EOS, the separator, counted as a byte)."""
+  import math
+
+  from configs import lm
+  from jtrans import parts, train
+
+  (tmp_path / "eval.txt").write_text(FIXED_TEXT, encoding="utf-8")
+  c = lm.get_config("tiny")
+  c.data.update(
+    {
+      "name": "files",
+      "train_files": str(tmp_path / "eval.txt"),
+      "eval_files": str(tmp_path / "eval.txt"),
+      "tokenizer": kind,
+      "tokenizer_path": bpe_dir if kind == "gpt2_bpe" else "",
+      "data_dir": str(tmp_path / "tfds"),
+    }
+  )
+  tok = tokenizers.from_config(c.data)
+  c.model.num_layers, c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 1, 32, 2, 64
+  c.model.vocab_size = tok.vocab_size
+  c.train.batch_size = 8
+  run = parts.build(c)
+  state, _, _ = parts.init_state(run.layout.model, run.layout.tx, c, run.layout.mesh)
+  with run.engine.context():
+    scalars = train.evaluate(run.engine, state, run.eval_data, 0, run.token_bytes)
+  tokens = len(tok.encode(FIXED_TEXT)) + 1
+  utf8_bytes = len(FIXED_TEXT.encode("utf-8")) + 1
+  assert scalars["tokens"] == tokens
+  expected = scalars["nll"] * tokens / (utf8_bytes * math.log(2))
+  assert scalars["bits_per_byte"] == pytest.approx(expected, rel=1e-6)
+  if kind == "byte":
+    assert scalars["bits_per_byte"] == pytest.approx(scalars["nll"] / math.log(2), rel=1e-6)
+  else:
+    assert tokens < 0.75 * utf8_bytes  # BPE: the same text in fewer tokens.

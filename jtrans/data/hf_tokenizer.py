@@ -131,6 +131,14 @@ class HfTokenizer:
       return self._marian.encode(text)
     return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
 
+  def token_bytes(self) -> np.ndarray | None:
+    """`tokenizers.token_bytes` of the directory's vocabulary (None for Marian's)."""
+    if self._marian:
+      return None
+    from jtrans.data import tokenizers  # pylint: disable=g-import-not-at-top
+
+    return tokenizers.backend_token_bytes(self._tok, list(self.ids.values()))
+
   def decode(self, ids: npt.ArrayLike) -> str:
     """Text of ids of any shape (flattened), without special tokens or ids past the vocabulary."""
     flat = np.asarray(ids).reshape(-1)

@@ -69,6 +69,12 @@ class ByteTokenizer:
     raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     return raw.astype(np.int32) + self.offset
 
+  def token_bytes(self) -> np.ndarray:
+    """One byte per id; eos and unk count one, pad none (see `token_bytes`)."""
+    table = np.ones(self.vocab_size, np.int32)
+    table[self.pad_id] = 0
+    return table
+
   def decode(self, ids: npt.ArrayLike) -> str:
     """Drops pad/eos/unk (and out-of-range ids); invalid UTF-8 becomes U+FFFD."""
     flat = np.asarray(ids).reshape(-1)
@@ -96,6 +102,19 @@ class SentencePieceTokenizer:
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids of shape [num_pieces]."""
     return np.asarray(self._sp.encode(text), np.int32).reshape(-1)
+
+  def token_bytes(self) -> np.ndarray:
+    """Each piece's bytes (`piece_bytes`); control and unknown pieces count one."""
+    sp = self._sp
+    return np.array(
+      [
+        1
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i)
+        else piece_bytes(sp.id_to_piece(i), byte_level=False)
+        for i in range(self.vocab_size)
+      ],
+      np.int32,
+    )
 
   def decode(self, ids: npt.ArrayLike) -> str:
     """Drops pad/eos and ids past the vocabulary (a model's padded embedding rows)."""
@@ -126,6 +145,14 @@ class WordTokenizer:
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids of shape [num_words]; unknown words are unk (2)."""
     return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def token_bytes(self) -> np.ndarray:
+    """A word's bytes plus the space that `decode` puts between words; specials count one."""
+    table = np.ones(self.vocab_size, np.int32)
+    for word, i in self._tok.get_vocab(with_added_tokens=True).items():
+      if i > 2:
+        table[i] = len(word.encode("utf-8")) + 1
+    return table
 
   def decode(self, ids: npt.ArrayLike) -> str:
     """The words, space-separated; special ids and ids past the vocabulary are dropped."""
@@ -184,6 +211,53 @@ class Gpt2BpeTokenizer:
     flat = np.asarray(ids).reshape(-1)
     flat = flat[(flat >= 0) & (flat < self.vocab_size)]
     return self._tok.decode(flat.tolist(), skip_special_tokens=True)
+
+
+SPIECE_SPACE = "\u2581"  # SentencePiece's word-start mark: a space in the text.
+
+
+def piece_bytes(piece: str, byte_level: bool) -> int:
+  """UTF-8 bytes of the text a vocabulary entry stands for: one per character of a byte-level
+  BPE token (GPT-2's alphabet maps each byte to one character); 1 for a byte-fallback piece
+  `<0xNN>`; else the piece's own bytes, with SentencePiece's word mark as a space and
+  WordPiece's continuation mark `##` dropped."""
+  if byte_level:
+    return len(piece)
+  if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+    return 1
+  return len(piece.removeprefix("##").replace(SPIECE_SPACE, " ").encode("utf-8"))
+
+
+def backend_token_bytes(backend, special_ids: Sequence[int]) -> np.ndarray:
+  """`token_bytes` of a `tokenizers.Tokenizer` (byte-level when its decoder is ByteLevel)."""
+  decoder = json.loads(backend.to_str()).get("decoder") or {}
+  kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", [])}
+  byte_level = "ByteLevel" in kinds
+  vocab = backend.get_vocab(with_added_tokens=True)
+  table = np.zeros(backend.get_vocab_size(with_added_tokens=True), np.int32)
+  for piece, i in vocab.items():
+    table[i] = piece_bytes(piece, byte_level)
+  table[list(special_ids)] = 1
+  return table
+
+
+def token_bytes(tokenizer: Tokenizer) -> np.ndarray | None:
+  """int32 `[vocab_size]`: the UTF-8 bytes of text each id stands for, so that bits per byte
+  = summed nll / (ln 2 x summed bytes of the targets), comparable across tokenizers. Special
+  ids (EOS, unk) count 1 byte, the separator they stand for; pad counts 0 (it has weight 0).
+  None for a tokenizer without a readable vocabulary (Marian's two SentencePiece models)."""
+  if isinstance(tokenizer, Gpt2BpeTokenizer):
+    table = backend_token_bytes(tokenizer.backend, [tokenizer.eos_id])
+  elif hasattr(tokenizer, "token_bytes"):
+    table = tokenizer.token_bytes()
+  else:
+    table = None
+  if table is None:
+    return None
+  table = np.asarray(table, np.int32)
+  if tokenizer.pad_id != tokenizer.eos_id:  # GPT-2 pads with EOS, which still counts.
+    table[tokenizer.pad_id] = 0
+  return table
 
 
 def _gpt2_files(path: str) -> list[epath.Path]:

@@ -90,6 +90,12 @@ def save_pretrained(directory: str, cfg: ModelConfig, params: dict[str, Any]) ->
   `.from_pretrained(directory)` loads: learned positions with LayerNorm export as gpt2; rotary
   positions with RMSNorm and a gated silu MLP as llama. Token ids (bos/eos/pad) are left unset.
   """
+  if cfg.parametrization != "standard":
+    raise ConversionError(
+      f"save_pretrained: config.model.parametrization={cfg.parametrization!r} multiplies the "
+      "queries, logits and branches by constants a Hugging Face model does not have; only "
+      "'standard' models export."
+    )
   exporter = next((e for e in EXPORTERS if e.matches(cfg)), None)
   if exporter is None:
     raise ConversionError(

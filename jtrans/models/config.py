@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrans import attention
+from jtrans.parametrization import PARAMETRIZATIONS
 
 # "sincos2d": ViT's fixed 2-D sine-cosine table over the patch grid (big_vision's plain ViT).
 POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none", "sincos2d")
@@ -60,6 +61,13 @@ class ModelConfig:
   )
   scale_residual_init: bool = True  # GPT-2: residual projections' std / sqrt(2 x layers).
   position_init_std: float = 0.01  # Learned position table's init std (GPT-2 0.01, BERT 0.02).
+  # How init, multipliers and learning rates scale with width and depth (parametrization.py):
+  # "standard", "mup" (relative to base_embed_dim) or "completep" (muP, and depth relative to
+  # base_num_layers with branch multipliers (base / layers)^depth_alpha). 0: the model's own.
+  parametrization: str = "standard"
+  base_embed_dim: int = 0
+  base_num_layers: int = 0
+  depth_alpha: float = 1.0
   rope_theta: float = 10_000.0
   relative_buckets: int = 32  # T5 relative position buckets and the distance they span.
   relative_max_distance: int = 128
@@ -143,6 +151,19 @@ class ModelConfig:
       heads = self.text_num_heads or self.num_heads
       if width % heads:
         fail("text_num_heads", f"{heads} heads do not divide the text width {width}.")
+    if self.parametrization != "standard" and self.family not in ("decoder", "encoder"):
+      fail(
+        "parametrization",
+        f"muP and CompleteP are built for the decoder and encoder "
+        f"families, not {self.family!r}; use parametrization='standard'.",
+      )
+    if self.parametrization == "completep" and self.norm_position != "pre":
+      fail(
+        "parametrization", "CompleteP scales pre-norm residual branches; set norm_position='pre'."
+      )
+    for key in ("base_embed_dim", "base_num_layers"):
+      if getattr(self, key) < 0:
+        fail(key, f"{getattr(self, key)} must be 0 (the model's own) or positive.")
     for key in ("attention_window", "attention_global_tokens", "attention_sparse_block"):
       if getattr(self, key) < 0:
         fail(key, f"{getattr(self, key)} must be 0 (off) or positive.")
@@ -157,6 +178,7 @@ class ModelConfig:
       ("pool", POOLS),
       ("attention_impl", attention.IMPLEMENTATIONS),
       ("remat", REMAT_POLICIES),
+      ("parametrization", PARAMETRIZATIONS),
     ):
       if getattr(self, key) not in allowed:
         fail(key, f"{getattr(self, key)!r} is not one of {allowed}.")

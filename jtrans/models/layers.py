@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtrans import attention, blockwise, masks, positional
+from jtrans import attention, blockwise, masks, parametrization, positional
 from jtrans.models.config import ModelConfig
 
 
@@ -104,13 +104,15 @@ def weight_init(
   outputs: std `cfg.init_std` (GPT-2 and BERT: 0.02), or Glorot's sqrt(2 / (fan_in + fan_out))
   when it is 0 (Vaswani et al.: Xavier init, whose variance no longer shrinks the sub-layers of
   a narrow model). A `residual` projection (it writes into the residual stream) has its std
-  divided by sqrt(2 x layers) when `cfg.scale_residual_init` (GPT-2's scaled init)."""
+  divided by sqrt(2 x layers) when `cfg.scale_residual_init` (GPT-2's scaled init). Under muP
+  a hidden matrix's std is also divided by sqrt(width / base width) (parametrization.py)."""
 
   def initializer(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     fan_in, fan_out = math.prod(shape[:in_dims]), math.prod(shape[in_dims:])
     stddev = cfg.init_std or (2.0 / (fan_in + fan_out)) ** 0.5
+    stddev *= parametrization.init_multiplier(cfg, names)
     if residual and cfg.scale_residual_init:
-      stddev /= (2 * cfg.num_layers) ** 0.5
+      stddev /= (2 * parametrization.residual_init_layers(cfg)) ** 0.5
     return stddev * jax.random.normal(key, shape, dtype)
 
   return nn.with_logical_partitioning(initializer, names)
@@ -237,6 +239,8 @@ class Attention(nn.Module):
     if cfg.positions == "rotary" and not self.cross:
       q = positional.rotary(q, positions, cfg.rope_theta)
       k = positional.rotary(k, positions, cfg.rope_theta)
+    if cfg.parametrization != "standard":  # muP's 1/head_dim logits, through any kernel.
+      q = q * jnp.asarray(parametrization.query_multiplier(cfg), q.dtype)
     q_positions = k_positions = positions
     if self.decode and not self.cross:
       if cfg.attention_global_tokens or cfg.attention_sparse_block:
@@ -427,7 +431,10 @@ class Block(nn.Module):
 
     def residual(x, branch, name):
       if cfg.norm_position == "pre":
-        return x + dropout(branch(make_norm(cfg, f"{name}_norm")(x)))
+        h = dropout(branch(make_norm(cfg, f"{name}_norm")(x)))
+        if cfg.parametrization == "completep":
+          h = h * jnp.asarray(parametrization.branch_multiplier(cfg), h.dtype)
+        return x + h
       return make_norm(cfg, f"{name}_norm")(x + dropout(branch(x)))
 
     x = residual(
@@ -601,6 +608,8 @@ class Logits(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, embed: Embed) -> jax.Array:
     cfg = self.cfg
+    if cfg.parametrization != "standard":
+      x = x * jnp.asarray(parametrization.output_multiplier(cfg), x.dtype)
     if cfg.tie_embeddings:
       x = x * jnp.asarray(cfg.logits_scale, x.dtype)
       table = embed.token.embedding  # [vocab, embed]

@@ -1,0 +1,1 @@
+"""Evaluation beyond the training loss: lm-evaluation-harness tasks (`harness.py`)."""

@@ -1,0 +1,167 @@
+"""The lm-evaluation-harness adapter (jtrans/evaluation/harness.py): its log-likelihoods equal a
+direct forward pass of the model, and on an imported GPT-2 directory lm_eval's results with
+`--model jtrans` equal those of lm_eval's own `--model hf` on the same local tasks (shipped in
+tests/harness_tasks, read offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = os.path.join(ROOT, "tests", "harness_tasks")
+OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> str:
+  """A GPT-2 directory as transformers writes it: a byte-level BPE trained here, and a small
+  random model far from uniform predictions (init std 0.3)."""
+  from pydoc_data.topics import topics
+
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+  path = tmp_path_factory.mktemp("gpt2")
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=400,
+    special_tokens=["<|endoftext|>"],
+    show_progress=False,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
+  tok.train_from_iterator([topics[k] for k in sorted(topics)[:20]], trainer)
+  tok.save(str(path / "tokenizer.json"))
+  fast = GPT2TokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+  fast.eos_token = fast.bos_token = fast.unk_token = "<|endoftext|>"
+  fast.save_pretrained(path)
+  import torch
+
+  torch.manual_seed(0)
+  config = GPT2Config(
+    vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2, initializer_range=0.3,
+    bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
+  )  # fmt: skip
+  GPT2LMHeadModel(config).save_pretrained(path, safe_serialization=True)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def adapter(gpt2_dir):
+  from jtrans.evaluation import harness
+
+  return harness.JtransLM(hf_dir=gpt2_dir, batch_size=4)
+
+
+class Request:  # What lm_eval hands a model: an object with `.args`.
+  def __init__(self, *args):
+    self.args = args
+
+
+def test_loglikelihoods_equal_a_direct_forward_pass(adapter):
+  """Each continuation's summed log-probability and greedy flag equal the model's own logits on
+  context + continuation, computed one request at a time in float64; an empty context is
+  conditioned on EOS, as lm_eval does."""
+  import jax
+
+  pairs = [
+    ("The capital of France is", " Paris"),
+    ("def square(x):\n    return x", " ** 2"),
+    ("Trailing space ", "moves to the continuation"),
+    ("", "Begins with nothing."),
+    ("x" * 300, " a context longer than max_length"),  # Keeps the last max_length tokens.
+  ]
+  got = adapter.loglikelihood([Request(c, x) for c, x in pairs])
+  model, params, tok = adapter.layout.model, adapter.params, adapter.tok
+  for (context, continuation), (logprob, greedy) in zip(pairs, got):
+    if context:
+      moved = len(context) - len(context.rstrip())
+      context, continuation = (
+        context[: len(context) - moved],
+        context[len(context) - moved :] + continuation,
+      )
+      whole = list(tok.encode(context + continuation))
+      n_cont = len(whole) - len(tok.encode(context))
+    else:
+      whole = [tok.eos_id] + list(tok.encode(continuation))
+      n_cont = len(whole) - 1
+    whole = whole[-(adapter.max_length + 1) :]
+    logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))[0]
+    logits = logits.astype(np.float64)
+    logp = (
+      logits
+      - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+      - logits.max(-1, keepdims=True)
+    )
+    targets = np.array(whole[1:])
+    span = slice(len(targets) - n_cont, len(targets))
+    expected = logp[np.arange(len(targets)), targets][span].sum()
+    assert logprob == pytest.approx(expected, abs=1e-5), (context, continuation)
+    assert greedy == bool((logits.argmax(-1) == targets)[span].all())
+  # The rolling log-likelihood of a text is its tokens' sum, conditioned on EOS.
+  text = "The quick brown fox jumps over the lazy dog."
+  rolling = adapter.loglikelihood_rolling([Request(text)])[0]
+  whole = [tok.eos_id] + list(tok.encode(text))
+  logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))[0]
+  logits = logits.astype(np.float64)
+  logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+  expected = (logits[np.arange(len(whole) - 1), whole[1:]] - logz).sum()
+  assert rolling == pytest.approx(expected, abs=1e-5)
+
+
+def _samples(output_dir) -> dict[str, list]:
+  """{task: [each document's per-choice (log-likelihood or text) responses]} from lm_eval's
+  --output_path with --log_samples."""
+  found = {}
+  for root, _, files in os.walk(output_dir):
+    for name in files:
+      if name.startswith("samples_") and name.endswith(".jsonl"):
+        task = name[len("samples_") :].rsplit("_", 1)[0]
+        rows = [json.loads(line) for line in open(os.path.join(root, name))]
+        found[task] = [row["filtered_resps"] for row in sorted(rows, key=lambda r: r["doc_id"])]
+  return found
+
+
+def _lm_eval(args: list[str], output: str) -> dict[str, list]:
+  env = {**os.environ, **OFFLINE, "JAX_PLATFORMS": "cpu"}
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  tasks = "jtrans_tiny_mc,jtrans_tiny_text,jtrans_tiny_gen"
+  command = [*args, "--tasks", tasks, "--include_path", TASKS, "--output_path", output]
+  out = subprocess.run(
+    [*command, "--log_samples", "--batch_size", "4"], cwd=ROOT, env=env, capture_output=True,
+    text=True, timeout=600,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-4000:]
+  return _samples(output)
+
+
+def test_lm_eval_command_with_jtrans_equals_lm_eval_with_hugging_face(gpt2_dir, tmp_path):
+  """`python -m jtrans.evaluation.harness --model jtrans --model_args hf_dir=...` against
+  `lm_eval --model hf --model_args pretrained=...` on the three local tasks: every choice's
+  log-likelihood within 1e-4, every rolling log-likelihood within 1e-4, the same greedy
+  generations."""
+  ours = _lm_eval(
+    [sys.executable, "-m", "jtrans.evaluation.harness", "--model", "jtrans",
+     "--model_args", f"hf_dir={gpt2_dir}"],
+    str(tmp_path / "jtrans"),
+  )  # fmt: skip
+  theirs = _lm_eval(
+    [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+     f"pretrained={gpt2_dir},dtype=float32", "--device", "cpu"],
+    str(tmp_path / "hf"),
+  )  # fmt: skip
+  assert set(ours) == set(theirs) == {"jtrans_tiny_mc", "jtrans_tiny_text", "jtrans_tiny_gen"}
+  for task in ("jtrans_tiny_mc", "jtrans_tiny_text"):
+    assert len(ours[task]) == len(theirs[task])
+    for a, b in zip(ours[task], theirs[task]):
+      a = np.array([x[0] if isinstance(x, list) else x for x in a], np.float64).ravel()
+      b = np.array([x[0] if isinstance(x, list) else x for x in b], np.float64).ravel()
+      np.testing.assert_allclose(a, b, atol=1e-4, err_msg=task)
+  assert ours["jtrans_tiny_gen"] == theirs["jtrans_tiny_gen"]
