@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
-TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole on one of them.
+TEST_WORKERS ?= 3  # pytest-xdist processes (on 2 cores: a third fills the others' Python-bound gaps); each test file runs whole on one of them.
 
 .PHONY: demo test bench clean
 demo: $(VENV)/.installed

@@ -26,7 +26,7 @@ VARIANTS = ("coord_check", "transfer", "completep")
 
 def get_config(variant: str = "transfer") -> ml_collections.ConfigDict:
   """coord_check: 10 steps at a constant lr of 1e-2 from base width 64 (the check trains it at
-  each --widths). transfer: 300 steps of 8 x 64 bytes at width 128 = the base, cosine lr with 30
+  each --widths). transfer: 200 steps of 8 x 64 bytes at width 128 = the base, cosine lr with 20
   warm-up steps; the sweep varies the width, lr and parametrization. completep: the same at
   depth 2 = the base depth, under CompleteP; its sweep varies the depth and lr."""
   if variant not in VARIANTS:
@@ -43,10 +43,10 @@ def get_config(variant: str = "transfer") -> ml_collections.ConfigDict:
     c.train.batch_size, c.train.steps = 16, 10
     c.optim.schedule, c.optim.warmup_steps, c.optim.lr = "constant", 0, 1e-2
     return c
-  c.train.batch_size, c.train.steps = 8, 300
+  c.train.batch_size, c.train.steps = 8, 200
   c.train.eval_every = c.train.checkpoint_every = c.train.steps
   c.train.log_every = 50
-  c.optim.lr, c.optim.warmup_steps = 2**-7, 30
+  c.optim.lr, c.optim.warmup_steps = 2**-7, 20
   if variant == "completep":
     m.parametrization, m.base_num_layers = "completep", 2
   return c

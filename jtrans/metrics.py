@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from collections.abc import Mapping
 
 import jax
-from tensorboardX import SummaryWriter
 
 from jtrans import storage
+
+
+def _import_tensorboardx():
+  """tensorboardX's event writer and scalar summary. Its package imports torch whenever torch
+  is installed (2 s of every start-up), for torch tensors that jtrans never passes: torch is
+  hidden while it loads, then importable again."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects.
+  try:
+    from tensorboardX.event_file_writer import EventFileWriter
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.summary import scalar
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return EventFileWriter, event_pb2, scalar
+
+
+EventFileWriter, event_pb2, scalar = _import_tensorboardx()
 
 
 def format_duration(seconds: float) -> str:
@@ -66,7 +87,7 @@ class MetricsWriter:
           ]
           storage.write_text(self._path, "".join(self._lines))
       self._jsonl = None if remote else self._path.open("a")
-      self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
+      self._tb = EventFileWriter(os.fspath(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -80,7 +101,8 @@ class MetricsWriter:
       self._jsonl.write(line)
       self._jsonl.flush()
     for name, value in scalars.items():
-      self._tb.add_scalar(f"{split}/{name}", float(value), step)
+      summary = scalar(f"{split}/{name}", float(value))
+      self._tb.add_event(event_pb2.Event(summary=summary, step=step, wall_time=time.time()))
     self._tb.flush()
 
   def log(self, message: str) -> None:

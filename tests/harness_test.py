@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -14,7 +16,6 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = os.path.join(ROOT, "tests", "harness_tasks")
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -65,19 +66,50 @@ class Request:  # What lm_eval hands a model: an object with `.args`.
     self.args = args
 
 
+PAIRS = [
+  ("The capital of France is", " Paris"),
+  ("def square(x):\n    return x", " ** 2"),
+  ("Trailing space ", "moves to the continuation"),
+  ("", "Begins with nothing."),
+  ("x" * 300, " a context longer than max_length"),  # Keeps the last max_length tokens.
+]
+
+
 def test_loglikelihoods_equal_a_direct_forward_pass(adapter):
   """Each continuation's summed log-probability and greedy flag equal the model's own logits on
   context + continuation, computed one request at a time in float64; an empty context is
   conditioned on EOS, as lm_eval does."""
   import jax
 
-  pairs = [
-    ("The capital of France is", " Paris"),
-    ("def square(x):\n    return x", " ** 2"),
-    ("Trailing space ", "moves to the continuation"),
-    ("", "Begins with nothing."),
-    ("x" * 300, " a context longer than max_length"),  # Keeps the last max_length tokens.
-  ]
+  check_against_forward_passes(adapter, PAIRS)
+  model, params, tok = adapter.layout.model, adapter.params, adapter.tok
+  # The rolling log-likelihood of a text is its tokens' sum, conditioned on EOS.
+  text = "The quick brown fox jumps over the lazy dog."
+  rolling = adapter.loglikelihood_rolling([Request(text)])[0]
+  whole = [tok.eos_id] + list(tok.encode(text))
+  logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))[0]
+  logits = logits.astype(np.float64)
+  logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+  expected = (logits[np.arange(len(whole) - 1), whole[1:]] - logz).sum()
+  assert rolling == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_training_runs_workdir_is_scored_by_its_latest_checkpoint(tiny_config, tmp_path):
+  """`--model_args workdir=<run>`: the run's config.json, tokenizer (bytes) and latest
+  checkpoint, scored as its own forward passes are."""
+  from jtrans import modes
+  from jtrans.evaluation import harness
+
+  tiny_config.train.steps = 2
+  modes.train(tiny_config, str(tmp_path))
+  adapter = harness.JtransLM(workdir=str(tmp_path), batch_size=8)
+  assert adapter.max_length == tiny_config.model.max_len == 32
+  check_against_forward_passes(adapter, PAIRS)
+
+
+def check_against_forward_passes(adapter, pairs) -> None:
+  import jax
+
   got = adapter.loglikelihood([Request(c, x) for c, x in pairs])
   model, params, tok = adapter.layout.model, adapter.params, adapter.tok
   for (context, continuation), (logprob, greedy) in zip(pairs, got):
@@ -105,15 +137,6 @@ def test_loglikelihoods_equal_a_direct_forward_pass(adapter):
     expected = logp[np.arange(len(targets)), targets][span].sum()
     assert logprob == pytest.approx(expected, abs=1e-5), (context, continuation)
     assert greedy == bool((logits.argmax(-1) == targets)[span].all())
-  # The rolling log-likelihood of a text is its tokens' sum, conditioned on EOS.
-  text = "The quick brown fox jumps over the lazy dog."
-  rolling = adapter.loglikelihood_rolling([Request(text)])[0]
-  whole = [tok.eos_id] + list(tok.encode(text))
-  logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))[0]
-  logits = logits.astype(np.float64)
-  logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-  expected = (logits[np.arange(len(whole) - 1), whole[1:]] - logz).sum()
-  assert rolling == pytest.approx(expected, abs=1e-5)
 
 
 def _samples(output_dir) -> dict[str, list]:
@@ -129,32 +152,38 @@ def _samples(output_dir) -> dict[str, list]:
   return found
 
 
-def _lm_eval(args: list[str], output: str) -> dict[str, list]:
+def readme_command(gpt2_dir: str) -> list[str]:
+  """The README's harness command, on the test's GPT-2 directory."""
+  text = open(os.path.join(ROOT, "README.md")).read().replace("\\\n", " ")
+  line = re.search(r"python -m jtrans\.evaluation\.harness[^\n]*", text).group(0)
+  return [
+    sys.executable,
+    *shlex.split(line.replace("hf_dir=/models/gpt2", f"hf_dir={gpt2_dir}"))[1:],
+  ]
+
+
+def _lm_eval(command: list[str], output: str) -> dict[str, list]:
   env = {**os.environ, **OFFLINE, "JAX_PLATFORMS": "cpu"}
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  tasks = "jtrans_tiny_mc,jtrans_tiny_text,jtrans_tiny_gen"
-  command = [*args, "--tasks", tasks, "--include_path", TASKS, "--output_path", output]
   out = subprocess.run(
-    [*command, "--log_samples", "--batch_size", "4"], cwd=ROOT, env=env, capture_output=True,
-    text=True, timeout=600,
+    [*command, "--output_path", output, "--log_samples", "--batch_size", "4"], cwd=ROOT, env=env,
+    capture_output=True, text=True, timeout=600,
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-4000:]
   return _samples(output)
 
 
 def test_lm_eval_command_with_jtrans_equals_lm_eval_with_hugging_face(gpt2_dir, tmp_path):
-  """`python -m jtrans.evaluation.harness --model jtrans --model_args hf_dir=...` against
-  `lm_eval --model hf --model_args pretrained=...` on the three local tasks: every choice's
-  log-likelihood within 1e-4, every rolling log-likelihood within 1e-4, the same greedy
+  """The README's `python -m jtrans.evaluation.harness --model jtrans --model_args hf_dir=...`
+  against `lm_eval --model hf --model_args pretrained=...` on the three local tasks: every
+  choice's log-likelihood within 1e-4, every rolling log-likelihood within 1e-4, the same greedy
   generations."""
-  ours = _lm_eval(
-    [sys.executable, "-m", "jtrans.evaluation.harness", "--model", "jtrans",
-     "--model_args", f"hf_dir={gpt2_dir}"],
-    str(tmp_path / "jtrans"),
-  )  # fmt: skip
+  command = readme_command(gpt2_dir)
+  ours = _lm_eval(command, str(tmp_path / "jtrans"))
+  tasks = command[command.index("--tasks") :]
   theirs = _lm_eval(
     [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-     f"pretrained={gpt2_dir},dtype=float32", "--device", "cpu"],
+     f"pretrained={gpt2_dir},dtype=float32", "--device", "cpu", *tasks],
     str(tmp_path / "hf"),
   )  # fmt: skip
   assert set(ours) == set(theirs) == {"jtrans_tiny_mc", "jtrans_tiny_text", "jtrans_tiny_gen"}

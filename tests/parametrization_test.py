@@ -159,3 +159,44 @@ def test_coordinate_check_is_flat_under_mup_and_grows_under_standard(data_dir):
     results[name] = coord_check.measure(c, [64, 256])
   assert coord_check.flat_enough(results["mup"], 2.0), coord_check.growth(results["mup"])
   assert max(coord_check.growth(results["standard"]).values()) > 3.0
+
+
+def test_transfer_analysis_finds_each_sizes_optimum_and_its_drift(tmp_path):
+  """A learning rate x width sweep's workdir (configs and final eval losses written here, with
+  known optima: standard's halves per doubling of width, muP's stays): `--mode=analyze` reports
+  each optimum and a drift of -3 grid steps for standard and 0 for muP; a diverged run is
+  named, not chosen."""
+  import json
+  import math
+
+  from jtrans import modes
+  from jtrans.scaling import sweep
+
+  base_config = mup.get_config("transfer")
+  lrs = [2.0**-k for k in range(11, 4, -1)]
+  for i, (name, width, lr) in enumerate(
+    (n, w, lr) for n in ("standard", "mup") for w in (128, 256, 512, 1024) for lr in lrs
+  ):
+    optimum = 2.0**-6 * (128 / width if name == "standard" else 1.0)
+    loss = 1.5 + 0.05 * math.log2(lr / optimum) ** 2 - 0.01 * math.log2(width)
+    if name == "mup" and width == 1024 and lr == lrs[-1]:
+      loss = float("nan")
+    keys = {"model.parametrization": name, "model.embed_dim": width, "model.mlp_dim": 4 * width}
+    config = sweep.apply(base_config, {**keys, "optim.lr": lr})
+    run = tmp_path / f"{i:03d}-x"
+    run.mkdir()
+    (run / "config.json").write_text(config.to_json_best_effort())
+    record = {"step": config.train.steps, "split": "eval", "nll": loss}
+    (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+  text = modes.analyze(str(tmp_path), 0)
+  assert (
+    "| standard | 0.0156 (1.430) | 0.00781 (1.420) | 0.00391 (1.410) | 0.00195 (1.400) | -3.0 |"
+    in text
+  ), text
+  assert (
+    "| mup | 0.0156 (1.430) | 0.0156 (1.420) | 0.0156 (1.410) | 0.0156 (1.400) | +0.0 |" in text
+  ), text
+  assert "Diverged (loss not finite): 055-x" in text
+  summary = json.loads((tmp_path / "transfer.json").read_text())
+  assert summary["optima"]["mup"]["drift_grid_steps"] == 0.0
+  assert (tmp_path / "transfer.png").read_bytes()[:4] == b"\x89PNG"

@@ -308,3 +308,31 @@ def test_the_fine_tuning_benchmark_runs_as_shown():
   assert mib(rows["LoRA r=8 q,v"]) < mib(rows["full"]) / 10
   assert mib(rows[prefix]) < mib(rows["full"])
   assert mib(rows["prompt P=16"]) < mib(rows["LoRA r=8 q,v"])
+
+
+def test_the_hyperparameter_transfer_commands_parse_and_the_coordinate_check_runs(
+  data_dir, tmp_path
+):
+  """The "Hyperparameter transfer and evaluation" section: each run.py command parses with
+  run.py's own flags, and the coordinate check runs as written (2 widths and 2 steps here),
+  printing its table and writing its plot. tests/harness_test.py runs the harness command."""
+  commands = run_commands(section("Hyperparameter transfer and evaluation"))
+  assert {"--mode=coord_check", "--mode=analyze"} <= {a for c in commands for a in c}, commands
+  for argv in commands:
+    out = subprocess.run(
+      [sys.executable, "-c", PARSE.format(argv=argv)], cwd=ROOT, capture_output=True, text=True,
+      timeout=120, env={**os.environ},
+    )  # fmt: skip
+    assert out.returncode == 0 and "parsed" in out.stdout, (argv, out.stderr[-3000:])
+  check = next(c for c in commands if "--mode=coord_check" in c)
+  check = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path}" for a in check]
+  out = subprocess.run(
+    [sys.executable, *check, "--widths=64,128", "--config.train.steps=2",
+     f"--config.data.data_dir={data_dir}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=600,
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "coordinate check, widths [64, 128], 2 steps" in out.stdout, out.stdout
+  assert re.search(r"decoder/block_1/mlp\s+[\d.]+\s+[\d.]+", out.stdout), out.stdout
+  assert (tmp_path / "coord_check.png").read_bytes()[:4] == b"\x89PNG"

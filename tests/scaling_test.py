@@ -139,6 +139,11 @@ def test_analyze_a_ladder_fits_loss_against_size_and_skips_approach3(tmp_path):
   assert fits["loss_vs_params"]["r2"] > 0.95 and "loss_vs_compute" in fits
   assert "approach3" not in fits and "Approach 3 needs" in report
   assert "unfinished" in report and not os.path.exists(tmp_path / "isoflop.png")
+  # The runs' task accuracy: a column of the report and its plot against compute beside L(C).
+  assert "| loss | accuracy |" in report and "| 0.500 |" in report
+  assert os.path.getsize(tmp_path / "accuracy_vs_compute.png") > 1000
+  runs = json.load(open(tmp_path / "scaling.json"))["runs"]
+  assert all(r["accuracy_curve"] for r in runs if r["loss"] is not None)
 
 
 def test_analyze_needs_finished_runs(tmp_path):

@@ -1,28 +1,33 @@
-"""Learning rate x width under standard parametrisation and muP, on the CPU: configs/mup.py's
-`transfer` (2 blocks, 300 steps of 8 x 64 bytes of the embedded corpus) at widths 128 to 1024
-(4 heads, mlp 4 x width; muP's base width 128) and learning rates 2^-11 to 2^-5.
+"""Learning rate x width under standard parametrisation and muP: configs/mup.py's `transfer`
+(2 blocks, 200 steps of 8 x 64 bytes of the embedded corpus; 4 heads, mlp 4 x width; muP's base
+width 128) at widths 128 to 1024, or those given as the argument, and learning rates 2^-11 to
+2^-5, under both parametrisations.
 
-Run (--dry_run prints the estimate per point):
+Run (--dry_run prints the estimate per point: on 2 CPU cores a width-1024 point takes about
+10 minutes, so the full grid is an accelerator's job; `:64,128,256` is the CPU's):
   python run.py --sweep=configs/sweeps/cpu_mup_transfer.py --workdir=runs/mup_transfer
+  python run.py --sweep=configs/sweeps/cpu_mup_transfer.py:64,128,256 --workdir=runs/mup_small
   python run.py --mode=analyze --workdir=runs/mup_transfer
-Expected: filled in once measured (transfer.md in the workdir gives the table).
+Expected: see the README's "Hyperparameter transfer and evaluation" (measured widths 64 to 256).
 """
 
 from configs import mup
 from jtrans.scaling import sweep
 
-WIDTHS = [128, 256, 512, 1024]
+WIDTHS = "128,256,512,1024"
 LRS = [2.0**-k for k in range(11, 4, -1)]
 PARAMETRIZATIONS = ["standard", "mup"]
 
 
-def get_config():
+def get_config(widths: str = WIDTHS):
+  del widths  # The base is the same for any widths.
   return mup.get_config("transfer")
 
 
-def get_sweep() -> list[dict]:
+def get_sweep(widths: str = WIDTHS) -> list[dict]:
+  sizes = [int(w) for w in widths.split(",")]
   widths = sweep.zipped(
-    sweep.axis("model.embed_dim", WIDTHS), sweep.axis("model.mlp_dim", [4 * w for w in WIDTHS])
+    sweep.axis("model.embed_dim", sizes), sweep.axis("model.mlp_dim", [4 * w for w in sizes])
   )
   return sweep.product(
     sweep.axis("model.parametrization", PARAMETRIZATIONS), widths, sweep.axis("optim.lr", LRS)

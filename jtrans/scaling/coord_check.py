@@ -32,6 +32,7 @@ from jtrans.models import layers
 
 MEASURED = (layers.Embed, layers.Attention, layers.Mlp, layers.Block, layers.Logits)
 Scales = dict[str, list[float]]  # Layer name -> mean |x| after each step (index 0: step 1).
+SEEDS = 3  # Initialisations averaged per width.
 
 
 def at_width(config: ml_collections.ConfigDict, width: int, base: int) -> ml_collections.ConfigDict:
@@ -63,11 +64,16 @@ def layer_scales(model: Any, params: Any, tokens: jax.Array) -> dict[str, jax.Ar
 
 
 def measure(
-  config: ml_collections.ConfigDict, widths: Sequence[int], base: int | None = None
+  config: ml_collections.ConfigDict,
+  widths: Sequence[int],
+  base: int | None = None,
+  seeds: int = SEEDS,
 ) -> dict[int, Scales]:
   """Trains `config.train.steps` steps at each width (the same batches for all, the run's own
-  step and optimizer) and returns {width: {layer: mean |x| after each step}}. `base`: muP's base
-  width (default: config.model.base_embed_dim, else the smallest width)."""
+  step and optimizer) from `seeds` initialisations and returns {width: {layer: mean |x| after
+  each step, averaged over the seeds}}: one narrow model's trajectory depends on its draw (at
+  width 64 a layer's scale varies 2x between seeds). `base`: muP's base width (default:
+  config.model.base_embed_dim, else the smallest width)."""
   from jtrans import parts
 
   if config.model.family != "decoder":
@@ -82,15 +88,16 @@ def measure(
       batches = list(itertools.islice(iter(run.train_data), steps + 1))
     probe = jnp.asarray(batches[-1]["inputs"])
     scales_fn = jax.jit(lambda p, t, model=run.layout.model: layer_scales(model, p, t))
-    state, _, _ = parts.init_state(run.layout.model, run.layout.tx, run.config, run.layout.mesh)
-    state = run.engine.place_state(state)
+    init = jax.jit(run.layout.init, out_shardings=run.layout.shardings)
     record: Scales = {}
-    with run.engine.context():
-      for batch in batches[:steps]:
-        state, _ = run.engine.train_step(state, run.engine.place_batch(batch))
-        params = run.engine.global_state(state).params
-        for name, value in jax.device_get(scales_fn(params, probe)).items():
-          record.setdefault(name, []).append(float(value))
+    for seed in range(seeds):
+      state = run.engine.place_state(init(jax.random.key(config.seed + seed)))
+      with run.engine.context():
+        for step, batch in enumerate(batches[:steps]):
+          state, _ = run.engine.train_step(state, run.engine.place_batch(batch))
+          params = run.engine.global_state(state).params
+          for name, value in jax.device_get(scales_fn(params, probe)).items():
+            record.setdefault(name, [0.0] * steps)[step] += float(value) / seeds
     results[width] = record
   return results
 
@@ -156,8 +163,8 @@ def run(config: ml_collections.ConfigDict, widths: Sequence[int], workdir: str) 
   )
   plot(workdir_path / "coord_check.png", by_parametrization)
   lines = [
-    f"coordinate check, widths {list(widths)}, {config.train.steps} steps: each layer's mean "
-    f"|x| at width {max(widths)} / at width {min(widths)} after the last step",
+    f"coordinate check, widths {list(widths)}, {config.train.steps} steps, {SEEDS} seeds: each "
+    f"layer's mean |x| at width {max(widths)} / at width {min(widths)} after the last step",
     f"{'layer':40s} " + " ".join(f"{n:>10s}" for n in names),
   ]
   grown = {n: growth(r) for n, r in by_parametrization.items()}

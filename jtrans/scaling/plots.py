@@ -200,6 +200,44 @@ def plot_isoflop(path: storage.PathLike, runs, laws: dict[str, Any]) -> str:
   return _finish(fig, right, path, "Compute-optimal size and tokens (approach 2)")
 
 
+def plot_accuracy(path: storage.PathLike, runs, frontier, laws: dict[str, Any]) -> str:
+  """Task accuracy against C, each run's curve over its evaluations (left), beside the loss
+  against C with L(C) (right): a smooth loss law next to an accuracy that may jump ("emergent"
+  abilities, Wei et al. 2022; Schaeffer et al. 2023 on how the metric makes the jump)."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+  colors = plt.cm.viridis(np.linspace(0, 0.9, len(runs)))
+  for r, color in zip(sorted(runs, key=lambda r: r.params), colors):
+    if r.accuracy_curve:
+      c, accuracy = zip(*r.accuracy_curve)
+      left.plot(c, accuracy, marker="o", ms=3, color=color, label=f"{r.name} (N={r.params:,})")
+    if r.curve:
+      c, loss = zip(*r.curve)
+      right.plot(c, loss, color=color, linewidth=1)
+  right.scatter([r.flops for r in runs], [r.loss for r in runs], s=14, color="0.3", zorder=3)
+  if "loss_vs_compute" in laws and frontier:
+    f = laws["loss_vs_compute"]
+    _law_curve(
+      right,
+      _power_law(f),
+      frontier[0].flops,
+      frontier[-1].flops,
+      f"L(C) = {f['E']:.3f} + {f['A']:.3g} C^-{f['alpha']:.3f}  (R^2 = {f['r2']:.3f})",
+      "C1",
+    )
+  left.set_xscale("log")
+  left.set_ylim(-0.02, 1.02)
+  left.set_xlabel("training compute C (FLOPs)")
+  left.set_ylabel("eval task accuracy")
+  left.set_title("Task accuracy against compute")
+  left.grid(True, which="both", alpha=0.3)
+  left.legend(fontsize=7)
+  right.set_xscale("log")
+  right.set_yscale("log")
+  right.set_xlabel("training compute C (FLOPs)")
+  right.set_ylabel(LOSS_LABEL)
+  return _finish(fig, right, path, "Loss against compute")
+
+
 def plot_all(
   workdir: str, runs: Sequence, sizes: Sequence, frontier: Sequence, laws: dict[str, Any]
 ) -> list[str]:
@@ -211,4 +249,6 @@ def plot_all(
   ]
   if "approach2" in laws:
     names.append(plot_isoflop(root / "isoflop.png", runs, laws))
+  if any(r.accuracy_curve for r in runs):
+    names.append(plot_accuracy(root / "accuracy_vs_compute.png", runs, frontier, laws))
   return names

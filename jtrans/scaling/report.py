@@ -30,6 +30,10 @@ class Run:
   lr: float
   loss: float | None  # Eval loss (nats/token) at the last step.
   curve: list[tuple[float, float]]  # (C so far, eval loss) at every evaluation.
+  # Task accuracy (eval `accuracy`: the answer tokens' for a prompt_response task) at the last
+  # step and (C so far, accuracy) at every evaluation; None / [] when the runs record none.
+  accuracy: float | None = None
+  accuracy_curve: list[tuple[float, float]] = dataclasses.field(default_factory=list)
 
 
 def collect(workdir: str) -> list[Run]:
@@ -42,14 +46,15 @@ def collect(workdir: str) -> list[Run]:
     config = json.loads((path / "config.json").read_text())
     plan = planner.plan_config(config, name)
     evals: dict[int, float] = {}
+    accuracies: dict[int, float] = {}
     for line in (path / "metrics.jsonl").read_text().splitlines():
       record = json.loads(line) if line.strip() else {}
       if record.get("split") == "eval" and "nll" in record:
         evals[record["step"]] = record["nll"]  # A resumed run may repeat a step: keep the last.
-    tokens_per_step = plan.batch_size * plan.seq_len
-    curve = [
-      (plan.flops_per_token * tokens_per_step * step, nll) for step, nll in sorted(evals.items())
-    ]
+        if "accuracy" in record:
+          accuracies[record["step"]] = record["accuracy"]
+    flops_per_step = plan.flops_per_token * plan.batch_size * plan.seq_len
+    curve = [(flops_per_step * step, nll) for step, nll in sorted(evals.items())]
     runs.append(
       Run(
         name=name,
@@ -60,6 +65,8 @@ def collect(workdir: str) -> list[Run]:
         lr=plan.lr,
         loss=evals.get(plan.steps),
         curve=curve,
+        accuracy=accuracies.get(plan.steps),
+        accuracy_curve=[(flops_per_step * step, a) for step, a in sorted(accuracies.items())],
       )
     )
   return runs
@@ -188,14 +195,15 @@ def markdown(runs: list[Run], laws: dict[str, Any], notes: list[str]) -> str:
     "Loss: eval nats per token at the last step. N: non-embedding "
     "parameters. D: training tokens. C: training FLOPs (6 x matmul parameters + attention).",
     "",
-    "| run | N | D | D/N | C FLOPs | lr | loss |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| run | N | D | D/N | C FLOPs | lr | loss | accuracy |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in runs:
     loss = "unfinished" if r.loss is None else f"{r.loss:.4f}"
+    accuracy = "" if r.accuracy is None else f"{r.accuracy:.3f}"
     lines.append(
       f"| {r.name} | {r.params:,} | {r.tokens:.3g} | {r.tokens / r.params:.3g} | "
-      f"{r.flops:.3g} | {r.lr:.3g} | {loss} |"
+      f"{r.flops:.3g} | {r.lr:.3g} | {loss} | {accuracy} |"
     )
   lines += ["", "| fit | law | constants (95% bootstrap interval) | R^2 |", "|---|---|---|---:|"]
   for key, law in (
