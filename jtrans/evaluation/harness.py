@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,9 +76,11 @@ class JtransLM(TemplateLM):
     hf_dir: str | None = None,
     batch_size: int | str = 8,
     max_length: int | None = None,
-    **unused: Any,
+    device: str | None = None,  # lm_eval's --device: JAX places the model on the run's mesh.
+    max_batch_size: int | None = None,  # lm_eval's, for batch_size=auto; not used.
   ):
     super().__init__()
+    del device, max_batch_size
     from jtrans import sharding
 
     self.config, self.layout, self.params, self.tok = _load(workdir, hf_dir)
