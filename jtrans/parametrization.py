@@ -92,18 +92,18 @@ def lr_multipliers(cfg: Any, boxed_params: Any) -> dict[tuple[str, ...], float]:
   the logical names of `boxed_params` (a `model.init` tree, abstract is enough)."""
   if cfg.parametrization == "standard":
     return {}
-  hidden = hidden_lr_multiplier(cfg)
-  found = {}
+  boxed = lambda x: isinstance(x, nn.LogicallyPartitioned)  # noqa: E731
+  leaves = jax.tree_util.tree_flatten_with_path(boxed_params, is_leaf=boxed)[0]
+  multipliers = {}
+  for path, leaf in leaves:
+    keys = _keys(path)
+    if boxed(leaf) and is_hidden(leaf.names, keys[-1]):
+      multipliers[keys] = hidden_lr_multiplier(cfg)
+  return multipliers
 
-  def visit(path, leaf):
-    keys = tuple(getattr(p, "key", str(p)) for p in path)
-    if isinstance(leaf, nn.LogicallyPartitioned) and is_hidden(leaf.names, keys[-1]):
-      found[keys] = hidden
 
-  jax.tree_util.tree_map_with_path(
-    visit, boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
-  )
-  return found
+def _keys(path) -> tuple[str, ...]:
+  return tuple(getattr(p, "key", str(p)) for p in path)
 
 
 def scale_by_multipliers(multipliers: dict[tuple[str, ...], float]) -> optax.GradientTransformation:
@@ -115,8 +115,7 @@ def scale_by_multipliers(multipliers: dict[tuple[str, ...], float]) -> optax.Gra
     del params
 
     def scale(path, update):
-      keys = tuple(getattr(p, "key", str(p)) for p in path)
-      multiplier = multipliers.get(keys, 1.0)
+      multiplier = multipliers.get(_keys(path), 1.0)
       return update if multiplier == 1.0 else update * multiplier
 
     return jax.tree_util.tree_map_with_path(scale, updates), state
