@@ -54,13 +54,6 @@ def gpt2_dir(tmp_path_factory) -> str:
   return str(path)
 
 
-@pytest.fixture(scope="module")
-def adapter(gpt2_dir):
-  from jtrans.evaluation import harness
-
-  return harness.JtransLM(hf_dir=gpt2_dir, batch_size=4)
-
-
 class Request:  # What lm_eval hands a model: an object with `.args`.
   def __init__(self, *args):
     self.args = args
@@ -75,28 +68,15 @@ PAIRS = [
 ]
 
 
-def test_loglikelihoods_equal_a_direct_forward_pass(adapter):
-  """Each continuation's summed log-probability and greedy flag equal the model's own logits on
-  context + continuation, computed one request at a time in float64; an empty context is
-  conditioned on EOS, as lm_eval does."""
+def test_loglikelihoods_equal_the_models_forward_passes(tiny_config, tmp_path):
+  """`--model_args workdir=<run>`: the run's config.json, tokenizer (bytes) and latest
+  checkpoint. Each continuation's summed log-probability and greedy flag equal the model's own
+  logits on context + continuation, one request at a time in float64 (an empty context is
+  conditioned on EOS, as lm_eval does; a long one keeps its last max_length tokens), and a
+  rolling log-likelihood is the text's tokens' sum after EOS. (The Hugging Face directory path
+  is checked against lm_eval's own `--model hf` below.)"""
   import jax
 
-  check_against_forward_passes(adapter, PAIRS)
-  model, params, tok = adapter.layout.model, adapter.params, adapter.tok
-  # The rolling log-likelihood of a text is its tokens' sum, conditioned on EOS.
-  text = "The quick brown fox jumps over the lazy dog."
-  rolling = adapter.loglikelihood_rolling([Request(text)])[0]
-  whole = [tok.eos_id] + list(tok.encode(text))
-  logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))[0]
-  logits = logits.astype(np.float64)
-  logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-  expected = (logits[np.arange(len(whole) - 1), whole[1:]] - logz).sum()
-  assert rolling == pytest.approx(expected, abs=1e-5)
-
-
-def test_a_training_runs_workdir_is_scored_by_its_latest_checkpoint(tiny_config, tmp_path):
-  """`--model_args workdir=<run>`: the run's config.json, tokenizer (bytes) and latest
-  checkpoint, scored as its own forward passes are."""
   from jtrans import modes
   from jtrans.evaluation import harness
 
@@ -105,6 +85,30 @@ def test_a_training_runs_workdir_is_scored_by_its_latest_checkpoint(tiny_config,
   adapter = harness.JtransLM(workdir=str(tmp_path), batch_size=8)
   assert adapter.max_length == tiny_config.model.max_len == 32
   check_against_forward_passes(adapter, PAIRS)
+  model, params, tok = adapter.layout.model, adapter.params, adapter.tok
+  # A text longer than max_length: the sum over lm_eval's own disjoint windows, each scored
+  # here by a forward pass of its own.
+  from lm_eval import utils as lm_eval_utils
+
+  text = "The quick brown fox jumps over the lazy dog."
+  assert len(tok.encode(text)) > adapter.max_length
+  rolling = adapter.loglikelihood_rolling([Request(text)])[0]
+
+  pairs = [
+    lm_eval_utils.make_disjoint_window(w)
+    for w in lm_eval_utils.get_rolling_token_windows(
+      token_list=list(tok.encode(text)), prefix_token=tok.eos_id, max_seq_len=32, context_len=1
+    )
+  ]
+  total = 0.0
+  for context, continuation in pairs:
+    whole = (context + continuation)[-33:]
+    logits = np.asarray(jax.device_get(model.apply({"params": params}, np.array([whole[:-1]]))))
+    logits = logits[0].astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    logp = logits[np.arange(len(whole) - 1), whole[1:]] - logz
+    total += logp[len(whole) - 1 - len(continuation) :].sum()
+  assert rolling == pytest.approx(total, abs=1e-4)
 
 
 def check_against_forward_passes(adapter, pairs) -> None:

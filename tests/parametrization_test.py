@@ -1,7 +1,8 @@
 """muP and CompleteP (jtrans/parametrization.py): exact at the base shape, per-group init and
 learning rates read from the parameters' logical names, 1/d attention against float64 numpy,
-CompleteP's branch multipliers, and the coordinate check (flat under muP, growing under
-standard parametrisation)."""
+CompleteP's branch multipliers, and the transfer analysis. The coordinate check (flat under
+muP, growing under standard parametrisation) runs as the README shows it, in
+tests/readme_test.py."""
 
 import dataclasses
 
@@ -143,22 +144,6 @@ def test_bad_parametrisation_settings_name_the_key():
     dataclasses.replace(CFG, parametrization="completep", norm_position="post")
   with pytest.raises(ValueError, match="decoder and encoder"):
     dataclasses.replace(CFG, family="vit", positions="learned")
-
-
-def test_coordinate_check_is_flat_under_mup_and_grows_under_standard(data_dir):
-  """configs/mup.py:coord_check at widths 64 and 256, 4 steps: every layer's mean |x| stays
-  within 2x under muP; under standard parametrisation some layer grows by more than 3x."""
-  from jtrans.scaling import coord_check
-
-  c = mup.get_config("coord_check")
-  c.data.data_dir = data_dir
-  c.train.steps = 4
-  results = {}
-  for name in ("standard", "mup"):
-    c.model.parametrization = name
-    results[name] = coord_check.measure(c, [64, 256])
-  assert coord_check.flat_enough(results["mup"], 2.0), coord_check.growth(results["mup"])
-  assert max(coord_check.growth(results["standard"]).values()) > 3.0
 
 
 def test_transfer_analysis_finds_each_sizes_optimum_and_its_drift(tmp_path):

@@ -2,6 +2,7 @@
 flags (unknown flags or config keys fail), and the one that can run here runs as written."""
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -314,8 +315,12 @@ def test_the_hyperparameter_transfer_commands_parse_and_the_coordinate_check_run
   data_dir, tmp_path
 ):
   """The "Hyperparameter transfer and evaluation" section: each run.py command parses with
-  run.py's own flags, and the coordinate check runs as written (2 widths and 2 steps here),
-  printing its table and writing its plot. tests/harness_test.py runs the harness command."""
+  run.py's own flags, and the coordinate check runs as written, at widths 64 and 256 for 4
+  steps (3 seeds each): under muP every layer's mean |x| stays within 2x across the widths at
+  every step; under standard parametrisation some layer grows by more than 3x. It prints its
+  table and writes its plot. tests/harness_test.py runs the harness command."""
+  from jtrans.scaling import coord_check
+
   commands = run_commands(section("Hyperparameter transfer and evaluation"))
   assert {"--mode=coord_check", "--mode=analyze"} <= {a for c in commands for a in c}, commands
   for argv in commands:
@@ -327,12 +332,16 @@ def test_the_hyperparameter_transfer_commands_parse_and_the_coordinate_check_run
   check = next(c for c in commands if "--mode=coord_check" in c)
   check = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path}" for a in check]
   out = subprocess.run(
-    [sys.executable, *check, "--widths=64,128", "--config.train.steps=2",
+    [sys.executable, *check, "--widths=64,256", "--config.train.steps=4",
      f"--config.data.data_dir={data_dir}"],
     cwd=ROOT, capture_output=True, text=True, timeout=600,
     env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "coordinate check, widths [64, 128], 2 steps" in out.stdout, out.stdout
+  assert "coordinate check, widths [64, 256], 4 steps, 3 seeds" in out.stdout, out.stdout
   assert re.search(r"decoder/block_1/mlp\s+[\d.]+\s+[\d.]+", out.stdout), out.stdout
   assert (tmp_path / "coord_check.png").read_bytes()[:4] == b"\x89PNG"
+  recorded = json.loads((tmp_path / "coord_check.json").read_text())
+  results = {name: {int(w): s for w, s in r.items()} for name, r in recorded.items()}
+  assert coord_check.flat_enough(results["mup"], 2.0), coord_check.growth(results["mup"])
+  assert max(coord_check.growth(results["standard"]).values()) > 3.0
